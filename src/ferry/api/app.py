@@ -1,0 +1,238 @@
+"""ferry's REST API: a thin, authenticated HTTP skin over :class:`FerryService`.
+
+Path functions are plain ``def`` on purpose: every service call does blocking
+libvirt IO, and FastAPI runs sync endpoints in its threadpool instead of on
+the event loop. All failures leave as one JSON envelope (see ``ErrorBody``)
+so the CLI needs a single decoder for every error.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+
+from ferry.api.schemas import (
+    NAME_PATTERN,
+    DatastoreOut,
+    ErrorBody,
+    FindingOut,
+    Health,
+    HostCreate,
+    HostOut,
+    InventoryOut,
+    JobOut,
+    MigrationCreate,
+    NetworkOut,
+    PowerRequest,
+    VMCreate,
+    VMOut,
+    to_schema,
+)
+from ferry.errors import ConfigError, FerryError, InputError, RefusedError
+from ferry.service import FerryService, VMCreateRequest
+
+API_PREFIX = "/api/v1"
+
+# auto_error=False: a missing header must produce our envelope, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="The token in FERRY_HOME/token")
+
+# Module level: with postponed annotations FastAPI resolves names in module globals.
+Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
+    404: {"model": ErrorBody, "description": "A named object does not exist"},
+    409: {"model": ErrorBody, "description": "Refused by pre-flight checks"},
+    502: {"model": ErrorBody, "description": "A hypervisor host failed"},
+}
+
+
+def error_body(
+    type_name: str, message: str, exit_code: int, findings: list[Any] | None = None
+) -> dict[str, Any]:
+    detail = {
+        "type": type_name,
+        "message": message,
+        "exit_code": exit_code,
+        "findings": [
+            to_schema(FindingOut, f).model_dump(mode="json") for f in findings or ()
+        ],
+    }
+    return {"error": detail}
+
+
+def _exit_code_for_http(status_code: int) -> int:
+    # Errors raised by the HTTP layer itself, not by ferry: map them onto the
+    # nearest exit code so the CLI still exits meaningfully.
+    if status_code == status.HTTP_401_UNAUTHORIZED:
+        return ConfigError.exit_code
+    if 400 <= status_code < 500:
+        return InputError.exit_code
+    return FerryError.exit_code
+
+
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc) or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FerryError)
+    def ferry_error(_request: Request, exc: FerryError) -> JSONResponse:
+        findings = exc.findings if isinstance(exc, RefusedError) else []
+        body = error_body(type(exc).__name__, exc.message, exc.exit_code, findings)
+        return JSONResponse(status_code=exc.http_status, content=body)
+
+    @app.exception_handler(HTTPException)
+    def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        body = error_body(
+            "HTTPError", str(exc.detail), _exit_code_for_http(exc.status_code)
+        )
+        return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Keep FastAPI's "detail" for generic clients; add our envelope for the CLI.
+        errors = list(exc.errors())
+        body = error_body("ValidationError", _validation_message(errors), InputError.exit_code)
+        body["detail"] = _jsonable_errors(errors)
+        return JSONResponse(status_code=422, content=body)
+
+    @app.exception_handler(Exception)
+    def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+        # No logging here: Starlette re-raises after this response, so the
+        # server logs the traceback once.
+        body = error_body(
+            "InternalError", f"internal error: {type(exc).__name__}: {exc}", FerryError.exit_code
+        )
+        return JSONResponse(status_code=500, content=body)
+
+
+def _jsonable_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    # Pydantic's "ctx" may hold exception objects that JSON cannot carry.
+    out = []
+    for err in errors:
+        item = {k: v for k, v in err.items() if k in ("type", "loc", "msg", "input")}
+        if "ctx" in err:
+            item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+        out.append(item)
+    return out
+
+
+def create_app(service: FerryService, token: str) -> FastAPI:
+    """The ASGI app; the caller owns ``service`` (and closes it on shutdown)."""
+    if not token:
+        raise ValueError("an API token is required")
+    expected = token.encode()
+
+    def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not secrets.compare_digest(given, expected):
+            raise HTTPException(
+                status_code=status.HTTP_401_UNAUTHORIZED,
+                detail="missing or invalid API token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    app = FastAPI(
+        title="ferry",
+        version="1",
+        summary="Live migration control plane for libvirt/QEMU hosts",
+    )
+    app.state.service = service
+    _install_error_handlers(app)
+
+    @app.get("/health", response_model=Health, tags=["health"])
+    def health() -> Health:
+        return Health()
+
+    api = APIRouter(
+        prefix=API_PREFIX, dependencies=[Depends(require_token)], responses=_ERROR_RESPONSES
+    )
+
+    # ---------------------------------------------------------------- hosts
+    @api.get("/hosts", response_model=list[HostOut], tags=["hosts"])
+    def list_hosts() -> list[HostOut]:
+        return [to_schema(HostOut, h) for h in service.list_hosts()]
+
+    @api.post(
+        "/hosts", response_model=HostOut, status_code=status.HTTP_201_CREATED, tags=["hosts"]
+    )
+    def add_host(body: HostCreate) -> HostOut:
+        host = service.add_host(body.name, body.uri, body.migration_address)
+        return to_schema(HostOut, host)
+
+    @api.delete("/hosts/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["hosts"])
+    def remove_host(name: Name) -> None:
+        service.remove_host(name)
+
+    @api.post("/refresh", response_model=InventoryOut, tags=["inventory"])
+    def refresh(host: Annotated[str | None, Query()] = None) -> InventoryOut:
+        return to_schema(InventoryOut, service.refresh(host))
+
+    # ------------------------------------------------------------ inventory
+    @api.get("/vms", response_model=list[VMOut], tags=["vms"])
+    def list_vms() -> list[VMOut]:
+        return [to_schema(VMOut, vm) for vm in service.list_vms()]
+
+    @api.get("/vms/{name}", response_model=VMOut, tags=["vms"])
+    def get_vm(name: Name) -> VMOut:
+        return to_schema(VMOut, service.get_vm(name))
+
+    @api.post("/vms", response_model=VMOut, status_code=status.HTTP_201_CREATED, tags=["vms"])
+    def create_vm(body: VMCreate) -> VMOut:
+        vm = service.create_vm(VMCreateRequest(**body.model_dump()))
+        return to_schema(VMOut, vm)
+
+    @api.post("/vms/{name}/power", response_model=VMOut, tags=["vms"])
+    def power(name: Name, body: PowerRequest) -> VMOut:
+        return to_schema(VMOut, service.power(name, body.action))
+
+    @api.delete("/vms/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["vms"])
+    def delete_vm(name: Name) -> None:
+        service.delete_vm(name)
+
+    @api.get("/datastores", response_model=list[DatastoreOut], tags=["inventory"])
+    def list_datastores() -> list[DatastoreOut]:
+        return [to_schema(DatastoreOut, d) for d in service.list_datastores()]
+
+    @api.get("/networks", response_model=list[NetworkOut], tags=["inventory"])
+    def list_networks() -> list[NetworkOut]:
+        return [to_schema(NetworkOut, n) for n in service.list_networks()]
+
+    # ------------------------------------------------------------ migration
+    @api.post(
+        "/migrations",
+        response_model=JobOut,
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["migrations"],
+    )
+    def start_migration(body: MigrationCreate) -> JobOut:
+        return to_schema(JobOut, service.start_migration(body.vm, body.host))
+
+    @api.get("/jobs", response_model=list[JobOut], tags=["jobs"])
+    def list_jobs(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[JobOut]:
+        return [to_schema(JobOut, j) for j in service.list_jobs(limit)]
+
+    @api.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
+    def get_job(job_id: str) -> JobOut:
+        return to_schema(JobOut, service.get_job(job_id))
+
+    @api.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"])
+    def cancel_job(job_id: str) -> JobOut:
+        return to_schema(JobOut, service.cancel_job(job_id))
+
+    app.include_router(api)
+    return app

@@ -1,0 +1,219 @@
+"""The REST API's wire format: Pydantic models mirroring :mod:`ferry.model`.
+
+The response models read the frozen dataclasses through ``from_attributes``
+(see :func:`to_schema`), so derived properties such as ``VM.memory_mib`` or
+``DatastoreView.shared`` reach clients without a converter per type. This
+module imports only Pydantic, so the CLI can parse responses with the very
+same models without pulling in FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry.model import JobState, VMState
+
+# Names end up in libvirt domain names, file names and URLs: keep them boring.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+S = TypeVar("S", bound=BaseModel)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+def to_schema(schema: type[S], obj: object) -> S:
+    """Any ferry dataclass (nested ones included) to its response model."""
+    return schema.model_validate(obj, from_attributes=True)
+
+
+# ---------------------------------------------------------------- responses
+
+
+class HostOut(Out):
+    name: str
+    uri: str
+    migration_address: str | None = None
+    migration_enabled: bool = True
+    maintenance: bool = False
+    max_migrations: int = 2
+    memory_limit_mib: int | None = None
+    connected: bool = False
+    error: str | None = None
+    hostname: str | None = None
+    host_uuid: str | None = None
+    cpu_vendor: str | None = None
+    cpu_model: str | None = None
+    cpus: int = 0
+    memory_mib: int = 0
+    free_memory_mib: int = 0
+    libvirt_version: str | None = None
+    hypervisor_version: str | None = None
+
+
+class DiskOut(Out):
+    target: str
+    device: str
+    source_type: str
+    source: str | None
+    driver_format: str | None = None
+    transient: bool = False
+    readonly: bool = False
+    backing_store: str | None = None
+
+
+class InterfaceOut(Out):
+    mac: str
+    kind: str
+    network: str | None
+    portgroup: str | None = None
+    model: str | None = None
+
+
+class CpuAffinityOut(Out):
+    vcpupin: list[str] = []
+    vcpu_cpuset: str | None = None
+    emulatorpin: str | None = None
+    pinned: bool = False
+
+
+class VMOut(Out):
+    name: str
+    uuid: str
+    host: str
+    state: VMState
+    memory_kib: int
+    memory_mib: int
+    vcpus: int
+    persistent: bool = True
+    disks: list[DiskOut] = []
+    interfaces: list[InterfaceOut] = []
+    cpu_mode: str | None = None
+    cpu_model: str | None = None
+    affinity: CpuAffinityOut = CpuAffinityOut()
+    kernel: str | None = None
+    initrd: str | None = None
+    domain_type: str = "qemu"
+    snapshot_count: int = 0
+    lab_address: str | None = None
+
+
+class PoolOut(Out):
+    host: str
+    name: str
+    pool_type: str
+    path: str | None
+    active: bool
+    capacity: int
+    allocation: int
+    available: int
+    datastore: str | None = None
+
+
+class DatastoreOut(Out):
+    name: str
+    hosts: list[str]
+    shared: bool
+    pools: list[PoolOut]
+
+
+class NetworkOut(Out):
+    host: str
+    name: str
+    bridge: str | None
+    forward_mode: str | None
+    active: bool
+    portgroups: list[str] = []
+    internal_only: bool = False
+
+
+class InventoryOut(Out):
+    hosts: dict[str, HostOut]
+    vms: dict[str, VMOut]
+    pools: list[PoolOut]
+    networks: list[NetworkOut]
+
+
+class JobEventOut(Out):
+    at: float
+    phase: str
+    message: str
+    data: dict[str, Any] = {}
+
+
+class JobOut(Out):
+    id: str
+    kind: str
+    vm: str
+    source_host: str
+    dest_host: str | None
+    state: JobState
+    phase: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    progress: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+    events: list[JobEventOut] = []
+
+
+class FindingOut(Out):
+    code: str
+    status: str
+    message: str
+    remedy: str = ""
+    objects: dict[str, str] = {}
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    exit_code: int
+    findings: list[FindingOut] = []
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {...}}`` (422 also keeps FastAPI's ``detail``)."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+# ----------------------------------------------------------------- requests
+
+
+class HostCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    uri: str = Field(min_length=1, max_length=1024)
+    migration_address: str | None = Field(default=None, max_length=255)
+
+
+class VMCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    host: str = Field(min_length=1)
+    datastore: str = Field(min_length=1)
+    memory_mib: int = Field(default=512, ge=64, le=65536)
+    vcpus: int = Field(default=1, ge=1, le=64)
+    disk_mib: int = Field(default=256, ge=0, le=1048576)
+    disk_format: Literal["qcow2", "raw"] = "qcow2"
+    heartbeat: bool = True
+    memory_workload_mib: int = Field(default=0, ge=0, le=65536)
+    disk_writer: bool = False
+    network: str = Field(default="Production", min_length=1)
+    start: bool = True
+
+
+class PowerRequest(BaseModel):
+    action: Literal["on", "off", "force-off"]
+
+
+class MigrationCreate(BaseModel):
+    vm: str = Field(min_length=1)
+    host: str = Field(min_length=1)

@@ -1,0 +1,68 @@
+"""``ferry lab up|status|down``: the multi-host lab on this machine.
+
+The lab is a local tool (it builds namespaces and daemons here), so these
+commands run directly rather than through the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ferry.cli.main import Commands, Context
+from ferry.lab import layout
+
+
+def _print_state(state: object) -> None:
+    from ferry.lab.lab import LabState
+
+    assert isinstance(state, LabState)
+    print(f"lab: {len(state.hosts)} host(s), guests run with "
+          f"{'KVM' if state.accel == 'kvm' else 'TCG (software emulation)'}, MTU {state.mtu}")
+    print(f"{'HOST':8} {'URI':34} {'MIGRATION':14} {'LINK':10} {'LIBVIRTD'}")
+    for host in state.hosts:
+        health = "up" if host.healthy else ("running, not answering" if host.alive else "down")
+        print(f"{host.name:8} {host.uri:34} {host.migration_address:14} "
+              f"{host.link or 'unshaped':10} {health} (pid {host.libvirtd_pid})")
+    print(f"datastores: {layout.SHARED_POOL} (all hosts), {layout.LOCAL_POOL} (one per host); "
+          f"networks: {layout.PRODUCTION_NETWORK} (all hosts), "
+          f"{layout.ISOLATED_NETWORK} ({state.hosts[-1].name}, internal only)")
+
+
+def _up(args: argparse.Namespace, ctx: Context) -> int:
+    from ferry.lab.lab import lab_up
+
+    started = time.monotonic()
+    state = lab_up(hosts=args.hosts, link=args.link, mtu=args.mtu)
+    _print_state(state)
+    print(f"lab ready in {time.monotonic() - started:.1f} s; register its hosts with "
+          "'ferry host add NAME URI'")
+    return 0
+
+
+def _status(args: argparse.Namespace, ctx: Context) -> int:
+    from ferry.lab.lab import lab_status
+
+    state = lab_status()
+    if state is None:
+        print("lab: not up ('ferry lab up' builds it)")
+        return 1
+    _print_state(state)
+    return 0 if state.healthy else 1
+
+
+def _down(args: argparse.Namespace, ctx: Context) -> int:
+    from ferry.lab.lab import lab_down
+
+    lab_down()
+    print("lab: removed (namespaces, bridges, daemons, guests and files)")
+    return 0
+
+
+def register(commands: Commands) -> None:
+    up = commands.add("up", _up, "Build the lab: N libvirt hosts on this machine", group="lab")
+    up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
+    up.add_argument("--link", help="shape each host's migration link, e.g. 1gbit")
+    up.add_argument("--mtu", type=int, default=1500, help="migration network MTU")
+    commands.add("status", _status, "Show the lab's hosts and whether they answer", group="lab")
+    commands.add("down", _down, "Remove everything the lab made", group="lab")

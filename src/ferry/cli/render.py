@@ -1,0 +1,251 @@
+"""Text output for the CLI: aligned tables, human sizes, progress lines, job reports.
+
+Everything here is a pure function returning strings, so the formatting is
+testable without a terminal or a server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ferry.api.schemas import (
+    DatastoreOut,
+    FindingOut,
+    HostOut,
+    JobOut,
+    NetworkOut,
+    VMOut,
+)
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_bytes(n: float | None) -> str:
+    """1024-based, two or three significant digits: ``612 MiB``, ``1.0 GiB``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    unit = 0
+    while abs(value) >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    if unit == 0:
+        return f"{int(value)} B"
+    return f"{value:.1f} {_UNITS[unit]}" if abs(value) < 10 else f"{value:.0f} {_UNITS[unit]}"
+
+
+def human_mib(mib: int | None) -> str:
+    return "-" if mib is None else human_bytes(mib * 1024 * 1024)
+
+
+def human_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.2f} s" if ms < 60_000 else f"{ms / 60_000:.1f} min"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    cells = [[str(h) for h in headers]] + [
+        ["-" if c is None else str(c) for c in row] for row in rows
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def hosts_table(hosts: Sequence[HostOut]) -> str:
+    rows = []
+    for h in hosts:
+        if h.maintenance:
+            state = "maintenance"
+        elif h.connected:
+            state = "connected"
+        else:
+            state = "disconnected"
+        memory = f"{human_mib(h.free_memory_mib)} free of {human_mib(h.memory_mib)}"
+        rows.append(
+            (h.name, state, h.cpus or "-", memory, h.libvirt_version, h.migration_address,
+             h.error or h.uri)
+        )
+    return table(("NAME", "STATE", "CPUS", "MEMORY", "LIBVIRT", "MIGRATION ADDR", "URI / ERROR"),
+                 rows)
+
+
+def vms_table(vms: Sequence[VMOut]) -> str:
+    rows = [
+        (vm.name, vm.host, vm.state.value, vm.vcpus, human_mib(vm.memory_mib), len(vm.disks),
+         vm.lab_address)
+        for vm in vms
+    ]
+    return table(("NAME", "HOST", "STATE", "VCPUS", "MEMORY", "DISKS", "ADDRESS"), rows)
+
+
+def vm_detail(vm: VMOut) -> str:
+    cpu = vm.cpu_mode or "-"
+    if vm.cpu_model:
+        cpu += f" ({vm.cpu_model})"
+    fields: list[tuple[str, object]] = [
+        ("Name", vm.name),
+        ("UUID", vm.uuid),
+        ("Host", vm.host),
+        ("State", vm.state.value),
+        ("Memory", human_mib(vm.memory_mib)),
+        ("vCPUs", vm.vcpus),
+        ("CPU mode", cpu),
+        ("Domain type", vm.domain_type),
+        ("Persistent", _yes(vm.persistent)),
+        ("Snapshots", vm.snapshot_count),
+        ("Address", vm.lab_address or "-"),
+    ]
+    if vm.affinity.pinned:
+        pins = ", ".join(vm.affinity.vcpupin) or vm.affinity.vcpu_cpuset or "-"
+        fields.append(("CPU affinity", pins))
+    if vm.kernel:
+        fields.append(("Kernel", vm.kernel))
+    width = max(len(k) for k, _ in fields)
+    out = [f"{k.ljust(width)}  {v}" for k, v in fields]
+    if vm.disks:
+        out += ["", "Disks:"]
+        disk_rows = [
+            (d.target, d.device, d.driver_format, d.source_type, d.source or "(empty)")
+            for d in vm.disks
+        ]
+        out += _indent(table(("TARGET", "DEVICE", "FORMAT", "TYPE", "SOURCE"), disk_rows))
+    if vm.interfaces:
+        out += ["", "Interfaces:"]
+        nic_rows = [(i.mac, i.kind, i.network, i.portgroup, i.model) for i in vm.interfaces]
+        out += _indent(table(("MAC", "KIND", "NETWORK", "PORTGROUP", "MODEL"), nic_rows))
+    return "\n".join(out)
+
+
+def _indent(text: str, prefix: str = "  ") -> list[str]:
+    return [prefix + line for line in text.splitlines()]
+
+
+def datastores_table(datastores: Sequence[DatastoreOut]) -> str:
+    rows = []
+    for ds in datastores:
+        first = ds.pools[0] if ds.pools else None
+        rows.append((
+            ds.name,
+            _yes(ds.shared),
+            ",".join(ds.hosts),
+            first.pool_type if first else "-",
+            human_bytes(first.capacity) if first else "-",
+            human_bytes(first.available) if first else "-",
+            first.path if first else "-",
+        ))
+    return table(("NAME", "SHARED", "HOSTS", "TYPE", "CAPACITY", "FREE", "PATH"), rows)
+
+
+def networks_table(networks: Sequence[NetworkOut]) -> str:
+    rows = [
+        (n.name, n.host, n.bridge, n.forward_mode or "none (internal)", _yes(n.active),
+         ",".join(n.portgroups) or "-")
+        for n in networks
+    ]
+    return table(("NAME", "HOST", "BRIDGE", "FORWARD", "ACTIVE", "PORTGROUPS"), rows)
+
+
+def _clock(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def job_duration(job: JobOut, now: float | None = None) -> str:
+    if job.started_at is None:
+        return "-"
+    end = job.finished_at if job.finished_at is not None else (now or time.time())
+    return human_ms((end - job.started_at) * 1000)
+
+
+def jobs_table(jobs: Sequence[JobOut]) -> str:
+    rows = [
+        (j.id, j.kind, j.vm, f"{j.source_host} -> {j.dest_host or '-'}", j.state.value, j.phase,
+         _clock(j.created_at), job_duration(j))
+        for j in jobs
+    ]
+    return table(("ID", "KIND", "VM", "HOSTS", "STATE", "PHASE", "CREATED", "DURATION"), rows)
+
+
+def finding_line(f: FindingOut) -> str:
+    line = f"  [{f.status.upper()}] {f.code}  {f.message}"
+    return f"{line} — {f.remedy}" if f.remedy else line
+
+
+def _num(progress: dict[str, Any], key: str) -> float | None:
+    value = progress.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def progress_line(job: JobOut, width: int = 20) -> str:
+    """``precopy  [#####.....]  612 MiB/1.0 GiB  remaining 412 MiB  iter 3 ...``."""
+    p = job.progress
+    phase = str(p.get("phase") or job.phase or job.state.value)
+    parts = [phase]
+    total = _num(p, "memory_total")
+    done = _num(p, "memory_processed")
+    if total and done is not None:
+        filled = min(width, int(width * done / total))
+        parts.append(f"[{'#' * filled}{'.' * (width - filled)}]")
+        parts.append(f"{human_bytes(done)}/{human_bytes(total)}")
+    remaining = _num(p, "memory_remaining")
+    if remaining is not None:
+        parts.append(f"remaining {human_bytes(remaining)}")
+    iteration = _num(p, "iteration")
+    if iteration is not None:
+        parts.append(f"iter {int(iteration)}")
+    dirty = _num(p, "dirty_rate_bps")
+    if dirty is not None:
+        parts.append(f"dirty {human_bytes(dirty)}/s")
+    bw = _num(p, "memory_bps")
+    if bw is not None:
+        parts.append(f"bw {human_bytes(bw)}/s")
+    elapsed = _num(p, "elapsed_ms")
+    if elapsed is not None:
+        parts.append(human_ms(elapsed))
+    return "  ".join(parts)
+
+
+def job_report(job: JobOut) -> str:
+    """The end-of-migration summary: outcome, timings, data, policy actions, phases."""
+    r = job.report
+    out = [
+        f"Job {job.id}: {job.kind} {job.vm} {job.source_host} -> {job.dest_host or '-'}: "
+        f"{job.state.value.upper()}"
+    ]
+    if job.error:
+        out.append(f"  error          {job.error}")
+    out.append(f"  total time     {human_ms(_num(r, 'total_ms'))}")
+    out.append(f"  downtime       {human_ms(_num(r, 'downtime_ms'))} (libvirt)")
+    gap = _num(r, "heartbeat_gap_ms")
+    if gap is not None or "heartbeat_lost" in r:
+        lost = r.get("heartbeat_lost")
+        out.append(f"  heartbeat gap  {human_ms(gap)}, lost {lost if lost is not None else '-'}")
+    data = _num(r, "data_bytes")
+    iterations = _num(r, "iterations")
+    if data is not None or iterations is not None:
+        iters = f" in {int(iterations)} iterations" if iterations is not None else ""
+        out.append(f"  data sent      {human_bytes(data)}{iters}")
+    actions = r.get("policy_actions") or []
+    if actions:
+        out.append("  policy actions:")
+        out += [f"    - {a}" for a in actions]
+    if job.events:
+        out.append("  phases:")
+        t0 = job.events[0].at
+        width = max(len(e.phase) for e in job.events)
+        for e in job.events:
+            out.append(f"    +{e.at - t0:8.3f} s  {e.phase.ljust(width)}  {e.message}".rstrip())
+    return "\n".join(out)

@@ -1,0 +1,362 @@
+"""The control plane: hosts, inventory, lab VMs and migration jobs behind one facade.
+
+Host connections are opened lazily and reopened once when they drop. The
+inventory is rediscovered from libvirt on request and on lifecycle events;
+datastore identity is proved by probe on every refresh.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+from ferry import validate
+from ferry.checks.finding import errors
+from ferry.checks.vmotion import check_vmotion
+from ferry.engine.datastores import group_pools
+from ferry.engine.jobs import JobHandle
+from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
+from ferry.engine.policy import POLICIES
+from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
+from ferry.errors import FerryError, HostError, InputError, NotFound, RefusedError
+from ferry.model import VM, Host, Inventory, Job, Network, Phase, Pool
+from ferry.service import DatastoreView, FerryService, VMCreateRequest
+from ferry.store.db import Store
+from ferry.virt.base import Connector, HostConnection, MigrationOptions
+
+LifecycleListener = Callable[[str, str, str], None]
+
+
+class ControlPlane(FerryService):
+    def __init__(
+        self,
+        store: Store,
+        connector: Connector,
+        heartbeat: HeartbeatSource | None = None,
+        guest_domain_type: str | None = None,
+    ) -> None:
+        self._store = store
+        self._connector = connector
+        self._heartbeat = heartbeat
+        self._guest_domain_type = guest_domain_type
+        self._lock = threading.RLock()
+        self._conns: dict[str, HostConnection] = {}
+        self._facts: dict[str, Host] = {}
+        self._vms: dict[str, VM] = {}
+        self._pools: list[Pool] = []
+        self._networks: list[Network] = []
+        self._jobs: dict[str, JobHandle] = {}
+        self._listeners: dict[int, LifecycleListener] = {}
+        self._next_listener = 0
+        self._dirty_hosts: set[str] = set()
+        self._refresh_wakeup = threading.Event()
+        self._closed = False
+        store.mark_interrupted()
+        threading.Thread(target=self._refresher, name="inventory-refresh", daemon=True).start()
+
+    # -- connections -----------------------------------------------------
+    def _conn(self, host: str) -> HostConnection:
+        with self._lock:
+            conn = self._conns.get(host)
+            if conn is not None:
+                return conn
+            record = self._host_record(host)
+        conn = self._connector(record.name, record.uri)
+        conn.subscribe_lifecycle(self._on_lifecycle)
+        with self._lock:
+            self._conns[host] = conn
+        return conn
+
+    def _drop(self, host: str) -> None:
+        with self._lock:
+            conn = self._conns.pop(host, None)
+        if conn is not None:
+            conn.close()
+
+    def _host_record(self, name: str) -> Host:
+        for host in self._store.hosts():
+            if host.name == name:
+                return host
+        raise NotFound(f"no host named {name}")
+
+    def _on_lifecycle(self, host: str, vm: str, event: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners.values())
+            self._dirty_hosts.add(host)
+        self._refresh_wakeup.set()
+        for listener in listeners:
+            listener(host, vm, event)
+
+    def _subscribe(self, listener: LifecycleListener) -> Unsubscribe:
+        with self._lock:
+            key = self._next_listener
+            self._next_listener += 1
+            self._listeners[key] = listener
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners.pop(key, None)
+
+        return unsubscribe
+
+    def _refresher(self) -> None:
+        """Refreshes hosts whose VMs changed, a little after the burst of events settles."""
+        while not self._closed:
+            self._refresh_wakeup.wait()
+            time.sleep(0.5)
+            self._refresh_wakeup.clear()
+            with self._lock:
+                hosts, self._dirty_hosts = self._dirty_hosts, set()
+            for host in hosts:
+                try:
+                    self._refresh_vms(host)
+                except FerryError:
+                    continue  # the host's status shows the error on the next full refresh
+
+    # -- hosts -----------------------------------------------------------
+    def add_host(self, name: str, uri: str, migration_address: str | None = None) -> Host:
+        validate.name("host", name)
+        validate.host_uri(uri)
+        existing = self._store.hosts()
+        if any(h.name == name for h in existing):
+            raise InputError(f"host {name} is already registered")
+        conn = self._connector(name, uri)
+        try:
+            facts = conn.facts()
+        finally:
+            conn.close()
+        for other in existing:
+            known = self._facts.get(other.name)
+            if known is not None and known.host_uuid == facts.host_uuid:
+                raise InputError(f"{uri} is host {other.name} again (same host UUID "
+                                 f"{facts.host_uuid}); register each host once")
+        address = migration_address or urlsplit(uri).hostname
+        self._store.add_host(Host(name=name, uri=uri, migration_address=address))
+        self.refresh(name)
+        return self._host_view(self._host_record(name))
+
+    def remove_host(self, name: str) -> None:
+        self._store.remove_host(name)
+        self._drop(name)
+        with self._lock:
+            self._facts.pop(name, None)
+            self._vms = {k: v for k, v in self._vms.items() if v.host != name}
+            self._pools = [p for p in self._pools if p.host != name]
+            self._networks = [n for n in self._networks if n.host != name]
+
+    def list_hosts(self) -> list[Host]:
+        return [self._host_view(h) for h in self._store.hosts()]
+
+    def _host_view(self, record: Host) -> Host:
+        with self._lock:
+            known = self._facts.get(record.name)
+        if known is None:
+            return record
+        return replace(known, uri=record.uri, migration_address=record.migration_address,
+                       migration_enabled=record.migration_enabled,
+                       maintenance=record.maintenance, max_migrations=record.max_migrations,
+                       memory_limit_mib=record.memory_limit_mib)
+
+    # -- inventory -------------------------------------------------------
+    def _refresh_host(self, record: Host) -> tuple[list[VM], list[Pool], list[Network]]:
+        for attempt in (1, 2):
+            try:
+                conn = self._conn(record.name)
+                facts = conn.facts()
+                vms, pools, nets = conn.list_vms(), conn.list_pools(), conn.list_networks()
+                break
+            except HostError as err:
+                self._drop(record.name)
+                if attempt == 2:
+                    with self._lock:
+                        self._facts[record.name] = replace(record, connected=False,
+                                                           error=err.message)
+                    return [], [], []
+        with self._lock:
+            self._facts[record.name] = replace(
+                record, connected=True, error=None, hostname=facts.hostname,
+                host_uuid=facts.host_uuid, cpu_vendor=facts.cpu_vendor,
+                cpu_model=facts.cpu_model, cpus=facts.cpus, memory_mib=facts.memory_mib,
+                free_memory_mib=facts.free_memory_mib, libvirt_version=facts.libvirt_version,
+                hypervisor_version=facts.hypervisor_version)
+        return vms, pools, nets
+
+    def refresh(self, host: str | None = None) -> Inventory:
+        records = self._store.hosts()
+        if host is not None:
+            records = [r for r in records if r.name == host]
+            if not records:
+                raise NotFound(f"no host named {host}")
+        names = {r.name for r in records}
+        found = [self._refresh_host(r) for r in records]
+        with self._lock:
+            vms = {k: v for k, v in self._vms.items() if v.host not in names}
+            pools = [p for p in self._pools if p.host not in names]
+            networks = [n for n in self._networks if n.host not in names]
+        for host_vms, host_pools, host_nets in found:
+            vms.update({vm.name: vm for vm in host_vms})
+            pools.extend(host_pools)
+            networks.extend(host_nets)
+        with self._lock:
+            conns = dict(self._conns)
+        pools = group_pools(pools, conns)
+        with self._lock:
+            self._vms, self._pools, self._networks = vms, pools, networks
+        return self.inventory()
+
+    def _refresh_vms(self, host: str) -> None:
+        vms = self._conn(host).list_vms()
+        with self._lock:
+            kept = {k: v for k, v in self._vms.items() if v.host != host}
+            kept.update({vm.name: vm for vm in vms})
+            self._vms = kept
+
+    def inventory(self) -> Inventory:
+        hosts = {h.name: h for h in self.list_hosts()}
+        with self._lock:
+            return Inventory(hosts=hosts, vms=dict(self._vms), pools=tuple(self._pools),
+                             networks=tuple(self._networks))
+
+    def list_vms(self) -> list[VM]:
+        with self._lock:
+            return sorted(self._vms.values(), key=lambda vm: vm.name)
+
+    def get_vm(self, name: str) -> VM:
+        with self._lock:
+            vm = self._vms.get(name)
+        if vm is None:
+            raise NotFound(f"no VM named {name}")
+        return vm
+
+    def list_datastores(self) -> list[DatastoreView]:
+        groups: dict[str, list[Pool]] = {}
+        with self._lock:
+            for pool in self._pools:
+                groups.setdefault(pool.datastore or f"{pool.name}@{pool.host}", []).append(pool)
+        return [DatastoreView(name, tuple(pools)) for name, pools in sorted(groups.items())]
+
+    def list_networks(self) -> list[Network]:
+        with self._lock:
+            return sorted(self._networks, key=lambda n: (n.name, n.host))
+
+    # -- lab VMs and power -----------------------------------------------
+    def create_vm(self, request: VMCreateRequest) -> VM:
+        validate.name("VM", request.name)
+        self.refresh()
+        if request.name in {vm.name for vm in self.list_vms()}:
+            raise InputError(f"a VM named {request.name} already exists")
+        conn = self._conn(request.host)
+        pools = [p for p in self._pools if p.host == request.host]
+        if request.datastore not in {p.name for p in pools}:
+            raise NotFound(f"host {request.host} has no datastore named {request.datastore}")
+        domain_type = self._guest_domain_type or (
+            "kvm" if "kvm" in conn.facts().domain_types else "qemu")
+        create_lab_vm(conn, request, [p.name for p in pools],
+                      next_lab_address(self.list_vms()), domain_type)
+        self.refresh(request.host)
+        return self.get_vm(request.name)
+
+    def power(self, vm: str, action: str) -> VM:
+        current = self.get_vm(vm)
+        conn = self._conn(current.host)
+        if action == "on":
+            conn.start_vm(vm)
+        elif action == "off":
+            conn.shutdown_vm(vm)
+        elif action == "force-off":
+            conn.destroy_vm(vm)
+        else:
+            raise InputError(f"unknown power action {action!r}: use on, off or force-off")
+        self._refresh_vms(current.host)
+        return self.get_vm(vm)
+
+    def delete_vm(self, vm: str) -> None:
+        current = self.get_vm(vm)
+        conn = self._conn(current.host)
+        pools = [p for p in self._pools if p.host == current.host]
+        delete_lab_vm(conn, current, pools)
+        self._refresh_vms(current.host)
+
+    # -- migration -------------------------------------------------------
+    def start_migration(self, vm: str, dest_host: str) -> Job:
+        current = self.get_vm(vm)
+        if dest_host not in {h.name for h in self._store.hosts()}:
+            raise NotFound(f"no host named {dest_host}")
+        if dest_host == current.host:
+            raise InputError(f"VM {vm} already runs on {dest_host}: choose another host")
+        # Judge on fresh facts: the probe runs again and the VM is reread.
+        inventory = self.refresh()
+        current = inventory.vms.get(vm, current)
+        findings = check_vmotion(inventory, current, dest_host)
+        blocking = errors(findings)
+        if blocking:
+            raise RefusedError(
+                f"migration of {vm} to {dest_host} refused: {len(blocking)} requirement(s) "
+                "not met", blocking)
+        dest_record = self._host_record(dest_host)
+        options = MigrationOptions(
+            dest_uri=dest_record.uri,
+            migration_address=dest_record.migration_address,
+            shared_storage_proven=True,  # check_vmotion passed storage.shared for every file
+            auto_converge=POLICIES["default"].auto_converge,
+            allow_postcopy=POLICIES["default"].allow_postcopy,
+        )
+        handle = JobHandle.create(self._store, "migrate", vm, current.host, dest_host)
+        handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
+        handle.event(Phase.COMPATIBILITY,
+                     f"{len(findings)} requirement(s) checked against {dest_host}: all met",
+                     checked=[f.code for f in findings])
+        runner = VMotion(
+            vm=vm, source=self._conn(current.host), dest=self._conn(dest_host),
+            options=options, policy=POLICIES["default"], subscribe_lifecycle=self._subscribe,
+            heartbeat=self._heartbeat,
+        )
+        with self._lock:
+            self._jobs[handle.id] = handle
+        handle.start()
+        threading.Thread(target=self._run_job, args=(runner, handle), daemon=True,
+                         name=f"job-{handle.id[:8]}").start()
+        return handle.job
+
+    def _run_job(self, runner: VMotion, handle: JobHandle) -> None:
+        try:
+            runner.run(handle)
+        finally:
+            for host in (runner.source.name, runner.dest.name):
+                try:
+                    self._refresh_vms(host)
+                except FerryError:
+                    continue
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        return self._store.jobs(limit)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._store.job(job_id)
+
+    def cancel_job(self, job_id: str) -> Job:
+        with self._lock:
+            handle = self._jobs.get(job_id)
+        if handle is None:
+            job = self._store.job(job_id)
+            if job.state.finished:
+                raise InputError(f"job {job_id} is already {job.state.value}")
+            raise InputError(f"job {job_id} is not run by this server")
+        handle.cancel()
+        return self._store.job(job_id)
+
+    def running_jobs(self) -> list[Job]:
+        with self._lock:
+            return [h.job for h in self._jobs.values() if not h.job.state.finished]
+
+    def close(self) -> None:
+        self._closed = True
+        self._refresh_wakeup.set()
+        with self._lock:
+            names = list(self._conns)
+        for name in names:
+            self._drop(name)
+        self._store.close()

@@ -1,0 +1,90 @@
+"""A running job: its state, phase events with timestamps, progress, and cancellation.
+
+The handle is the one place a job changes; every change is written through to
+the store so the API (another thread) and a later server see the same job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ferry.errors import InputError
+from ferry.model import Job, JobEvent, JobState, Phase
+from ferry.store.db import Store
+
+
+class JobHandle:
+    def __init__(self, store: Store, job: Job) -> None:
+        self._store = store
+        self._job = job
+        self._lock = threading.Lock()
+        self.cancel_requested = threading.Event()
+        self._on_cancel: Callable[[], None] | None = None
+
+    @classmethod
+    def create(cls, store: Store, kind: str, vm: str, source: str, dest: str | None) -> JobHandle:
+        now = time.time()
+        job = Job(
+            id=str(uuid.uuid4()), kind=kind, vm=vm, source_host=source, dest_host=dest,
+            state=JobState.QUEUED, phase=Phase.REQUESTED.value, created_at=now,
+            events=(JobEvent(now, Phase.REQUESTED.value,
+                             f"migration of {vm} from {source} to {dest} requested"),),
+        )
+        store.add_job(job)
+        return cls(store, job)
+
+    @property
+    def id(self) -> str:
+        return self._job.id
+
+    @property
+    def job(self) -> Job:
+        with self._lock:
+            return self._job
+
+    def _save(self, job: Job) -> None:
+        self._job = job
+        self._store.update_job(job)
+
+    def start(self) -> None:
+        with self._lock:
+            self._save(replace(self._job, state=JobState.RUNNING, started_at=time.time()))
+
+    def event(self, phase: Phase, message: str, at: float | None = None, **data: Any) -> None:
+        event = JobEvent(at if at is not None else time.time(), phase.value, message, data)
+        with self._lock:
+            self._store.add_event(self._job.id, event)
+            self._save(replace(self._job, phase=phase.value,
+                               events=(*self._job.events, event)))
+
+    def progress(self, values: dict[str, Any]) -> None:
+        with self._lock:
+            self._save(replace(self._job, progress=values))
+
+    def finish(self, state: JobState, report: dict[str, Any], error: str | None = None) -> None:
+        with self._lock:
+            self._save(replace(self._job, state=state, report=report, error=error,
+                               finished_at=time.time()))
+
+    def on_cancel(self, action: Callable[[], None] | None) -> None:
+        """What cancelling does right now (abort the libvirt job), or None once too late."""
+        with self._lock:
+            self._on_cancel = action
+
+    def cancel(self) -> Job:
+        with self._lock:
+            job = self._job
+            if job.state.finished:
+                raise InputError(f"job {job.id} is already {job.state.value}")
+            action = self._on_cancel
+            self.cancel_requested.set()
+            if job.state is not JobState.QUEUED:
+                self._save(replace(job, state=JobState.CANCELLING))
+        if action is not None:
+            action()
+        return self.job

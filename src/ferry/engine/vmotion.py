@@ -1,0 +1,251 @@
+"""Runs one live migration between hosts through its phases, and proves the outcome.
+
+libvirt's peer-to-peer migration does the seed's steps 4 to 10 inside one
+call; ferry watches it from outside: lifecycle events give the moments the
+destination was registered, the source paused (switchover), the destination
+resumed and the source unregistered; job statistics give the copy's progress,
+fed to the convergence policy. Afterwards ferry checks where the VM really
+runs instead of trusting the return code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ferry.engine.jobs import JobHandle
+from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
+from ferry.errors import FerryError, MigrationCancelled, MigrationError
+from ferry.model import JobState, Phase, VMState
+from ferry.virt.base import HostConnection, MigrationOptions, MigrationStats
+
+
+class HeartbeatSource(Protocol):
+    """The lab's heartbeat collector, as the engine needs it (times are time.monotonic())."""
+
+    def largest_gap(self, vm: str, since: float, until: float | None = None) -> Any: ...
+
+
+Unsubscribe = Callable[[], None]
+LifecycleSubscribe = Callable[[Callable[[str, str, str], None]], Unsubscribe]
+
+
+@dataclass
+class VMotion:
+    vm: str
+    source: HostConnection
+    dest: HostConnection
+    options: MigrationOptions
+    policy: ConvergencePolicy
+    subscribe_lifecycle: LifecycleSubscribe
+    heartbeat: HeartbeatSource | None = None
+    sample_seconds: float = 0.5
+    _phases: dict[Phase, float] = field(default_factory=dict)
+
+    def run(self, job: JobHandle) -> None:
+        """Migrate; always ends the job in a final state, never raises."""
+        started_mono = time.monotonic()
+        started = time.time()
+        unsubscribe = self.subscribe_lifecycle(self._lifecycle(job))
+        outcome: list[BaseException] = []
+        samples: list[MigrationStats] = []
+        actions: list[str] = []
+        try:
+            try:
+                self.source.set_max_downtime(self.vm, self.policy.initial_downtime_ms)
+            except FerryError as err:
+                actions.append(f"could not set initial max downtime: {err.message}")
+            worker = threading.Thread(target=self._migrate, args=(job, outcome), daemon=True,
+                                      name=f"migrate-{self.vm}")
+            job.on_cancel(lambda: self._abort(job))
+            if job.cancel_requested.is_set():
+                raise MigrationCancelled(f"migration of {self.vm} was cancelled before it began")
+            worker.start()
+            self._watch(job, worker, samples, actions)
+        except FerryError as err:
+            outcome.append(err)
+        finally:
+            job.on_cancel(None)
+            unsubscribe()
+        ended_mono = time.monotonic()
+        report = self._report(started, started_mono, ended_mono, samples, actions)
+        if outcome:
+            self._rolled_back(job, outcome[0], report)
+        else:
+            self._completed(job, report)
+
+    # -- the libvirt call, in its own thread ------------------------------
+    def _migrate(self, job: JobHandle, outcome: list[BaseException]) -> None:
+        try:
+            self.source.migrate(self.vm, self.options, on_iteration=self._iteration(job))
+        except BaseException as err:  # handed to the job thread, which reports it
+            outcome.append(err)
+
+    def _abort(self, job: JobHandle) -> None:
+        try:
+            self.source.abort_migration(self.vm)
+        except FerryError as err:
+            job.event(Phase(job.job.phase), f"cancel could not abort the copy: {err.message}")
+
+    def _iteration(self, job: JobHandle) -> Callable[[int], None]:
+        def on_iteration(number: int) -> None:
+            job.event(Phase.PRECOPY, f"pre-copy iteration {number}", iteration=number)
+
+        return on_iteration
+
+    def _lifecycle(self, job: JobHandle) -> Callable[[str, str, str], None]:
+        source, dest = self.source.name, self.dest.name
+        moments = {
+            (dest, "started"): (Phase.REGISTER, f"registered on {dest}: QEMU waits for the state"),
+            (source, "suspended"): (Phase.SWITCHOVER,
+                                    f"paused on {source} for the final copy (switchover)"),
+            (dest, "resumed"): (Phase.RESUMED, f"running on {dest}"),
+            (source, "undefined"): (Phase.UNREGISTER, f"unregistered from {source}"),
+        }
+
+        def on_event(host: str, vm: str, event: str) -> None:
+            moment = moments.get((host, event))
+            if vm != self.vm or moment is None or moment[0] in self._phases:
+                return
+            phase, message = moment
+            self._phases[phase] = time.time()
+            job.event(phase, message, at=self._phases[phase])
+            if phase is Phase.SWITCHOVER:
+                # Past the switchover libvirt cannot abort without risking the VM.
+                job.on_cancel(None)
+
+        return on_event
+
+    def _watch(self, job: JobHandle, worker: threading.Thread,
+               samples: list[MigrationStats], actions: list[str]) -> None:
+        tracking = Tracking()
+        while worker.is_alive():
+            worker.join(self.sample_seconds)
+            if not worker.is_alive():
+                break
+            try:
+                stats = self.source.migration_stats(self.vm)
+            except FerryError:
+                continue  # the job may be finishing; the worker reports real failures
+            if stats is None:
+                continue
+            samples.append(stats)
+            job.progress(progress_view(job.job.phase, stats))
+            tracking, todo = decide(self.policy, tracking, stats)
+            for action in todo:
+                actions.append(action.describe())
+                job.event(Phase(job.job.phase), f"policy {self.policy.name}: {action.describe()}")
+                try:
+                    if action.kind is ActionKind.SET_DOWNTIME:
+                        self.source.set_max_downtime(self.vm, action.value)
+                    elif action.kind is ActionKind.POSTCOPY:
+                        self.source.start_postcopy(self.vm)
+                    else:
+                        self.source.abort_migration(self.vm)
+                except FerryError as err:
+                    actions.append(f"{action.kind.value} failed: {err.message}")
+
+    # -- outcome -----------------------------------------------------------
+    def _report(self, started: float, started_mono: float, ended_mono: float,
+                samples: list[MigrationStats], actions: list[str]) -> dict[str, Any]:
+        final: MigrationStats | None = None
+        try:
+            final = self.dest.completed_migration_stats(self.vm)
+        except FerryError:
+            final = None
+        last = final or (samples[-1] if samples else None)
+        report: dict[str, Any] = {
+            "policy": self.policy.name,
+            "policy_actions": actions,
+            "total_ms": round((ended_mono - started_mono) * 1000),
+            "downtime_ms": final.downtime_ms if final else None,
+            "data_bytes": (last.data_processed or last.memory_processed) if last else None,
+            "memory_total": last.memory_total if last else None,
+            "iterations": max((s.iteration for s in samples), default=0)
+            if not final else max(final.iteration, max((s.iteration for s in samples), default=0)),
+            "setup_ms": final.setup_ms if final else None,
+            "max_dirty_rate_bps": max((s.dirty_rate_bps for s in samples), default=0),
+            "shared_storage_proven": self.options.shared_storage_proven,
+            "started_at": started,
+        }
+        if self.heartbeat is not None:
+            gap = self.heartbeat.largest_gap(self.vm, started_mono, ended_mono)
+            report["heartbeat_gap_ms"] = round(gap.gap_ms, 1) if gap is not None else None
+            report["heartbeat_lost"] = gap.lost if gap is not None else None
+        return report
+
+    def _completed(self, job: JobHandle, report: dict[str, Any]) -> None:
+        where = self._where()
+        if where != (False, True):
+            on_source, on_dest = where
+            job.event(Phase.DONE, "libvirt reported success, but the VM is "
+                      f"{'still' if on_source else 'not'} on {self.source.name} and "
+                      f"{'running' if on_dest else 'not running'} on {self.dest.name}")
+            job.finish(JobState.FAILED, report,
+                       f"after migration the VM is not running on {self.dest.name} alone")
+            return
+        for phase, message in ((Phase.RESUMED, f"running on {self.dest.name}"),
+                               (Phase.UNREGISTER, f"unregistered from {self.source.name}")):
+            if phase not in self._phases:
+                job.event(phase, message + " (seen after the migration call returned)")
+        job.event(Phase.DONE, f"{self.vm} runs on {self.dest.name}")
+        job.finish(JobState.SUCCEEDED, report)
+
+    def _rolled_back(self, job: JobHandle, err: BaseException, report: dict[str, Any]) -> None:
+        cancelled = isinstance(err, MigrationCancelled) or job.cancel_requested.is_set()
+        message = err.message if isinstance(err, FerryError) else repr(err)
+        on_source, on_dest = self._where()
+        if on_dest and on_source:
+            self._remove_leftover(job)
+            on_dest = self._where()[1]
+        detail = (f"{self.vm} {'is running' if on_source else 'is NOT running'} on "
+                  f"{self.source.name}; {'a copy remains' if on_dest else 'nothing remains'} "
+                  f"on {self.dest.name}")
+        job.event(Phase.ROLLBACK, detail, on_source=on_source, on_dest=on_dest)
+        report["rollback"] = detail
+        if cancelled:
+            job.finish(JobState.CANCELLED, report, f"cancelled: {message}")
+        else:
+            job.finish(JobState.FAILED, report, str(MigrationError(message)))
+
+    def _where(self) -> tuple[bool, bool]:
+        """(running on the source, running or defined on the destination)."""
+        try:
+            src_vm = self.source.get_vm(self.vm)
+        except FerryError:
+            src_vm = None
+        try:
+            dst_vm = self.dest.get_vm(self.vm)
+        except FerryError:
+            dst_vm = None
+        on_source = src_vm is not None and src_vm.state in (VMState.RUNNING, VMState.PAUSED)
+        return on_source, dst_vm is not None
+
+    def _remove_leftover(self, job: JobHandle) -> None:
+        """A failed attempt left a domain on the destination while the source still runs it."""
+        try:
+            leftover = self.dest.get_vm(self.vm)
+            if leftover is not None and leftover.state is not VMState.SHUTOFF:
+                self.dest.destroy_vm(self.vm)
+            if leftover is not None and leftover.persistent:
+                self.dest.undefine_vm(self.vm)
+        except FerryError as err:
+            job.event(Phase.ROLLBACK, f"could not remove the attempt from {self.dest.name}: "
+                      f"{err.message}")
+
+
+def progress_view(phase: str, stats: MigrationStats) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "elapsed_ms": stats.elapsed_ms,
+        "memory_total": stats.memory_total,
+        "memory_processed": stats.memory_processed,
+        "memory_remaining": stats.memory_remaining,
+        "data_processed": stats.data_processed,
+        "iteration": stats.iteration,
+        "dirty_rate_bps": stats.dirty_rate_bps,
+        "memory_bps": stats.memory_bps,
+    }

@@ -1,0 +1,88 @@
+"""ferry's one exception tree.
+
+Every error ferry raises derives from :class:`FerryError`; libvirt's own
+errors are translated into this tree in :mod:`ferry.virt.libvirt_host`, the
+only module that imports libvirt::
+
+    FerryError
+     +-- InputError            bad input from a user: unknown name, bad URI, same host twice
+     |    +-- NotFound         a named object (VM, host, datastore, job) does not exist
+     +-- ConfigError           ferry or the lab is misconfigured (missing PKI, no image)
+     +-- RefusedError          a pre-flight check refused an operation; carries the findings
+     +-- HostError             talking to a hypervisor host failed
+     |    +-- HostUnreachable  the host's libvirtd cannot be reached or the connection dropped
+     |    +-- VirtError        libvirt reported an error for an operation (code + message)
+     +-- MigrationError        a migration failed after it started
+     |    +-- MigrationCancelled  the migration was cancelled by a user
+     +-- LabError              building or tearing down the lab failed
+
+Each class has an ``exit_code`` the CLI and an ``http_status`` the API use, so
+the mapping from failure to exit status lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class FerryError(Exception):
+    exit_code = 1
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(FerryError):
+    exit_code = 2
+    http_status = 400
+
+
+class NotFound(InputError):
+    http_status = 404
+
+
+class ConfigError(FerryError):
+    exit_code = 3
+    http_status = 500
+
+
+class RefusedError(FerryError):
+    """A pre-flight check refused; ``findings`` are every failing requirement."""
+
+    exit_code = 4
+    http_status = 409
+
+    def __init__(self, message: str, findings: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.findings = list(findings)
+
+
+class HostError(FerryError):
+    exit_code = 5
+    http_status = 502
+
+
+class HostUnreachable(HostError):
+    pass
+
+
+class VirtError(HostError):
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MigrationError(FerryError):
+    exit_code = 6
+    http_status = 500
+
+
+class MigrationCancelled(MigrationError):
+    exit_code = 7
+
+
+class LabError(FerryError):
+    exit_code = 8

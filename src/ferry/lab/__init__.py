@@ -1,0 +1,1 @@
+"""The lab: several libvirt hosts on one machine, for demos and integration tests."""

@@ -1,0 +1,215 @@
+"""Plain typed data: what ferry knows about hosts, datastores, networks, VMs and jobs.
+
+Everything here is immutable and free of IO, so checks and policies can be
+pure functions over it and tests can build it by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class VMState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Disk:
+    """One disk-like device of a VM, as its libvirt definition describes it."""
+
+    target: str  # guest device name: vda, sdb, hdc
+    device: str  # disk | cdrom | floppy | lun
+    source_type: str  # file | block | volume | network | none
+    source: str | None  # host path (file/block) or None for an empty drive
+    driver_format: str | None = None  # qcow2, raw, ...
+    transient: bool = False
+    readonly: bool = False
+    backing_store: str | None = None  # first backing file, if any
+
+
+@dataclass(frozen=True)
+class Interface:
+    mac: str
+    kind: str  # network | bridge | direct | user | ...
+    network: str | None  # libvirt network name, for kind == network
+    portgroup: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class CpuAffinity:
+    """Where the VM is pinned to host CPUs (the seed's "CPU affinity")."""
+
+    vcpupin: tuple[str, ...] = ()  # cpusets from <vcpupin>
+    vcpu_cpuset: str | None = None  # <vcpu cpuset=...>
+    emulatorpin: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.vcpupin or self.vcpu_cpuset or self.emulatorpin)
+
+
+@dataclass(frozen=True)
+class VM:
+    name: str
+    uuid: str
+    host: str
+    state: VMState
+    memory_kib: int
+    vcpus: int
+    persistent: bool = True
+    disks: tuple[Disk, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
+    cpu_mode: str | None = None  # custom | host-model | host-passthrough | maximum
+    cpu_model: str | None = None
+    affinity: CpuAffinity = field(default_factory=CpuAffinity)
+    kernel: str | None = None
+    initrd: str | None = None
+    domain_type: str = "qemu"
+    snapshot_count: int = 0
+    lab_address: str | None = None  # the lab guest's address on Production, when it is one
+
+    @property
+    def memory_mib(self) -> int:
+        return self.memory_kib // 1024
+
+    def files(self) -> list[tuple[str, str]]:
+        """(what, host path) for every file the VM needs to run: disks, ISOs, kernel."""
+        found: list[tuple[str, str]] = []
+        for disk in self.disks:
+            if disk.source and disk.source_type in ("file", "volume"):
+                found.append((f"{disk.device} {disk.target}", disk.source))
+        if self.kernel:
+            found.append(("kernel", self.kernel))
+        if self.initrd:
+            found.append(("initrd", self.initrd))
+        return found
+
+
+@dataclass(frozen=True)
+class Host:
+    """A registered libvirt host, with what ferry last discovered about it."""
+
+    name: str
+    uri: str
+    migration_address: str | None = None
+    migration_enabled: bool = True
+    maintenance: bool = False
+    max_migrations: int = 2
+    memory_limit_mib: int | None = None  # admin's cap for VMs on this host; None = all of it
+    connected: bool = False
+    error: str | None = None
+    hostname: str | None = None
+    host_uuid: str | None = None
+    cpu_vendor: str | None = None
+    cpu_model: str | None = None
+    cpus: int = 0
+    memory_mib: int = 0
+    free_memory_mib: int = 0
+    libvirt_version: str | None = None
+    hypervisor_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A libvirt storage pool on one host: ferry's datastore as that host sees it."""
+
+    host: str
+    name: str
+    pool_type: str
+    path: str | None
+    active: bool
+    capacity: int
+    allocation: int
+    available: int
+    datastore: str | None = None  # identity shared by pools proved to be the same storage
+
+
+@dataclass(frozen=True)
+class Network:
+    host: str
+    name: str
+    bridge: str | None
+    forward_mode: str | None  # None: no <forward>, an internal-only network
+    active: bool
+    portgroups: tuple[str, ...] = ()
+
+    @property
+    def internal_only(self) -> bool:
+        return self.forward_mode is None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A consistent snapshot of everything ferry knows, for pure checks."""
+
+    hosts: dict[str, Host]
+    vms: dict[str, VM]
+    pools: tuple[Pool, ...]
+    networks: tuple[Network, ...]
+
+    def pools_on(self, host: str) -> list[Pool]:
+        return [p for p in self.pools if p.host == host]
+
+    def networks_on(self, host: str) -> list[Network]:
+        return [n for n in self.networks if n.host == host]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Phase(StrEnum):
+    """The VMotion steps of the source document, as ferry's engine runs them."""
+
+    REQUESTED = "requested"  # step 1
+    STATE_CHECK = "state-check"  # step 2: the VM is in a stable state
+    COMPATIBILITY = "compatibility"  # step 3: destination checks
+    REGISTER = "register-destination"  # step 4: prepared on the destination
+    PRECOPY = "precopy"  # step 5: memory copied, changes tracked
+    SWITCHOVER = "switchover"  # steps 6 and 8: quiesce, final copy
+    RESUMED = "resumed-destination"  # steps 7 and 10
+    UNREGISTER = "unregister-source"  # step 9
+    DONE = "done"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    at: float  # unix time
+    phase: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str  # migrate
+    vm: str
+    source_host: str
+    dest_host: str | None
+    state: JobState
+    phase: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    events: tuple[JobEvent, ...] = ()

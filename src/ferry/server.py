@@ -1,0 +1,96 @@
+"""Assembles and runs the control plane: store, host connector, engine, REST API.
+
+On a machine that runs the lab, the server also runs the lab's heartbeat
+collector (it listens on the lab's Production network), so migration reports
+carry the downtime the VM's peers saw; elsewhere it runs without one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from ferry import config
+from ferry.api.app import create_app
+from ferry.engine.controlplane import ControlPlane
+from ferry.errors import FerryError
+from ferry.lab.collector import HeartbeatCollector
+from ferry.store.db import Store
+from ferry.virt.libvirt_host import open_host
+
+
+def lab_collector() -> HeartbeatCollector | None:
+    """The lab's collector, when this machine has the lab's Production network."""
+    from ferry.lab.lab import load_state
+
+    if load_state() is None:
+        return None
+    collector = HeartbeatCollector()
+    try:
+        collector.start()
+    except FerryError:
+        return None
+    return collector
+
+
+def lab_domain_type() -> str | None:
+    from ferry.lab.lab import load_state
+
+    state = load_state()
+    if state is None:
+        return None
+    return "kvm" if state.accel == "kvm" else "qemu"
+
+
+@dataclass
+class Server:
+    plane: ControlPlane
+    collector: HeartbeatCollector | None
+    uvicorn_server: uvicorn.Server
+    thread: threading.Thread | None = None
+
+    def start_in_background(self) -> None:
+        self.thread = threading.Thread(target=self.uvicorn_server.run, name="ferry-api",
+                                       daemon=True)
+        self.thread.start()
+        while not self.uvicorn_server.started:
+            if not self.thread.is_alive():
+                raise FerryError("the ferry API server failed to start (is the port in use?)")
+            self.thread.join(0.05)
+
+    def stop(self) -> None:
+        self.uvicorn_server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(10)
+        self.plane.close()
+        if self.collector is not None:
+            self.collector.stop()
+
+
+def build_server(settings: config.ServerSettings | None = None) -> Server:
+    settings = settings or config.ServerSettings.from_env()
+    config.ferry_home().mkdir(parents=True, exist_ok=True)
+    token = config.ensure_token()
+    collector = lab_collector()
+    plane = ControlPlane(Store(settings.database_url), open_host, heartbeat=collector,
+                         guest_domain_type=lab_domain_type())
+    try:
+        plane.refresh()
+    except FerryError:
+        pass  # a host that is down shows as disconnected in the inventory
+    app = create_app(plane, token)
+    uv_config = uvicorn.Config(app, host=settings.listen, port=settings.port,
+                               log_level="warning", access_log=False)
+    return Server(plane, collector, uvicorn.Server(uv_config))
+
+
+def serve(settings: config.ServerSettings | None = None) -> None:
+    server = build_server(settings)
+    try:
+        server.uvicorn_server.run()
+    finally:
+        server.plane.close()
+        if server.collector is not None:
+            server.collector.stop()

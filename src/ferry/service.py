@@ -1,0 +1,108 @@
+"""The control plane's facade: what the REST API (and through it the CLI) can ask.
+
+One :class:`Ferry` per server process. It owns the store, the host
+connections, the inventory cache and the migration engine. Every method
+raises only :mod:`ferry.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ferry.model import VM, Host, Inventory, Job, Network, Pool
+
+
+@dataclass(frozen=True)
+class VMCreateRequest:
+    """A lab VM built from the lab guest image; ferry writes the domain XML."""
+
+    name: str
+    host: str
+    datastore: str  # pool name on that host
+    memory_mib: int = 512
+    vcpus: int = 1
+    disk_mib: int = 256  # a data disk for the disk writer; 0 for none
+    disk_format: str = "qcow2"
+    heartbeat: bool = True
+    memory_workload_mib: int = 0
+    disk_writer: bool = False
+    network: str = "Production"
+    start: bool = True
+
+
+@dataclass(frozen=True)
+class DatastoreView:
+    """A datastore: one storage seen by one or more hosts (pools proved identical by probe)."""
+
+    name: str
+    pools: tuple[Pool, ...]
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(sorted(p.host for p in self.pools))
+
+    @property
+    def shared(self) -> bool:
+        return len(self.pools) > 1
+
+
+class FerryService:
+    """Interface the API layer depends on; ferry.engine.controlplane implements it."""
+
+    # Hosts
+    def add_host(self, name: str, uri: str, migration_address: str | None = None) -> Host:
+        raise NotImplementedError
+
+    def remove_host(self, name: str) -> None:
+        raise NotImplementedError
+
+    def list_hosts(self) -> list[Host]:
+        raise NotImplementedError
+
+    def refresh(self, host: str | None = None) -> Inventory:
+        raise NotImplementedError
+
+    # Inventory
+    def inventory(self) -> Inventory:
+        raise NotImplementedError
+
+    def list_vms(self) -> list[VM]:
+        raise NotImplementedError
+
+    def get_vm(self, name: str) -> VM:
+        raise NotImplementedError
+
+    def list_datastores(self) -> list[DatastoreView]:
+        raise NotImplementedError
+
+    def list_networks(self) -> list[Network]:
+        raise NotImplementedError
+
+    # Lab VMs and power
+    def create_vm(self, request: VMCreateRequest) -> VM:
+        raise NotImplementedError
+
+    def power(self, vm: str, action: str) -> VM:
+        """action: on | off (graceful) | force-off."""
+        raise NotImplementedError
+
+    def delete_vm(self, vm: str) -> None:
+        """Power off, undefine, and delete the VM's disk volumes (never shared images)."""
+        raise NotImplementedError
+
+    # Migration jobs
+    def start_migration(self, vm: str, dest_host: str) -> Job:
+        """Validates, refuses (RefusedError listing every reason) or queues a job."""
+        raise NotImplementedError
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        raise NotImplementedError
+
+    def get_job(self, job_id: str) -> Job:
+        raise NotImplementedError
+
+    def cancel_job(self, job_id: str) -> Job:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError

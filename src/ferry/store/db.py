@@ -1,0 +1,193 @@
+"""ferry's persistent state: registered hosts, jobs and their events.
+
+SQLAlchemy Core over SQLite by default; any SQLAlchemy URL (PostgreSQL) by
+configuration. The inventory itself is not stored: it is rediscovered from
+the hosts, which are the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, RowMapping
+
+from ferry.errors import InputError, NotFound
+from ferry.model import Host, Job, JobEvent, JobState
+
+metadata = MetaData()
+
+hosts_table = Table(
+    "hosts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("uri", String(512), nullable=False),
+    Column("migration_address", String(255)),
+    Column("migration_enabled", Boolean, nullable=False, default=True),
+    Column("maintenance", Boolean, nullable=False, default=False),
+    Column("max_migrations", Integer, nullable=False, default=2),
+    Column("memory_limit_mib", Integer),
+)
+
+jobs_table = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("vm", String(255), nullable=False),
+    Column("source_host", String(64), nullable=False),
+    Column("dest_host", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("phase", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("error", Text),
+    Column("progress", Text, nullable=False, default="{}"),
+    Column("report", Text, nullable=False, default="{}"),
+)
+
+events_table = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("at", Float, nullable=False),
+    Column("phase", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", Text, nullable=False, default="{}"),
+)
+
+_HOST_FIELDS = ("name", "uri", "migration_address", "migration_enabled", "maintenance",
+                "max_migrations", "memory_limit_mib")
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # The engine's job threads and the API's threadpool share one file.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(url, future=True, **kwargs)
+        metadata.create_all(self.engine)
+        self._lock = threading.Lock()  # SQLite serialises writers anyway; fail fast elsewhere
+
+    # -- hosts -------------------------------------------------------------
+    def add_host(self, host: Host) -> None:
+        with self._lock, self.engine.begin() as conn:
+            exists = conn.execute(
+                select(hosts_table.c.name).where(hosts_table.c.name == host.name)).first()
+            if exists:
+                raise InputError(f"host {host.name} is already registered")
+            conn.execute(insert(hosts_table).values(
+                **{f: getattr(host, f) for f in _HOST_FIELDS}))
+
+    def remove_host(self, name: str) -> None:
+        with self._lock, self.engine.begin() as conn:
+            result = conn.execute(delete(hosts_table).where(hosts_table.c.name == name))
+            if result.rowcount == 0:
+                raise NotFound(f"no host named {name}")
+
+    def update_host(self, name: str, **values: Any) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(update(hosts_table).where(hosts_table.c.name == name).values(**values))
+
+    def hosts(self) -> list[Host]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(hosts_table).order_by(hosts_table.c.name)).mappings()
+            return [Host(**{f: row[f] for f in _HOST_FIELDS}) for row in rows]
+
+    # -- jobs --------------------------------------------------------------
+    def add_job(self, job: Job) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(insert(jobs_table).values(**_job_row(job)))
+            for event in job.events:
+                conn.execute(insert(events_table).values(**_event_row(job.id, event)))
+
+    def update_job(self, job: Job) -> None:
+        row = _job_row(job)
+        del row["id"]
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job.id).values(**row))
+
+    def add_event(self, job_id: str, event: JobEvent) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(insert(events_table).values(**_event_row(job_id, event)))
+
+    def job(self, job_id: str) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs_table).where(jobs_table.c.id == job_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no job with id {job_id}")
+            events = conn.execute(
+                select(events_table).where(events_table.c.job_id == job_id)
+                .order_by(events_table.c.id)).mappings()
+            return replace(_job_from_row(row), events=tuple(_event_from_row(e) for e in events))
+
+    def jobs(self, limit: int = 100) -> list[Job]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs_table).order_by(jobs_table.c.created_at.desc()).limit(limit)).mappings()
+            return [_job_from_row(r) for r in rows]
+
+    def mark_interrupted(self) -> None:
+        """Jobs a previous server left running did not finish under its watch."""
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(update(jobs_table)
+                         .where(jobs_table.c.state.in_(["queued", "running", "cancelling"]))
+                         .values(state=JobState.FAILED.value,
+                                 error="the ferry server stopped while this job ran; "
+                                       "check where the VM runs with 'ferry vm show'"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _job_row(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "kind": job.kind, "vm": job.vm, "source_host": job.source_host,
+        "dest_host": job.dest_host, "state": job.state.value, "phase": job.phase,
+        "created_at": job.created_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "error": job.error,
+        "progress": json.dumps(job.progress), "report": json.dumps(job.report),
+    }
+
+
+def _job_from_row(row: RowMapping) -> Job:
+    return Job(
+        id=row["id"], kind=row["kind"], vm=row["vm"], source_host=row["source_host"],
+        dest_host=row["dest_host"], state=JobState(row["state"]), phase=row["phase"],
+        created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], error=row["error"],
+        progress=json.loads(row["progress"] or "{}"), report=json.loads(row["report"] or "{}"),
+    )
+
+
+def _event_row(job_id: str, event: JobEvent) -> dict[str, Any]:
+    return {"job_id": job_id, "at": event.at, "phase": event.phase, "message": event.message,
+            "data": json.dumps(event.data)}
+
+
+def _event_from_row(row: RowMapping) -> JobEvent:
+    return JobEvent(at=row["at"], phase=row["phase"], message=row["message"],
+                    data=json.loads(row["data"] or "{}"))

@@ -1,0 +1,39 @@
+"""Validation of what users type: names and host URIs. Errors name what was wrong."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from ferry.errors import InputError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ALLOWED_SCHEMES = ("qemu+tls", "qemu+ssh")
+
+
+def name(kind: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise InputError(
+            f"invalid {kind} name {value!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+    return value
+
+
+def host_uri(value: str) -> str:
+    """A libvirt URI ferry may use: authenticated and encrypted transports only.
+
+    Query parameters are refused because they can point libvirt at host files
+    (pkipath, keyfile, socket); ferry adds its own PKI path itself.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in _ALLOWED_SCHEMES:
+        raise InputError(
+            f"unsupported host URI {value!r}: use qemu+tls://HOST/system (or qemu+ssh://); "
+            "unauthenticated qemu+tcp and local URIs are refused")
+    if not parts.hostname:
+        raise InputError(f"host URI {value!r} names no host")
+    if parts.path != "/system":
+        raise InputError(f"host URI {value!r} must end in /system (the system libvirtd)")
+    if parts.query or parts.fragment:
+        raise InputError(f"host URI {value!r} must not carry parameters; ferry adds its own")
+    return value

@@ -1,0 +1,144 @@
+"""The one seam between ferry and hypervisors.
+
+:class:`HostConnection` is everything ferry asks of a host. The real one,
+:mod:`ferry.virt.libvirt_host`, is the only module that imports libvirt; the
+fake in :mod:`ferry.virt.fake` stands in for it in unit tests of pure logic.
+Implementations raise only :mod:`ferry.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ferry.model import VM, Network, Pool
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    hostname: str
+    host_uuid: str
+    arch: str
+    cpu_vendor: str
+    cpu_model: str
+    cpus: int
+    memory_mib: int
+    free_memory_mib: int
+    libvirt_version: str
+    hypervisor_version: str
+    domain_types: tuple[str, ...] = ()  # qemu, kvm: what this host's QEMU offers
+
+
+@dataclass(frozen=True)
+class GuestPlatform:
+    """What a host's QEMU can run, from domcapabilities: ferry picks from here, never guesses."""
+
+    domain_type: str
+    machine: str
+    cpu_models: tuple[str, ...]  # usable named models, best first
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """How one live migration is asked of libvirt (flags and parameters as data)."""
+
+    dest_uri: str  # how the source's libvirtd reaches the destination's (peer-to-peer)
+    migration_address: str | None = None  # where QEMU's migration stream goes
+    shared_storage_proven: bool = False  # ferry's probe proved every disk is shared
+    allow_postcopy: bool = False
+    auto_converge: bool = False
+    max_downtime_ms: int | None = None
+    bandwidth_mibps: int | None = None
+
+
+@dataclass(frozen=True)
+class MigrationStats:
+    """One sample of libvirt's job statistics for a running migration."""
+
+    elapsed_ms: int = 0
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+    dirty_rate_bps: int = 0
+    memory_bps: int = 0
+    iteration: int = 0
+    downtime_ms: int | None = None
+    setup_ms: int | None = None
+    postcopy_requests: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+LifecycleCallback = Callable[[str, str, str], None]
+"""Called with (host name, VM name, event) when a VM's lifecycle changes."""
+
+IterationCallback = Callable[[int], None]
+"""Called with the pre-copy iteration number when libvirt starts a new one."""
+
+
+class HostConnection(Protocol):
+    name: str
+
+    def facts(self) -> HostFacts: ...
+
+    def guest_platform(self, domain_type: str = "qemu") -> GuestPlatform: ...
+
+    def list_vms(self) -> list[VM]: ...
+
+    def get_vm(self, name: str) -> VM | None: ...
+
+    def list_pools(self) -> list[Pool]: ...
+
+    def list_networks(self) -> list[Network]: ...
+
+    def refresh_pool(self, pool: str) -> None: ...
+
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str) -> str:
+        """Create a volume and return its path on the host."""
+        ...
+
+    def find_volume(self, pool: str, name: str) -> str | None:
+        """The volume's path if pool holds it (after a refresh), else None."""
+        ...
+
+    def delete_volume(self, pool: str, name: str) -> None: ...
+
+    def define_vm(self, domain_xml: str) -> None: ...
+
+    def undefine_vm(self, name: str) -> None: ...
+
+    def start_vm(self, name: str) -> None: ...
+
+    def shutdown_vm(self, name: str) -> None: ...
+
+    def destroy_vm(self, name: str) -> None: ...
+
+    def migrate(
+        self,
+        name: str,
+        options: MigrationOptions,
+        on_iteration: IterationCallback | None = None,
+    ) -> None:
+        """Live-migrate peer-to-peer; blocks until done, raises on failure or abort."""
+        ...
+
+    def migration_stats(self, name: str) -> MigrationStats | None: ...
+
+    def completed_migration_stats(self, name: str) -> MigrationStats | None: ...
+
+    def abort_migration(self, name: str) -> None: ...
+
+    def set_max_downtime(self, name: str, ms: int) -> None: ...
+
+    def start_postcopy(self, name: str) -> None: ...
+
+    def subscribe_lifecycle(self, callback: LifecycleCallback) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Connector = Callable[[str, str], HostConnection]
+"""Opens a connection: (host name, URI) -> HostConnection."""

@@ -1,0 +1,220 @@
+"""Reading libvirt's domain, pool and network XML into ferry's model, and writing domain XML.
+
+Pure functions over strings: no libvirt here, so they are tested with plain
+XML. ferry writes every domain definition itself from a typed spec; it never
+takes XML from a user.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from ferry.model import VM, CpuAffinity, Disk, Interface, Network, VMState
+
+_LAB_ADDRESS = re.compile(r"\bferry\.ip=([0-9.]+)")
+
+
+def _text(node: ET.Element | None) -> str | None:
+    if node is None or node.text is None:
+        return None
+    return node.text.strip()
+
+
+def _parse_disk(node: ET.Element) -> Disk:
+    source = node.find("source")
+    source_type = node.get("type", "file")
+    path: str | None = None
+    if source is not None:
+        path = source.get("file") or source.get("dev") or source.get("volume") or source.get("name")
+    driver = node.find("driver")
+    target = node.find("target")
+    backing = node.find("backingStore/source")
+    backing_path = None
+    if backing is not None:
+        backing_path = backing.get("file") or backing.get("dev")
+    return Disk(
+        target=target.get("dev", "?") if target is not None else "?",
+        device=node.get("device", "disk"),
+        source_type=source_type if path is not None else "none",
+        source=path,
+        driver_format=driver.get("type") if driver is not None else None,
+        transient=node.find("transient") is not None,
+        readonly=node.find("readonly") is not None,
+        backing_store=backing_path,
+    )
+
+
+def _parse_interface(node: ET.Element) -> Interface:
+    mac = node.find("mac")
+    source = node.find("source")
+    model = node.find("model")
+    kind = node.get("type", "network")
+    network = None
+    portgroup = None
+    if source is not None:
+        network = source.get("network") if kind == "network" else source.get("bridge")
+        portgroup = source.get("portgroup")
+    return Interface(
+        mac=mac.get("address", "") if mac is not None else "",
+        kind=kind,
+        network=network,
+        portgroup=portgroup,
+        model=model.get("type") if model is not None else None,
+    )
+
+
+def parse_domain(xml: str, host: str, state: VMState, snapshot_count: int = 0) -> VM:
+    root = ET.fromstring(xml)
+    memory = root.find("memory")
+    memory_kib = int(_text(memory) or 0)
+    if memory is not None and memory.get("unit", "KiB") not in ("KiB", "k"):
+        memory_kib = _to_kib(memory_kib, memory.get("unit", "KiB"))
+    vcpu = root.find("vcpu")
+    cputune = root.find("cputune")
+    vcpupin: tuple[str, ...] = ()
+    emulatorpin = None
+    if cputune is not None:
+        vcpupin = tuple(p.get("cpuset", "") for p in cputune.findall("vcpupin"))
+        emu = cputune.find("emulatorpin")
+        emulatorpin = emu.get("cpuset") if emu is not None else None
+    cpu = root.find("cpu")
+    cmdline = _text(root.find("os/cmdline")) or ""
+    match = _LAB_ADDRESS.search(cmdline)
+    return VM(
+        name=_text(root.find("name")) or "",
+        uuid=_text(root.find("uuid")) or "",
+        host=host,
+        state=state,
+        memory_kib=memory_kib,
+        vcpus=int(_text(vcpu) or 1),
+        disks=tuple(_parse_disk(d) for d in root.findall("devices/disk")),
+        interfaces=tuple(_parse_interface(i) for i in root.findall("devices/interface")),
+        cpu_mode=cpu.get("mode", "custom") if cpu is not None else None,
+        cpu_model=_text(cpu.find("model")) if cpu is not None else None,
+        affinity=CpuAffinity(
+            vcpupin=vcpupin,
+            vcpu_cpuset=vcpu.get("cpuset") if vcpu is not None else None,
+            emulatorpin=emulatorpin,
+        ),
+        kernel=_text(root.find("os/kernel")),
+        initrd=_text(root.find("os/initrd")),
+        domain_type=root.get("type", "qemu"),
+        snapshot_count=snapshot_count,
+        lab_address=match.group(1) if match else None,
+    )
+
+
+_UNITS = {"b": 1, "bytes": 1, "KB": 1000, "k": 1024, "KiB": 1024, "MB": 10**6, "M": 2**20,
+          "MiB": 2**20, "GB": 10**9, "G": 2**30, "GiB": 2**30}
+
+
+def _to_kib(value: int, unit: str) -> int:
+    return value * _UNITS.get(unit, 1024) // 1024
+
+
+def parse_network(xml: str, host: str, active: bool) -> Network:
+    root = ET.fromstring(xml)
+    bridge = root.find("bridge")
+    forward = root.find("forward")
+    return Network(
+        host=host,
+        name=_text(root.find("name")) or "",
+        bridge=bridge.get("name") if bridge is not None else None,
+        forward_mode=forward.get("mode", "nat") if forward is not None else None,
+        active=active,
+        portgroups=tuple(p.get("name", "") for p in root.findall("portgroup")),
+    )
+
+
+def pool_path(xml: str) -> str | None:
+    return _text(ET.fromstring(xml).find("target/path"))
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: str
+    fmt: str  # qcow2 | raw
+    target: str = "vda"
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    network: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything ferry needs to write a lab VM's domain definition."""
+
+    name: str
+    memory_mib: int
+    vcpus: int
+    domain_type: str
+    machine: str
+    cpu_model: str | None
+    kernel: str
+    initrd: str
+    cmdline: str
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    serial_log: str | None = None
+
+
+def build_domain_xml(spec: DomainSpec) -> str:
+    """The domain XML for a spec; every value is escaped, nothing is passed through raw."""
+    cpu = ""
+    if spec.cpu_model:
+        cpu = (
+            "  <cpu mode='custom' match='exact' check='none'>\n"
+            f"    <model fallback='forbid'>{escape(spec.cpu_model)}</model>\n"
+            "  </cpu>\n"
+        )
+    disks = "".join(
+        "    <disk type='file' device='disk'>\n"
+        f"      <driver name='qemu' type={quoteattr(d.fmt)} cache='none' io='native'/>\n"
+        f"      <source file={quoteattr(d.path)}/>\n"
+        f"      <target dev={quoteattr(d.target)} bus='virtio'/>\n"
+        "    </disk>\n"
+        for d in spec.disks
+    )
+    nics = "".join(
+        "    <interface type='network'>\n"
+        f"      <mac address={quoteattr(n.mac)}/>\n"
+        f"      <source network={quoteattr(n.network)}/>\n"
+        "      <model type='virtio'/>\n"
+        "    </interface>\n"
+        for n in spec.nics
+    )
+    serial_log = ""
+    if spec.serial_log:
+        serial_log = f"      <log file={quoteattr(spec.serial_log)} append='on'/>\n"
+    return (
+        f"<domain type={quoteattr(spec.domain_type)}>\n"
+        f"  <name>{escape(spec.name)}</name>\n"
+        f"  <memory unit='MiB'>{int(spec.memory_mib)}</memory>\n"
+        f"  <vcpu placement='static'>{int(spec.vcpus)}</vcpu>\n"
+        "  <os>\n"
+        f"    <type arch='x86_64' machine={quoteattr(spec.machine)}>hvm</type>\n"
+        f"    <kernel>{escape(spec.kernel)}</kernel>\n"
+        f"    <initrd>{escape(spec.initrd)}</initrd>\n"
+        f"    <cmdline>{escape(spec.cmdline)}</cmdline>\n"
+        "  </os>\n"
+        f"{cpu}"
+        "  <on_poweroff>destroy</on_poweroff>\n"
+        "  <on_reboot>restart</on_reboot>\n"
+        "  <on_crash>destroy</on_crash>\n"
+        "  <devices>\n"
+        f"{disks}{nics}"
+        "    <serial type='pty'>\n"
+        f"{serial_log}"
+        "      <target port='0'/>\n"
+        "    </serial>\n"
+        "    <console type='pty'><target type='serial' port='0'/></console>\n"
+        "    <memballoon model='none'/>\n"
+        "  </devices>\n"
+        "</domain>\n"
+    )

@@ -1,0 +1,173 @@
+"""An in-memory :class:`~ferry.virt.base.HostConnection` for unit tests of pure logic.
+
+It keeps VMs, pools (with a shared "backing" so probes behave as on real
+storage), and networks as plain data. Migration here only moves records and
+replays scripted statistics: it proves nothing about real migration, which
+the lab's integration tests cover.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
+
+from ferry.errors import MigrationCancelled, NotFound, VirtError
+from ferry.model import VM, Network, Pool, VMState
+from ferry.virt.base import (
+    GuestPlatform,
+    HostFacts,
+    IterationCallback,
+    LifecycleCallback,
+    MigrationOptions,
+    MigrationStats,
+)
+
+
+@dataclass
+class Backing:
+    """Where a pool's files live; pools sharing one Backing are the same storage."""
+
+    files: set[str] = field(default_factory=set)
+
+
+@dataclass
+class FakeWorld:
+    hosts: dict[str, FakeHost] = field(default_factory=dict)
+
+    def host(self, name: str) -> FakeHost:
+        return self.hosts[name]
+
+    def connect(self, name: str, uri: str) -> FakeHost:
+        """Reaches the host the URI names, whatever ferry calls it."""
+        return self.hosts[urlsplit(uri).hostname or ""]
+
+
+class FakeHost:
+    def __init__(self, world: FakeWorld, name: str, host_uuid: str) -> None:
+        self.world = world
+        self.name = name
+        self.host_uuid = host_uuid
+        self.vms: dict[str, VM] = {}
+        self.pools: dict[str, tuple[Pool, Backing]] = {}
+        self.networks: list[Network] = []
+        self.callbacks: list[LifecycleCallback] = []
+        self.script: list[MigrationStats] = []  # stats replayed during migrate()
+        self.fail_migration: str | None = None
+        self.downtimes: list[int] = []
+        self.abort = threading.Event()
+        self._current: MigrationStats | None = None
+        world.hosts[name] = self
+
+    # -- set-up helpers ------------------------------------------------
+    def add_pool(self, name: str, path: str, backing: Backing) -> None:
+        self.pools[name] = (Pool(self.name, name, "dir", path, True, 10**12, 0, 10**12), backing)
+
+    def add_network(self, name: str, forward: str | None = "bridge") -> None:
+        self.networks.append(Network(self.name, name, "br0", forward, True))
+
+    def add_vm(self, vm: VM) -> None:
+        self.vms[vm.name] = replace(vm, host=self.name)
+
+    def _emit(self, vm: str, event: str) -> None:
+        for callback in self.callbacks:
+            callback(self.name, vm, event)
+
+    # -- HostConnection ------------------------------------------------
+    def facts(self) -> HostFacts:
+        return HostFacts(self.name, self.host_uuid, "x86_64", "Intel", "Skylake", 4, 8192,
+                         4096, "9.0.0", "7.2.0", ("qemu",))
+
+    def guest_platform(self, domain_type: str = "qemu") -> GuestPlatform:
+        return GuestPlatform(domain_type, "pc-i440fx-7.2", ("Nehalem",))
+
+    def list_vms(self) -> list[VM]:
+        return list(self.vms.values())
+
+    def get_vm(self, name: str) -> VM | None:
+        return self.vms.get(name)
+
+    def list_pools(self) -> list[Pool]:
+        return [pool for pool, _ in self.pools.values()]
+
+    def list_networks(self) -> list[Network]:
+        return list(self.networks)
+
+    def refresh_pool(self, pool: str) -> None:
+        self._backing(pool)
+
+    def _backing(self, pool: str) -> Backing:
+        if pool not in self.pools:
+            raise NotFound(f"host {self.name}: no datastore {pool}")
+        return self.pools[pool][1]
+
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str) -> str:
+        self._backing(pool).files.add(name)
+        return f"{self.pools[pool][0].path}/{name}"
+
+    def find_volume(self, pool: str, name: str) -> str | None:
+        if name in self._backing(pool).files:
+            return f"{self.pools[pool][0].path}/{name}"
+        return None
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        self._backing(pool).files.discard(name)
+
+    def define_vm(self, domain_xml: str) -> None:
+        raise VirtError("the fake host does not parse domain XML")
+
+    def undefine_vm(self, name: str) -> None:
+        self.vms.pop(name, None)
+
+    def start_vm(self, name: str) -> None:
+        self.vms[name] = replace(self.vms[name], state=VMState.RUNNING)
+
+    def shutdown_vm(self, name: str) -> None:
+        self.destroy_vm(name)
+
+    def destroy_vm(self, name: str) -> None:
+        self.vms[name] = replace(self.vms[name], state=VMState.SHUTOFF)
+
+    def migrate(self, name: str, options: MigrationOptions,
+                on_iteration: IterationCallback | None = None) -> None:
+        dest = self.world.connect("", options.dest_uri)
+        dest.vms[name] = replace(self.vms[name], host=dest.name, state=VMState.PAUSED)
+        dest._emit(name, "started")
+        for stats in self.script:
+            if self.abort.wait(0.02):
+                break
+            self._current = stats
+            if on_iteration is not None:
+                on_iteration(stats.iteration)
+        self._current = None
+        if self.abort.is_set() or self.fail_migration:
+            dest.vms.pop(name)
+            if self.abort.is_set():
+                raise MigrationCancelled(f"migration of {name} aborted")
+            raise VirtError(self.fail_migration or "failed")
+        self._emit(name, "suspended")
+        dest.vms[name] = replace(dest.vms[name], state=VMState.RUNNING)
+        dest._emit(name, "resumed")
+        del self.vms[name]
+        self._emit(name, "undefined")
+
+    def migration_stats(self, name: str) -> MigrationStats | None:
+        return self._current
+
+    def completed_migration_stats(self, name: str) -> MigrationStats | None:
+        return MigrationStats(elapsed_ms=100, downtime_ms=42, iteration=len(self.script))
+
+    def abort_migration(self, name: str) -> None:
+        self.abort.set()
+
+    def set_max_downtime(self, name: str, ms: int) -> None:
+        self.downtimes.append(ms)
+
+    def start_postcopy(self, name: str) -> None:
+        raise VirtError("post-copy is not modelled by the fake host")
+
+    def subscribe_lifecycle(self, callback: LifecycleCallback) -> None:
+        self.callbacks.append(callback)
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,422 @@
+"""The real :class:`~ferry.virt.base.HostConnection`: libvirt over TLS (or SSH).
+
+This is the only module of ferry that imports libvirt. Every libvirt error is
+translated here into :mod:`ferry.errors`, so nothing above this line needs to
+know libvirt's error codes.
+"""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
+from xml.sax.saxutils import escape
+
+import libvirt
+
+from ferry import config
+from ferry.errors import ConfigError, HostUnreachable, MigrationCancelled, NotFound, VirtError
+from ferry.model import VM, Network, Pool, VMState
+from ferry.virt import domxml
+from ferry.virt.base import (
+    GuestPlatform,
+    HostFacts,
+    IterationCallback,
+    LifecycleCallback,
+    MigrationOptions,
+    MigrationStats,
+)
+
+T = TypeVar("T")
+
+# Preferred named CPU models, most capable first; the first one domcapabilities
+# calls usable wins. Hard-coding one model fails: qemu64 carries svm, which TCG lacks.
+_PREFERRED_MODELS = (
+    "Skylake-Client-noTSX-IBRS", "Broadwell-noTSX", "Haswell-noTSX", "IvyBridge", "SandyBridge",
+    "Westmere", "Nehalem", "Penryn", "core2duo", "EPYC", "Opteron_G3", "kvm64", "qemu64",
+)
+
+_UNREACHABLE_CODES = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_AUTH_FAILED,
+}
+
+_STATE = {
+    libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: VMState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: VMState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: VMState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: VMState.PAUSED,
+}
+
+_LIFECYCLE = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _ensure_event_loop() -> None:
+    """libvirt delivers events and keepalives only while someone runs its loop."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _ignore_libvirt_stderr(_ctx: object, _err: object) -> None:
+    # libvirt prints every error to stderr by default; ferry reports them itself.
+    return None
+
+
+libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
+
+
+def translate(err: libvirt.libvirtError, what: str) -> Exception:
+    code = err.get_error_code()
+    message = f"{what}: {err.get_error_message() or err}"
+    if code == libvirt.VIR_ERR_OPERATION_ABORTED:
+        return MigrationCancelled(message)
+    if code in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_POOL,
+                libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_NETWORK):
+        return NotFound(message)
+    if code in _UNREACHABLE_CODES or err.get_error_domain() == libvirt.VIR_FROM_RPC:
+        return HostUnreachable(message)
+    return VirtError(message, code)
+
+
+@contextmanager
+def _libvirt_call(what: str) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as err:
+        raise translate(err, what) from err
+
+
+def connection_uri(uri: str) -> str:
+    """The URI ferry itself opens: the user's URI plus ferry's client PKI for TLS."""
+    parts = urlsplit(uri)
+    if not parts.scheme.endswith("+tls"):
+        return uri
+    pki = config.pki_dir()
+    if not (pki / "clientcert.pem").exists():
+        raise ConfigError(f"no TLS client certificate in {pki}: install cacert.pem, "
+                          "clientcert.pem and clientkey.pem there")
+    query = urlencode({"pkipath": str(pki), "no_tty": "1"})
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+class LibvirtHost:
+    """One host's libvirtd, reached by URI."""
+
+    def __init__(self, name: str, uri: str) -> None:
+        _ensure_event_loop()
+        self.name = name
+        self.uri = uri
+        with _libvirt_call(f"cannot connect to host {name} at {uri}"):
+            self._conn: Any = libvirt.open(connection_uri(uri))
+        with _libvirt_call(f"host {name}: keepalive"):
+            self._conn.setKeepAlive(5, 3)
+        self._callbacks: list[int] = []
+
+    # -- helpers ---------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        with _libvirt_call(f"host {self.name}: {what}"):
+            return fn()
+
+    def _domain(self, name: str) -> Any:
+        return self._call(f"VM {name}", lambda: self._conn.lookupByName(name))
+
+    # -- facts -----------------------------------------------------------
+    def facts(self) -> HostFacts:
+        caps = ET.fromstring(self._call("capabilities", self._conn.getCapabilities))
+        info = self._call("node info", self._conn.getInfo)
+        free = self._call("free memory", self._conn.getFreeMemory)
+        lib = self._call("version", self._conn.getLibVersion)
+        hyp = self._call("version", self._conn.getVersion)
+        guest_types = {
+            d.get("type", "") for d in caps.findall("guest/arch/domain")
+        }
+        return HostFacts(
+            hostname=self._call("hostname", self._conn.getHostname),
+            host_uuid=caps.findtext("host/uuid", ""),
+            arch=caps.findtext("host/cpu/arch", ""),
+            cpu_vendor=caps.findtext("host/cpu/vendor", "unknown"),
+            cpu_model=caps.findtext("host/cpu/model", "unknown"),
+            cpus=int(info[2]),
+            memory_mib=int(info[1]),
+            free_memory_mib=int(free) // 2**20,
+            libvirt_version=_version(lib),
+            hypervisor_version=_version(hyp),
+            domain_types=tuple(sorted(t for t in guest_types if t)),
+        )
+
+    def guest_platform(self, domain_type: str = "qemu") -> GuestPlatform:
+        xml = self._call("domain capabilities", lambda: self._conn.getDomainCapabilities(
+            None, "x86_64", None, domain_type, 0))
+        root = ET.fromstring(xml)
+        usable = [
+            m.text or ""
+            for m in root.findall("cpu/mode[@name='custom']/model")
+            if m.get("usable") == "yes"
+        ]
+        ranked = [m for m in _PREFERRED_MODELS if m in usable] + [
+            m for m in usable if m not in _PREFERRED_MODELS
+        ]
+        machine = root.findtext("machine", "pc")
+        return GuestPlatform(domain_type=domain_type, machine=machine, cpu_models=tuple(ranked))
+
+    # -- inventory -------------------------------------------------------
+    def _vm_from_domain(self, dom: Any) -> VM:
+        state_code = self._call("VM state", lambda: dom.state(0))[0]
+        xml = self._call("VM definition", lambda: dom.XMLDesc(0))
+        snapshots = self._call("snapshots", lambda: dom.snapshotNum(0))
+        vm = domxml.parse_domain(xml, self.name, _STATE.get(state_code, VMState.OTHER), snapshots)
+        persistent = bool(self._call("VM persistence", dom.isPersistent))
+        if not persistent:
+            vm = VM(**{**vm.__dict__, "persistent": False})
+        return vm
+
+    def list_vms(self) -> list[VM]:
+        domains = self._call("list VMs", lambda: self._conn.listAllDomains(0))
+        found = []
+        for dom in domains:
+            try:
+                found.append(self._vm_from_domain(dom))
+            except NotFound:
+                continue  # vanished between listing and reading: migrated or undefined
+        return found
+
+    def get_vm(self, name: str) -> VM | None:
+        try:
+            return self._vm_from_domain(self._domain(name))
+        except NotFound:
+            return None
+
+    def list_pools(self) -> list[Pool]:
+        pools = []
+        for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(0)):
+            info = self._call("pool info", pool.info)
+            xml = self._call("pool definition", partial(pool.XMLDesc, 0))
+            root = ET.fromstring(xml)
+            pools.append(Pool(
+                host=self.name,
+                name=pool.name(),
+                pool_type=root.get("type", "dir"),
+                path=domxml.pool_path(xml),
+                active=info[0] == libvirt.VIR_STORAGE_POOL_RUNNING,
+                capacity=int(info[1]),
+                allocation=int(info[2]),
+                available=int(info[3]),
+            ))
+        return pools
+
+    def list_networks(self) -> list[Network]:
+        networks = []
+        for net in self._call("list networks", lambda: self._conn.listAllNetworks(0)):
+            xml = self._call("network definition", partial(net.XMLDesc, 0))
+            networks.append(domxml.parse_network(xml, self.name, bool(net.isActive())))
+        return networks
+
+    # -- storage ---------------------------------------------------------
+    def _pool(self, name: str) -> Any:
+        return self._call(f"datastore {name}", lambda: self._conn.storagePoolLookupByName(name))
+
+    def refresh_pool(self, pool: str) -> None:
+        handle = self._pool(pool)
+        self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
+
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str) -> str:
+        handle = self._pool(pool)
+        xml = (
+            f"<volume><name>{escape(name)}</name><capacity unit='B'>{int(capacity)}</capacity>"
+            f"<target><format type='{escape(fmt)}'/></target></volume>"
+        )
+        vol = self._call(f"create volume {name} in {pool}", lambda: handle.createXML(xml, 0))
+        return str(vol.path())
+
+    def find_volume(self, pool: str, name: str) -> str | None:
+        handle = self._pool(pool)
+        self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
+        try:
+            vol = self._call(f"volume {name}", lambda: handle.storageVolLookupByName(name))
+        except NotFound:
+            return None
+        return str(vol.path())
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        handle = self._pool(pool)
+        vol = self._call(f"volume {name}", lambda: handle.storageVolLookupByName(name))
+        self._call(f"delete volume {name}", lambda: vol.delete(0))
+
+    # -- lifecycle -------------------------------------------------------
+    def define_vm(self, domain_xml: str) -> None:
+        self._call("define VM", lambda: self._conn.defineXML(domain_xml))
+
+    def undefine_vm(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"undefine VM {name}", lambda: dom.undefineFlags(0))
+
+    def start_vm(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"start VM {name}", dom.create)
+
+    def shutdown_vm(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"shut down VM {name}", dom.shutdown)
+
+    def destroy_vm(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"power off VM {name}", dom.destroy)
+
+    # -- migration -------------------------------------------------------
+    def migrate(
+        self,
+        name: str,
+        options: MigrationOptions,
+        on_iteration: IterationCallback | None = None,
+    ) -> None:
+        dom = self._domain(name)
+        flags = (
+            libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_PEER2PEER
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+        )
+        if options.shared_storage_proven:
+            # libvirt cannot see that a folder is shared; ferry's probe did.
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        if options.allow_postcopy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if options.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        params: dict[str, Any] = {}
+        if options.migration_address:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{options.migration_address}"
+        if options.bandwidth_mibps:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(options.bandwidth_mibps)
+        callback_id = None
+        if on_iteration is not None:
+            def iteration(_conn: Any, _dom: Any, number: int, _opaque: Any) -> None:
+                on_iteration(int(number))
+
+            callback_id = self._call("subscribe to migration iterations", lambda: (
+                self._conn.domainEventRegisterAny(
+                    dom, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, iteration, None)))
+        try:
+            self._call(f"migrate VM {name} to {options.dest_uri}",
+                       lambda: dom.migrateToURI3(options.dest_uri, params, flags))
+        finally:
+            if callback_id is not None:
+                try:
+                    self._conn.domainEventDeregisterAny(callback_id)
+                except libvirt.libvirtError:
+                    pass  # the connection went away; its callbacks went with it
+
+    def _job_stats(self, name: str, flags: int) -> MigrationStats | None:
+        try:
+            dom = self._domain(name)
+            raw = self._call(f"job statistics of {name}", lambda: dom.jobStats(flags))
+        except NotFound:
+            return None
+        if not raw or raw.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return stats_from_libvirt(raw)
+
+    def migration_stats(self, name: str) -> MigrationStats | None:
+        return self._job_stats(name, 0)
+
+    def completed_migration_stats(self, name: str) -> MigrationStats | None:
+        return self._job_stats(name, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+
+    def abort_migration(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"cancel migration of {name}", dom.abortJob)
+
+    def set_max_downtime(self, name: str, ms: int) -> None:
+        dom = self._domain(name)
+        self._call(f"set max downtime of {name}", lambda: dom.migrateSetMaxDowntime(int(ms), 0))
+
+    def start_postcopy(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"switch {name} to post-copy", lambda: dom.migrateStartPostCopy(0))
+
+    # -- events ----------------------------------------------------------
+    def subscribe_lifecycle(self, callback: LifecycleCallback) -> None:
+        def lifecycle(_conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+            callback(self.name, dom.name(), _LIFECYCLE.get(event, str(event)))
+
+        cid = self._call("subscribe to VM events", lambda: self._conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None))
+        self._callbacks.append(cid)
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def close(self) -> None:
+        for cid in self._callbacks:
+            try:
+                self._conn.domainEventDeregisterAny(cid)
+            except libvirt.libvirtError:
+                pass  # already gone with the connection
+        self._callbacks.clear()
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            pass  # closing a dead connection is not an error worth raising
+
+
+def stats_from_libvirt(raw: dict[str, Any]) -> MigrationStats:
+    page_size = int(raw.get("memory_page_size", 4096) or 4096)
+    return MigrationStats(
+        elapsed_ms=int(raw.get("time_elapsed", 0)),
+        memory_total=int(raw.get("memory_total", 0)),
+        memory_processed=int(raw.get("memory_processed", 0)),
+        memory_remaining=int(raw.get("memory_remaining", 0)),
+        data_total=int(raw.get("data_total", 0)),
+        data_processed=int(raw.get("data_processed", 0)),
+        data_remaining=int(raw.get("data_remaining", 0)),
+        dirty_rate_bps=int(raw.get("memory_dirty_rate", 0)) * page_size,
+        memory_bps=int(raw.get("memory_bps", 0)),
+        iteration=int(raw.get("memory_iteration", 0)),
+        downtime_ms=int(raw["downtime"]) if "downtime" in raw else None,
+        setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
+        postcopy_requests=int(raw.get("memory_postcopy_requests", 0)),
+    )
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def open_host(name: str, uri: str) -> LibvirtHost:
+    return LibvirtHost(name, uri)

@@ -1,0 +1,140 @@
+"""Integration fixtures: a real lab (libvirtd per host, QEMU guests) and a real ferry server.
+
+Assertions look at the hosts through plain ``virsh`` over TLS, independent of
+ferry's own inventory, so a test fails when ferry believes something the
+hosts do not show.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ferry.lab.collector import HeartbeatCollector
+
+LAB_HOSTS = 3
+
+
+def _lab_possible() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    for tool in ("libvirtd", "qemu-system-x86_64", "virsh", "ip"):
+        if shutil.which(tool) is None:
+            return f"the lab needs {tool}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _lab_possible()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        raise pytest.UsageError(f"CI must run the lab tests, but {reason}")
+    for item in items:
+        if "lab" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class LabEnv:
+    ferry_home: Path
+    url: str
+    hosts: list[str]
+    uris: dict[str, str]
+    collector: HeartbeatCollector
+
+    def ferry(self, *argv: str) -> Result:
+        """Run the ferry CLI in-process against the lab's server."""
+        from ferry.cli.main import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(list(argv))
+        return Result(code, out.getvalue(), err.getvalue())
+
+    def virsh(self, host: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        uri = f"{self.uris[host]}?pkipath={self.ferry_home / 'pki'}"
+        return subprocess.run(["virsh", "-q", "-c", uri, *argv], capture_output=True, text=True,
+                              check=check, timeout=60)
+
+    def domains(self, host: str) -> dict[str, str]:
+        """Every domain defined or running on host, by libvirt itself: name -> state."""
+        names = self.virsh(host, "list", "--all", "--name").stdout.split()
+        return {n: self.virsh(host, "domstate", n).stdout.strip() for n in names}
+
+    def volumes(self, host: str, pool: str) -> set[str]:
+        self.virsh(host, "pool-refresh", pool)
+        lines = self.virsh(host, "vol-list", pool).stdout.splitlines()
+        return {line.split()[0] for line in lines if line.strip()}
+
+    def snapshot(self) -> dict[str, object]:
+        """What a refused request must leave unchanged on every host."""
+        state: dict[str, object] = {}
+        for host in self.hosts:
+            state[f"{host}/domains"] = self.domains(host)
+            for pool in ("shared", "local"):
+                state[f"{host}/{pool}"] = self.volumes(host, pool)
+        return state
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabEnv]:
+    home = Path(tempfile.mkdtemp(prefix="ferry-test-home-"))
+    port = _free_port()
+    os.environ["FERRY_HOME"] = str(home)
+    os.environ["FERRY_URL"] = f"http://127.0.0.1:{port}"
+    os.environ.pop("FERRY_TOKEN", None)
+    from ferry import config
+    from ferry.lab.lab import lab_down, lab_up
+    from ferry.server import build_server
+
+    state = lab_up(hosts=LAB_HOSTS)
+    server = build_server(config.ServerSettings(listen="127.0.0.1", port=port,
+                                                database_url=config.database_url()))
+    server.start_in_background()
+    assert server.collector is not None, "the lab's heartbeat collector did not start"
+    env = LabEnv(home, os.environ["FERRY_URL"], [h.name for h in state.hosts],
+                 {h.name: h.uri for h in state.hosts}, server.collector)
+    try:
+        for host in state.hosts:
+            result = env.ferry("host", "add", host.name, host.uri)
+            assert result.code == 0, result.err
+        yield env
+    finally:
+        server.stop()
+        if not os.environ.get("FERRY_KEEP_LAB"):
+            lab_down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

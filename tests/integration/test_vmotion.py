@@ -1,0 +1,125 @@
+"""VMotion in the lab: real libvirtd per host, real QEMU guests, checked through virsh."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import LabEnv, wait_until
+
+from ferry.cli.client import FerryClient
+
+pytestmark = pytest.mark.lab
+
+
+def create(lab: LabEnv, name: str, *args: str) -> None:
+    result = lab.ferry("vm", "create", name, *args)
+    assert result.code == 0, result.err
+
+
+def test_live_migration_moves_running_vm_and_heartbeat_continues(lab: LabEnv) -> None:
+    create(lab, "hb1", "--host", "host1", "--datastore", "shared", "--memory", "512",
+           "--disk", "64", "--workload", "heartbeat,mem:64")
+    assert lab.collector.wait_for_heartbeat("hb1", 60), "guest hb1 never sent a heartbeat"
+    seq_before = lab.collector.last_seq("hb1") or 0
+
+    result = lab.ferry("migrate", "hb1", "--host", "host2")
+
+    assert result.code == 0, result.err
+    assert lab.domains("host2").get("hb1") == "running"
+    assert "hb1" not in lab.domains("host1")
+    assert "Persistent:     yes" in lab.virsh("host2", "dominfo", "hb1").stdout
+    # Same guest, not a reboot: its heartbeat sequence carries on past the migration.
+    wait_until(lambda: (lab.collector.last_seq("hb1") or 0) > seq_before + 200, 30,
+               "heartbeats from hb1 on host2")
+    job = FerryClient().list_jobs(limit=1)[0]
+    assert (job.vm, job.dest_host, job.state) == ("hb1", "host2", "succeeded")
+    gap = job.report["heartbeat_gap_ms"]
+    assert gap is not None and 0 < gap < 10_000
+    assert job.report["downtime_ms"] is not None and job.report["data_bytes"] > 0
+    phases = [e.phase for e in job.events]
+    assert phases.index("register-destination") < phases.index("switchover") \
+        < phases.index("resumed-destination") <= phases.index("done")
+    assert "downtime" in result.out.lower() and "heartbeat" in result.out.lower()
+
+    # And onwards to the third host, as the demo does.
+    assert lab.ferry("migrate", "hb1", "--host", "host3").code == 0
+    assert lab.domains("host3").get("hb1") == "running"
+    assert "hb1" not in lab.domains("host2")
+
+
+def test_cancel_before_switchover_leaves_vm_on_source(lab: LabEnv) -> None:
+    from ferry.lab.lab import set_link
+
+    create(lab, "busy1", "--host", "host1", "--datastore", "shared", "--memory", "1024",
+           "--disk", "0", "--workload", "heartbeat,mem:256")
+    assert lab.collector.wait_for_heartbeat("busy1", 60)
+    local_before = lab.volumes("host2", "local")
+    set_link("host1", "50mbit")  # 256 MiB of dirty memory now takes most of a minute
+    try:
+        result = lab.ferry("migrate", "busy1", "--host", "host2", "--no-wait", "--json")
+        assert result.code == 0, result.err
+        job_id = json.loads(result.out)["id"]
+        client = FerryClient()
+        wait_until(lambda: client.get_job(job_id).progress.get("memory_processed", 0) > 2**20,
+                   60, "the memory copy to start")
+        assert lab.ferry("job", "cancel", job_id).code == 0
+        wait_until(lambda: client.get_job(job_id).state in ("cancelled", "failed", "succeeded"),
+                   60, "the cancel to finish")
+    finally:
+        set_link("host1", None)
+    job = client.get_job(job_id)
+    assert job.state == "cancelled", job.error
+    assert lab.domains("host1").get("busy1") == "running"
+    assert "busy1" not in lab.domains("host2")
+    assert lab.volumes("host2", "local") == local_before
+    seq = lab.collector.last_seq("busy1") or 0
+    wait_until(lambda: (lab.collector.last_seq("busy1") or 0) > seq + 50, 20,
+               "heartbeats from busy1 still on host1")
+    assert lab.ferry("vm", "stop", "busy1", "--force").code == 0
+
+
+TESTNET = "<network><name>{name}</name><bridge name='{bridge}'/></network>"
+
+
+def test_refusals_name_the_object_and_change_nothing(lab: LabEnv, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    create(lab, "cold1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+           "--disk", "16", "--workload", "none", "--no-start")
+    create(lab, "local1", "--host", "host1", "--datastore", "local", "--memory", "128",
+           "--disk", "16", "--workload", "none", "--no-start")
+    create(lab, "iso1", "--host", "host3", "--datastore", "shared", "--memory", "128",
+           "--disk", "0", "--workload", "none", "--network", "Isolated", "--no-start")
+    for host, name, bridge in (("host1", "Testnet", "tnet0"), ("host2", "testnet", "tnet0")):
+        xml = tmp_path / f"{host}.xml"
+        xml.write_text(TESTNET.format(name=name, bridge=bridge))
+        lab.virsh(host, "net-define", str(xml))
+        lab.virsh(host, "net-start", name)
+    try:
+        create(lab, "case1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+               "--disk", "0", "--workload", "none", "--network", "Testnet", "--no-start")
+        for vm in ("local1", "iso1", "case1"):
+            assert lab.ferry("vm", "start", vm).code == 0
+        before = lab.snapshot()
+        cases = [
+            (["cold1", "host2"], 4, ["vm.not-running", "cold1", "shutoff"]),
+            (["local1", "host2"], 4, ["storage.not-shared", "local1-disk0", "local@host1"]),
+            (["iso1", "host1"], 4, ["network.missing", "'Isolated'", "host1"]),
+            (["case1", "host2"], 4, ["network.case-mismatch", "'Testnet'", "'testnet'"]),
+            (["local1", "host1"], 2, ["already runs on host1"]),
+            (["local1", "host9"], 2, ["no host named host9"]),
+            (["ghost", "host2"], 2, ["no VM named ghost"]),
+        ]
+        for (vm, host), code, words in cases:
+            result = lab.ferry("migrate", vm, "--host", host)
+            assert result.code == code, (vm, host, result.err)
+            for word in words:
+                assert word in result.err, (vm, host, word, result.err)
+        assert lab.snapshot() == before
+        refused = {"cold1", "local1", "iso1", "case1", "ghost"}
+        assert not [j for j in FerryClient().list_jobs() if j.vm in refused]  # no job created
+    finally:
+        for vm in ("local1", "iso1", "case1"):
+            lab.ferry("vm", "stop", vm, "--force")
+        for host, name in (("host1", "Testnet"), ("host2", "testnet")):
+            lab.virsh(host, "net-destroy", name, check=False)
+            lab.virsh(host, "net-undefine", name, check=False)

@@ -1,0 +1,81 @@
+from dataclasses import replace
+
+from ferry.checks.finding import Status
+from ferry.checks.vmotion import check_vmotion
+from ferry.model import VM, Disk, Host, Interface, Inventory, Network, Pool, VMState
+
+
+def pool(host: str, name: str, path: str, datastore: str) -> Pool:
+    return Pool(host, name, "dir", path, True, 100, 0, 100, datastore=datastore)
+
+
+def net(host: str, name: str) -> Network:
+    return Network(host, name, "br0", "bridge", True)
+
+
+VM1 = VM(
+    name="web1", uuid="u", host="host1", state=VMState.RUNNING, memory_kib=1024 * 1024, vcpus=1,
+    disks=(Disk("vda", "disk", "file", "/srv/shared/web1.qcow2", "qcow2"),),
+    interfaces=(Interface("52:54:00:00:00:01", "network", "Production"),),
+    kernel="/srv/shared/vmlinuz",
+)
+
+
+def inventory(pools: list[Pool], networks: list[Network]) -> Inventory:
+    hosts = {h: Host(h, f"qemu+tls://{h}/system") for h in ("host1", "host2")}
+    return Inventory(hosts=hosts, vms={"web1": VM1}, pools=tuple(pools), networks=tuple(networks))
+
+
+GOOD = inventory(
+    [pool("host1", "shared", "/srv/shared", "shared"), pool("host2", "nfs", "/mnt/x", "shared")],
+    [net("host1", "Production"), net("host2", "Production")],
+)
+
+
+def codes(findings: list, status: Status = Status.ERROR) -> list[str]:
+    return [f.code for f in findings if f.status is status]
+
+
+def test_all_requirements_met_passes_every_row() -> None:
+    findings = check_vmotion(GOOD, VM1, "host2")
+    assert codes(findings) == []
+    assert codes(findings, Status.PASS) == ["vm.running", "storage.shared", "storage.shared",
+                                            "network.present"]
+
+
+def test_shared_by_datastore_identity_not_by_path() -> None:
+    # Same path on both hosts, but the probe said they are different storage.
+    inv = inventory(
+        [pool("host1", "local", "/srv/shared", "local@host1"),
+         pool("host2", "local", "/srv/shared", "local@host2")],
+        [net("host1", "Production"), net("host2", "Production")])
+    findings = check_vmotion(inv, VM1, "host2")
+    bad = [f for f in findings if f.code == "storage.not-shared"]
+    assert len(bad) == 2
+    assert bad[0].objects["file"] == "/srv/shared/web1.qcow2"
+    assert "host2" in bad[0].message and "local@host1" in bad[0].message
+
+
+def test_every_failure_is_reported_not_only_the_first() -> None:
+    vm = replace(VM1, state=VMState.SHUTOFF)
+    inv = inventory([pool("host1", "shared", "/srv/shared", "shared")],
+                    [net("host1", "Production"), net("host2", "production")])
+    found = codes(check_vmotion(inv, vm, "host2"))
+    assert found == ["vm.not-running", "storage.not-shared", "storage.not-shared",
+                     "network.case-mismatch"]
+
+
+def test_case_mismatch_names_both_spellings() -> None:
+    inv = replace(GOOD, networks=(net("host1", "Production"), net("host2", "production")))
+    [finding] = [f for f in check_vmotion(inv, VM1, "host2") if f.code == "network.case-mismatch"]
+    assert "'Production'" in finding.message and "'production'" in finding.message
+    assert finding.objects["dest_network"] == "production"
+
+
+def test_missing_network_and_unmanaged_file() -> None:
+    vm = replace(VM1, kernel="/boot/vmlinuz")
+    inv = replace(GOOD, networks=(net("host1", "Production"),))
+    findings = check_vmotion(inv, vm, "host2")
+    assert "network.missing" in codes(findings)
+    [unmanaged] = [f for f in findings if f.code == "storage.unmanaged"]
+    assert unmanaged.objects["file"] == "/boot/vmlinuz"

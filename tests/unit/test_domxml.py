@@ -1,0 +1,53 @@
+import xml.etree.ElementTree as ET
+
+from ferry.model import VMState
+from ferry.virt.domxml import DiskSpec, DomainSpec, NicSpec, build_domain_xml, parse_domain
+
+SPEC = DomainSpec(
+    name="web1", memory_mib=1024, vcpus=2, domain_type="qemu", machine="pc-i440fx-7.2",
+    cpu_model="Nehalem", kernel="/srv/shared/vmlinuz", initrd="/srv/shared/initrd.img",
+    cmdline="console=ttyS0 ferry.name=web1 ferry.ip=198.19.0.21/24",
+    disks=(DiskSpec("/srv/shared/web1-disk0.qcow2", "qcow2"),),
+    nics=(NicSpec("Production", "52:54:00:aa:bb:cc"),),
+)
+
+
+def test_written_xml_parses_back_to_the_same_vm() -> None:
+    vm = parse_domain(build_domain_xml(SPEC), "host1", VMState.RUNNING)
+    assert (vm.name, vm.memory_mib, vm.vcpus, vm.domain_type) == ("web1", 1024, 2, "qemu")
+    assert vm.cpu_mode == "custom" and vm.cpu_model == "Nehalem"
+    assert [d.source for d in vm.disks] == ["/srv/shared/web1-disk0.qcow2"]
+    assert [(i.network, i.mac) for i in vm.interfaces] == [("Production", "52:54:00:aa:bb:cc")]
+    assert vm.lab_address == "198.19.0.21"
+    assert not vm.affinity.pinned
+    assert [p for _, p in vm.files()] == ["/srv/shared/web1-disk0.qcow2", "/srv/shared/vmlinuz",
+                                          "/srv/shared/initrd.img"]
+
+
+def test_values_are_escaped_not_injected() -> None:
+    spec = DomainSpec(**{**SPEC.__dict__, "cmdline": "x</cmdline><devices/>"})
+    root = ET.fromstring(build_domain_xml(spec))
+    assert root.findtext("os/cmdline") == "x</cmdline><devices/>"
+
+
+def test_parse_affinity_cdrom_transient_and_snapshot_chain() -> None:
+    xml = """<domain type='kvm'><name>db</name><uuid>1</uuid><memory unit='KiB'>2097152</memory>
+    <vcpu placement='static' cpuset='0-1'>2</vcpu>
+    <cputune><vcpupin vcpu='0' cpuset='1'/><emulatorpin cpuset='0'/></cputune>
+    <cpu mode='host-passthrough'/>
+    <devices>
+      <disk type='block' device='cdrom'><source dev='/dev/loop0'/><target dev='hdc'/></disk>
+      <disk type='file' device='disk'><driver type='qcow2'/><source file='/a/top.qcow2'/>
+        <backingStore type='file'><source file='/a/base.qcow2'/></backingStore>
+        <target dev='vda'/><transient/></disk>
+      <interface type='network'><mac address='52:54:00:00:00:09'/>
+        <source network='Isolated' portgroup='db'/></interface>
+    </devices></domain>"""
+    vm = parse_domain(xml, "h", VMState.SHUTOFF, snapshot_count=2)
+    assert vm.memory_mib == 2048 and vm.cpu_mode == "host-passthrough"
+    assert vm.affinity.pinned and vm.affinity.vcpupin == ("1",)
+    assert vm.affinity.vcpu_cpuset == "0-1" and vm.affinity.emulatorpin == "0"
+    cdrom, disk = vm.disks
+    assert (cdrom.device, cdrom.source_type, cdrom.source) == ("cdrom", "block", "/dev/loop0")
+    assert disk.transient and disk.backing_store == "/a/base.qcow2"
+    assert vm.interfaces[0].portgroup == "db" and vm.snapshot_count == 2
