@@ -138,3 +138,20 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def make_vm(lab: LabEnv) -> Iterator[Callable[..., None]]:
+    """Creates lab VMs through ferry; deletes them (and their disks) after the test."""
+    made: list[str] = []
+
+    def create(name: str, *args: str) -> None:
+        if name in lab.ferry("vm", "list").out.split():
+            lab.ferry("vm", "delete", name)  # left by an earlier run with FERRY_KEEP_LAB
+        result = lab.ferry("vm", "create", name, *args)
+        assert result.code == 0, result.err
+        made.append(name)
+
+    yield create
+    for name in made:
+        lab.ferry("vm", "delete", name)

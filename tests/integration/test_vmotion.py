@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import LabEnv, wait_until
@@ -12,13 +14,10 @@ from ferry.cli.client import FerryClient
 pytestmark = pytest.mark.lab
 
 
-def create(lab: LabEnv, name: str, *args: str) -> None:
-    result = lab.ferry("vm", "create", name, *args)
-    assert result.code == 0, result.err
-
-
-def test_live_migration_moves_running_vm_and_heartbeat_continues(lab: LabEnv) -> None:
-    create(lab, "hb1", "--host", "host1", "--datastore", "shared", "--memory", "512",
+def test_live_migration_moves_running_vm_and_heartbeat_continues(
+    lab: LabEnv, make_vm: Callable[..., None]
+) -> None:
+    make_vm("hb1", "--host", "host1", "--datastore", "shared", "--memory", "512",
            "--disk", "64", "--workload", "heartbeat,mem:64")
     assert lab.collector.wait_for_heartbeat("hb1", 60), "guest hb1 never sent a heartbeat"
     seq_before = lab.collector.last_seq("hb1") or 0
@@ -32,7 +31,8 @@ def test_live_migration_moves_running_vm_and_heartbeat_continues(lab: LabEnv) ->
     # Same guest, not a reboot: its heartbeat sequence carries on past the migration.
     wait_until(lambda: (lab.collector.last_seq("hb1") or 0) > seq_before + 200, 30,
                "heartbeats from hb1 on host2")
-    job = FerryClient().list_jobs(limit=1)[0]
+    client = FerryClient()
+    job = client.get_job(client.list_jobs(limit=1)[0].id)
     assert (job.vm, job.dest_host, job.state) == ("hb1", "host2", "succeeded")
     gap = job.report["heartbeat_gap_ms"]
     assert gap is not None and 0 < gap < 10_000
@@ -48,10 +48,12 @@ def test_live_migration_moves_running_vm_and_heartbeat_continues(lab: LabEnv) ->
     assert "hb1" not in lab.domains("host2")
 
 
-def test_cancel_before_switchover_leaves_vm_on_source(lab: LabEnv) -> None:
+def test_cancel_before_switchover_leaves_vm_on_source(
+    lab: LabEnv, make_vm: Callable[..., None]
+) -> None:
     from ferry.lab.lab import set_link
 
-    create(lab, "busy1", "--host", "host1", "--datastore", "shared", "--memory", "1024",
+    make_vm("busy1", "--host", "host1", "--datastore", "shared", "--memory", "1024",
            "--disk", "0", "--workload", "heartbeat,mem:256")
     assert lab.collector.wait_for_heartbeat("busy1", 60)
     local_before = lab.volumes("host2", "local")
@@ -76,18 +78,19 @@ def test_cancel_before_switchover_leaves_vm_on_source(lab: LabEnv) -> None:
     seq = lab.collector.last_seq("busy1") or 0
     wait_until(lambda: (lab.collector.last_seq("busy1") or 0) > seq + 50, 20,
                "heartbeats from busy1 still on host1")
-    assert lab.ferry("vm", "stop", "busy1", "--force").code == 0
 
 
 TESTNET = "<network><name>{name}</name><bridge name='{bridge}'/></network>"
 
 
-def test_refusals_name_the_object_and_change_nothing(lab: LabEnv, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    create(lab, "cold1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+def test_refusals_name_the_object_and_change_nothing(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+) -> None:
+    make_vm("cold1", "--host", "host1", "--datastore", "shared", "--memory", "128",
            "--disk", "16", "--workload", "none", "--no-start")
-    create(lab, "local1", "--host", "host1", "--datastore", "local", "--memory", "128",
+    make_vm("local1", "--host", "host1", "--datastore", "local", "--memory", "128",
            "--disk", "16", "--workload", "none", "--no-start")
-    create(lab, "iso1", "--host", "host3", "--datastore", "shared", "--memory", "128",
+    make_vm("iso1", "--host", "host3", "--datastore", "shared", "--memory", "128",
            "--disk", "0", "--workload", "none", "--network", "Isolated", "--no-start")
     for host, name, bridge in (("host1", "Testnet", "tnet0"), ("host2", "testnet", "tnet0")):
         xml = tmp_path / f"{host}.xml"
@@ -95,7 +98,7 @@ def test_refusals_name_the_object_and_change_nothing(lab: LabEnv, tmp_path) -> N
         lab.virsh(host, "net-define", str(xml))
         lab.virsh(host, "net-start", name)
     try:
-        create(lab, "case1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+        make_vm("case1", "--host", "host1", "--datastore", "shared", "--memory", "128",
                "--disk", "0", "--workload", "none", "--network", "Testnet", "--no-start")
         for vm in ("local1", "iso1", "case1"):
             assert lab.ferry("vm", "start", vm).code == 0
@@ -118,8 +121,6 @@ def test_refusals_name_the_object_and_change_nothing(lab: LabEnv, tmp_path) -> N
         refused = {"cold1", "local1", "iso1", "case1", "ghost"}
         assert not [j for j in FerryClient().list_jobs() if j.vm in refused]  # no job created
     finally:
-        for vm in ("local1", "iso1", "case1"):
-            lab.ferry("vm", "stop", vm, "--force")
         for host, name in (("host1", "Testnet"), ("host2", "testnet")):
             lab.virsh(host, "net-destroy", name, check=False)
             lab.virsh(host, "net-undefine", name, check=False)

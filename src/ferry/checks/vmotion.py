@@ -64,8 +64,9 @@ def storage_shared(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
         else:
             findings.append(Finding(
                 "storage.not-shared", Status.ERROR,
-                f"{what} of VM {vm.name} is on datastore {pool.datastore or pool.name} of "
-                f"{vm.host}, which host {dest} does not see (probe file not found there)",
+                f"{what} of VM {vm.name} ({path}) is on datastore "
+                f"{pool.datastore or pool.name} of {vm.host}, which host {dest} does not see "
+                "(probe file not found there)",
                 remedy="move the disk to a datastore both hosts share first (Storage VMotion), "
                        f"or choose a destination that sees {pool.datastore or pool.name}",
                 objects={**objects, "datastore": pool.datastore or pool.name}))

@@ -81,7 +81,6 @@ def create_lab_vm(
             cmdline=guest_cmdline(request.name, address, workloads),
             disks=disks,
             nics=(NicSpec(network=request.network, mac=random_mac()),),
-            serial_log=f"/var/log/libvirt/qemu/{request.name}-serial.log",
         )
         conn.define_vm(build_domain_xml(spec))
     except FerryError:

@@ -44,6 +44,7 @@ class VMotion:
     heartbeat: HeartbeatSource | None = None
     sample_seconds: float = 0.5
     _phases: dict[Phase, float] = field(default_factory=dict)
+    _unregistered: threading.Event = field(default_factory=threading.Event)
 
     def run(self, job: JobHandle) -> None:
         """Migrate; always ends the job in a final state, never raises."""
@@ -65,6 +66,10 @@ class VMotion:
                 raise MigrationCancelled(f"migration of {self.vm} was cancelled before it began")
             worker.start()
             self._watch(job, worker, samples, actions)
+            if not outcome:
+                # libvirt delivers the source's "undefined" event asynchronously,
+                # often just after the migration call has returned.
+                self._unregistered.wait(2.0)
         except FerryError as err:
             outcome.append(err)
         finally:
@@ -113,6 +118,8 @@ class VMotion:
             phase, message = moment
             self._phases[phase] = time.time()
             job.event(phase, message, at=self._phases[phase])
+            if phase is Phase.UNREGISTER:
+                self._unregistered.set()
             if phase is Phase.SWITCHOVER:
                 # Past the switchover libvirt cannot abort without risking the VM.
                 job.on_cancel(None)

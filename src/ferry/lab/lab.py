@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 LOCK_FILE = layout.LAB_ROOT / ".lock"
+PKI_RECORD = layout.PKI_DIR / "client-pki-dirs"
 MAX_HOSTS = 200  # addresses are 198.18.0.(10 + N)
 client_uri = hostlib.client_uri
 host_exec = hostlib.host_exec
@@ -192,6 +193,7 @@ def lab_up(
         raise LabError(f"link rate {link!r} is not a tc rate such as '1gbit' or '100mbit'")
     _check_prerequisites()
     with _locked():
+        _adopt_client_pki()
         current = lab_status()
         if (
             current is not None
@@ -224,7 +226,7 @@ def _build(count: int, link: str | None, mtu: int, guest: bool) -> LabState:
     _save_state(state)  # before anything exists, so a crash below can be torn down
     started = time.monotonic()
     ca = tls.load_or_create_ca(layout.PKI_DIR)
-    tls.install_client_pki(ca, config.pki_dir())
+    _install_client_pki(ca, config.pki_dir())
     hostlib.ensure_root_bridges(mtu)
     for lay, h in zip(lays, state.hosts, strict=True):
         hostlib.create_netns(lay, mtu)
@@ -263,17 +265,47 @@ def _lab_host_indices(state: LabState | None) -> set[int]:
     return indices
 
 
-def _remove_client_pki() -> None:
-    # Only if it is the lab's: a real deployment's PKI in FERRY_HOME is not ours.
-    lab_ca = layout.PKI_DIR / tls.CA_CERT_FILE
-    target = config.pki_dir()
+def _holds_lab_pki(directory: Path) -> bool:
     try:
-        ours = lab_ca.read_bytes() == (target / "cacert.pem").read_bytes()
+        lab_ca = (layout.PKI_DIR / tls.CA_CERT_FILE).read_bytes()
+        return lab_ca == (directory / "cacert.pem").read_bytes()
     except OSError:
+        return False
+
+
+def _adopt_client_pki() -> None:
+    """Give this FERRY_HOME a client certificate for an existing lab.
+
+    Test suites and demos point FERRY_HOME at a fresh folder; without this a
+    healthy lab would look unreachable from there and be rebuilt needlessly.
+    """
+    state = load_state()
+    target = config.pki_dir()
+    if state is None or not (layout.PKI_DIR / tls.CA_CERT_FILE).exists():
         return
-    if ours:
-        for name in ("cacert.pem", "clientcert.pem", "clientkey.pem"):
-            (target / name).unlink(missing_ok=True)
+    if not _holds_lab_pki(target) or not (target / "clientkey.pem").exists():
+        _install_client_pki(tls.load_ca(layout.PKI_DIR), target)
+    if state.pki_dir != str(target):
+        state.pki_dir = str(target)
+        _save_state(state)
+
+
+def _install_client_pki(ca: tls.Issued, target: Path) -> None:
+    tls.install_client_pki(ca, target)
+    # Remembered so that down can remove every copy, whatever FERRY_HOME it runs with.
+    with open(PKI_RECORD, "a") as record:
+        record.write(f"{target}\n")
+
+
+def _remove_client_pki(state: LabState | None) -> None:
+    # Only if it is the lab's: a real deployment's PKI in FERRY_HOME is not ours.
+    targets = {config.pki_dir()} | ({Path(state.pki_dir)} if state else set())
+    with contextlib.suppress(OSError):
+        targets |= {Path(line) for line in PKI_RECORD.read_text().splitlines() if line}
+    for target in targets:
+        if _holds_lab_pki(target):
+            for name in ("cacert.pem", "clientcert.pem", "clientkey.pem"):
+                (target / name).unlink(missing_ok=True)
 
 
 def _down_unlocked() -> None:
@@ -285,7 +317,7 @@ def _down_unlocked() -> None:
     lays = [LabHostLayout(i) for i in sorted(_lab_host_indices(state))]
     _parallel(lambda lay: hostlib.teardown_host(lay, recorded.get(lay.index)), lays)
     hostlib.remove_root_bridges()
-    _remove_client_pki()
+    _remove_client_pki(state)
     if layout.LAB_ROOT.is_dir():
         keep = {layout.GUEST_DIR, LOCK_FILE}
         for entry in layout.LAB_ROOT.iterdir():
