@@ -1,0 +1,214 @@
+"""ferry's live migration next to plain ``virsh migrate --live --p2p`` on the same VM.
+
+One run, one VM, one workload, the same lab links: the VM goes host1 -> host2
+with ferry and back host2 -> host1 with virsh (libvirt's defaults), ROUNDS
+times per link setting. Downtime is reported twice: QEMU's own figure
+(libvirt's completed job stats) and the longest silence of the guest's 10 ms
+heartbeat as the lab's collector saw it. A virsh migration that has not
+finished after --limit seconds is aborted and reported as not converged.
+
+    .venv/bin/python bench/migration_vs_virsh.py [--links none,1gbit] [--rounds 2]
+        [--memory 1024] [--workload-mib 256] [--limit 180] [--json out.json]
+
+Needs root; brings the lab up (3 hosts) if it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ferry import config
+from ferry.cli.client import ApiError, FerryClient
+from ferry.lab.collector import HeartbeatCollector
+from ferry.lab.lab import LabState, client_uri, lab_up, set_link
+from ferry.server import build_server
+
+VM = "bench-vm"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_job(client: FerryClient, job_id: str) -> Any:
+    while True:
+        job = client.get_job(job_id)
+        if job.state.value in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.25)
+
+
+def ferry_round(client: FerryClient, collector: HeartbeatCollector, dest: str) -> dict[str, Any]:
+    job = wait_job(client, client.migrate(VM, dest).id)
+    r = job.report
+    return {
+        "tool": "ferry", "ok": job.state.value == "succeeded", "error": job.error,
+        "total_s": (r.get("total_ms") or 0) / 1000, "downtime_ms": r.get("downtime_ms"),
+        "hb_gap_ms": r.get("heartbeat_gap_ms"), "hb_lost": r.get("heartbeat_lost"),
+        "data_mib": (r.get("data_bytes") or 0) / 2**20, "iterations": r.get("iterations"),
+        "actions": r.get("policy_actions"),
+    }
+
+
+def _jobinfo(uri: str) -> dict[str, str]:
+    out = subprocess.run(["virsh", "-c", uri, "domjobinfo", "--completed", VM],
+                         capture_output=True, text=True).stdout
+    info = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    return info
+
+
+def virsh_round(lab: LabState, collector: HeartbeatCollector, src: str, dest: str,
+                limit: float) -> dict[str, Any]:
+    src_uri = client_uri(lab.host(src).uri)
+    dest_uri = client_uri(lab.host(dest).uri)
+    peer = f"qemu+tls://{lab.host(dest).migration_address}/system"
+    started_mono = time.monotonic()
+    proc = subprocess.Popen(
+        ["virsh", "-c", src_uri, "migrate", "--live", "--p2p", "--persistent",
+         "--undefinesource", VM, peer], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        _, err = proc.communicate(timeout=limit)
+        converged = proc.returncode == 0
+    except subprocess.TimeoutExpired:
+        subprocess.run(["virsh", "-c", src_uri, "domjobabort", VM], capture_output=True)
+        _, err = proc.communicate()
+        converged = False
+        err = f"not converged in {limit:.0f} s (aborted)"
+    ended_mono = time.monotonic()
+    gap = collector.largest_gap(VM, started_mono, ended_mono)
+    info = _jobinfo(dest_uri) if converged else {}
+
+    def number(key: str) -> float | None:
+        match = re.match(r"([0-9.]+)", info.get(key, ""))
+        return float(match.group(1)) if match else None
+
+    data = number("Data processed")
+    unit = info.get("Data processed", "").split()[-1:] or ["MiB"]
+    scale = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "B": 1 / 2**20}.get(unit[0], 1)
+    return {
+        "tool": "virsh", "ok": converged, "error": None if converged else err.strip(),
+        "total_s": ended_mono - started_mono,
+        "downtime_ms": number("Total downtime"),
+        "hb_gap_ms": round(gap.gap_ms, 1) if gap and converged else None,
+        "hb_lost": gap.lost if gap and converged else None,
+        "data_mib": data * scale if data is not None else None,
+        "iterations": number("Iteration"),
+    }
+
+
+def where(lab: LabState) -> str:
+    for host in lab.hosts:
+        names = subprocess.run(["virsh", "-q", "-c", client_uri(host.uri), "list", "--name"],
+                               capture_output=True, text=True).stdout.split()
+        if VM in names:
+            return host.name
+    raise SystemExit(f"{VM} runs nowhere")
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--links", default="none,1gbit")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--memory", type=int, default=1024)
+    parser.add_argument("--workload-mib", type=int, default=256)
+    parser.add_argument("--limit", type=float, default=180.0)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    lab = lab_up(hosts=3)
+    port = free_port()
+    os.environ["FERRY_URL"] = f"http://127.0.0.1:{port}"
+    server = build_server(config.ServerSettings("127.0.0.1", port, config.database_url()))
+    server.start_in_background()
+    assert server.collector is not None
+    collector = server.collector
+    client = FerryClient()
+    rows: list[dict[str, Any]] = []
+    try:
+        known = {h.name for h in client.list_hosts()}
+        for host in lab.hosts:
+            if host.name not in known:
+                client.add_host(host.name, host.uri)
+        try:
+            client.get_vm(VM)
+            client.delete_vm(VM)
+        except ApiError:
+            pass
+        client.create_vm(name=VM, host="host1", datastore="shared", memory_mib=args.memory,
+                         vcpus=1, disk_mib=0, heartbeat=True,
+                         memory_workload_mib=args.workload_mib)
+        if not collector.wait_for_heartbeat(VM, 60):
+            raise SystemExit("the benchmark VM sent no heartbeat")
+        time.sleep(5)  # let the memory writer fill its buffer before the first round
+        for link in args.links.split(","):
+            rate = None if link == "none" else link
+            for host in lab.hosts:
+                set_link(host.name, rate)
+            for n in range(args.rounds):
+                if where(lab) != "host1":
+                    raise SystemExit("the VM is not on host1 at the start of a round")
+                row = ferry_round(client, collector, "host2")
+                rows.append({"link": link, "round": n + 1, **row})
+                print(json.dumps(rows[-1]), flush=True)
+                client.refresh()
+                row = virsh_round(lab, collector, "host2", "host1", args.limit)
+                rows.append({"link": link, "round": n + 1, **row})
+                print(json.dumps(rows[-1]), flush=True)
+                client.refresh()
+                if not row["ok"] and where(lab) == "host2":
+                    # virsh did not converge: bring the VM home with ferry for the next round.
+                    wait_job(client, client.migrate(VM, "host1").id)
+                    client.refresh()
+    finally:
+        for host in lab.hosts:
+            set_link(host.name, None)
+        try:
+            client.delete_vm(VM)
+        except ApiError:
+            pass
+        server.stop()
+
+    print(f"\nVM {args.memory} MiB, {args.workload_mib} MiB rewritten continuously, "
+          f"TCG guest, {args.rounds} round(s) per link; medians")
+    print(f"{'link':7} {'tool':6} {'ok':>5} {'total s':>8} {'downtime ms':>12} "
+          f"{'hb gap ms':>10} {'hb lost':>8} {'sent MiB':>9} {'iter':>5}")
+    for link in args.links.split(","):
+        for tool in ("ferry", "virsh"):
+            mine = [r for r in rows if r["link"] == link and r["tool"] == tool]
+            ok = [r for r in mine if r["ok"]]
+
+            def med(key: str, rs: list[dict[str, Any]] = ok) -> float | None:
+                values = [float(r[key]) for r in rs if r[key] is not None]
+                return statistics.median(values) if values else None
+
+            print(f"{link:7} {tool:6} {len(ok)}/{len(mine):<3} {fmt(med('total_s', mine), '8.1f')} "
+                  f"{fmt(med('downtime_ms'), '12.0f')} {fmt(med('hb_gap_ms'), '10.0f')} "
+                  f"{fmt(med('hb_lost'), '8.0f')} {fmt(med('data_mib'), '9.0f')} "
+                  f"{fmt(med('iterations'), '5.0f')}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
