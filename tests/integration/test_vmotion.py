@@ -80,7 +80,8 @@ def test_cancel_before_switchover_leaves_vm_on_source(
                "heartbeats from busy1 still on host1")
 
 
-TESTNET = "<network><name>{name}</name><bridge name='{bridge}'/></network>"
+# Bridged like Production, so a running VM's live XML shows type='bridge' for it.
+TESTNET = "<network><name>{name}</name><forward mode='bridge'/><bridge name='{bridge}'/></network>"
 
 
 def test_refusals_name_the_object_and_change_nothing(
@@ -92,7 +93,7 @@ def test_refusals_name_the_object_and_change_nothing(
            "--disk", "16", "--workload", "none", "--no-start")
     make_vm("iso1", "--host", "host3", "--datastore", "shared", "--memory", "128",
            "--disk", "0", "--workload", "none", "--network", "Isolated", "--no-start")
-    for host, name, bridge in (("host1", "Testnet", "tnet0"), ("host2", "testnet", "tnet0")):
+    for host, name, bridge in (("host1", "Testnet", "prod0"), ("host2", "testnet", "prod0")):
         xml = tmp_path / f"{host}.xml"
         xml.write_text(TESTNET.format(name=name, bridge=bridge))
         lab.virsh(host, "net-define", str(xml))

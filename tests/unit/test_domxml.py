@@ -51,3 +51,15 @@ def test_parse_affinity_cdrom_transient_and_snapshot_chain() -> None:
     assert (cdrom.device, cdrom.source_type, cdrom.source) == ("cdrom", "block", "/dev/loop0")
     assert disk.transient and disk.backing_store == "/a/base.qcow2"
     assert vm.interfaces[0].portgroup == "db" and vm.snapshot_count == 2
+
+
+def test_live_xml_of_bridged_network_still_names_the_network() -> None:
+    # As libvirt 9.0 shows a running VM on a <forward mode='bridge'/> network.
+    xml = """<domain type='qemu'><name>vm</name><uuid>1</uuid><memory>1024</memory>
+    <devices><interface type='bridge'><mac address='52:54:00:0e:2c:ab'/>
+      <source network='Production' portid='6878' bridge='prod0'/><target dev='vnet0'/>
+    </interface><interface type='bridge'><mac address='52:54:00:0e:2c:ac'/>
+      <source bridge='br-storage'/></interface></devices></domain>"""
+    net, plain = parse_domain(xml, "h", VMState.RUNNING).interfaces
+    assert (net.kind, net.network) == ("network", "Production")
+    assert (plain.kind, plain.network) == ("bridge", "br-storage")

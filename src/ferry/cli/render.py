@@ -228,6 +228,8 @@ def job_report(job: JobOut) -> str:
     if job.error:
         out.append(f"  error          {job.error}")
     out.append(f"  total time     {human_ms(_num(r, 'total_ms'))}")
+    if _num(r, "running_on_dest_ms") is not None:
+        out.append(f"  running on destination after {human_ms(_num(r, 'running_on_dest_ms'))}")
     out.append(f"  downtime       {human_ms(_num(r, 'downtime_ms'))} (libvirt)")
     gap = _num(r, "heartbeat_gap_ms")
     if gap is not None or "heartbeat_lost" in r:

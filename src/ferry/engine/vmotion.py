@@ -178,6 +178,10 @@ class VMotion:
             "shared_storage_proven": self.options.shared_storage_proven,
             "started_at": started,
         }
+        if Phase.RESUMED in self._phases:
+            # When the VM ran again on the destination; "total" also counts the
+            # source's teardown, which the VM does not wait for.
+            report["running_on_dest_ms"] = round((self._phases[Phase.RESUMED] - started) * 1000)
         if self.heartbeat is not None:
             gap = self.heartbeat.largest_gap(self.vm, started_mono, ended_mono)
             report["heartbeat_gap_ms"] = round(gap.gap_ms, 1) if gap is not None else None

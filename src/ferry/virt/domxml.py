@@ -55,7 +55,12 @@ def _parse_interface(node: ET.Element) -> Interface:
     network = None
     portgroup = None
     if source is not None:
-        network = source.get("network") if kind == "network" else source.get("bridge")
+        # A running VM's live XML shows the network's actual type (type='bridge'
+        # for a bridged network) but keeps the network's name on <source>.
+        if source.get("network"):
+            kind, network = "network", source.get("network")
+        else:
+            network = source.get("bridge")
         portgroup = source.get("portgroup")
     return Interface(
         mac=mac.get("address", "") if mac is not None else "",
