@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients
   libvirt-dev pkg-config gcc libc6-dev
   busybox-static cpio iproute2 kmod
+  postgresql
 )
 
 missing=()

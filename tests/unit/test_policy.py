@@ -21,7 +21,7 @@ def test_converging_migration_needs_no_escalation() -> None:
 
 def test_stalled_migration_raises_downtime_step_by_step() -> None:
     taken = run([stats(1, 500)] + [stats(i, 500) for i in range(2, 12)])
-    assert taken == ["set-downtime:500", "set-downtime:1000", "set-downtime:2000"]
+    assert taken == ["set-downtime:500", "set-downtime:1000"]
 
 
 def test_same_sample_twice_is_not_a_new_iteration() -> None:
@@ -44,3 +44,10 @@ def test_default_policy_never_uses_postcopy() -> None:
 def test_time_limit_aborts() -> None:
     limit = POLICIES["default"].max_seconds * 1000
     assert run([stats(1, 500, elapsed_ms=limit + 1)]) == ["abort:0"]
+
+
+def test_default_policy_never_allows_more_than_a_second_of_pause() -> None:
+    policy = POLICIES["default"]
+    downtimes = [policy.initial_downtime_ms] + [
+        s.value for s in policy.steps if s.action is ActionKind.SET_DOWNTIME]
+    assert max(downtimes) <= 1000

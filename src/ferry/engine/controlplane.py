@@ -297,12 +297,15 @@ class ControlPlane(FerryService):
                 f"migration of {vm} to {dest_host} refused: {len(blocking)} requirement(s) "
                 "not met", blocking)
         dest_record = self._host_record(dest_host)
+        policy = POLICIES["default"]
         options = MigrationOptions(
             dest_uri=dest_record.uri,
             migration_address=dest_record.migration_address,
             shared_storage_proven=True,  # check_vmotion passed storage.shared for every file
-            auto_converge=POLICIES["default"].auto_converge,
-            allow_postcopy=POLICIES["default"].allow_postcopy,
+            auto_converge=policy.auto_converge,
+            auto_converge_initial_pct=policy.throttle_initial_pct,
+            auto_converge_increment_pct=policy.throttle_increment_pct,
+            allow_postcopy=policy.allow_postcopy,
         )
         handle = JobHandle.create(self._store, "migrate", vm, current.host, dest_host)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
@@ -311,7 +314,7 @@ class ControlPlane(FerryService):
                      checked=[f.code for f in findings])
         runner = VMotion(
             vm=vm, source=self._conn(current.host), dest=self._conn(dest_host),
-            options=options, policy=POLICIES["default"], subscribe_lifecycle=self._subscribe,
+            options=options, policy=policy, subscribe_lifecycle=self._subscribe,
             heartbeat=self._heartbeat,
         )
         with self._lock:

@@ -175,6 +175,7 @@ class VMotion:
             if not final else max(final.iteration, max((s.iteration for s in samples), default=0)),
             "setup_ms": final.setup_ms if final else None,
             "max_dirty_rate_bps": max((s.dirty_rate_bps for s in samples), default=0),
+            "max_throttle_pct": max((s.throttle_pct for s in samples), default=0),
             "shared_storage_proven": self.options.shared_storage_proven,
             "started_at": started,
         }
@@ -259,4 +260,5 @@ def progress_view(phase: str, stats: MigrationStats) -> dict[str, Any]:
         "iteration": stats.iteration,
         "dirty_rate_bps": stats.dirty_rate_bps,
         "memory_bps": stats.memory_bps,
+        "throttle_pct": stats.throttle_pct,
     }

@@ -48,6 +48,8 @@ class MigrationOptions:
     shared_storage_proven: bool = False  # ferry's probe proved every disk is shared
     allow_postcopy: bool = False
     auto_converge: bool = False
+    auto_converge_initial_pct: int | None = None
+    auto_converge_increment_pct: int | None = None
     max_downtime_ms: int | None = None
     bandwidth_mibps: int | None = None
 
@@ -69,6 +71,7 @@ class MigrationStats:
     downtime_ms: int | None = None
     setup_ms: int | None = None
     postcopy_requests: int = 0
+    throttle_pct: int = 0  # auto-converge's current vCPU throttle
     extra: dict[str, int] = field(default_factory=dict)
 
 

@@ -319,6 +319,12 @@ class LibvirtHost:
         params: dict[str, Any] = {}
         if options.migration_address:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{options.migration_address}"
+        if options.auto_converge and options.auto_converge_initial_pct is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = int(
+                options.auto_converge_initial_pct)
+        if options.auto_converge and options.auto_converge_increment_pct is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = int(
+                options.auto_converge_increment_pct)
         if options.bandwidth_mibps:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(options.bandwidth_mibps)
         callback_id = None
@@ -411,6 +417,7 @@ def stats_from_libvirt(raw: dict[str, Any]) -> MigrationStats:
         downtime_ms=int(raw["downtime"]) if "downtime" in raw else None,
         setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
         postcopy_requests=int(raw.get("memory_postcopy_requests", 0)),
+        throttle_pct=int(raw.get("auto_converge_throttle", 0)),
     )
 
 

@@ -1,0 +1,305 @@
+"""The state store as its users rely on it, against SQLite and a real PostgreSQL.
+
+Every test runs twice through the ``store_url`` fixture: once on a SQLite file
+in a temp dir, once on a private, throwaway PostgreSQL server that this module
+starts for the test session (``postgresql+psycopg://`` URL, the form the admin
+guide documents). The PostgreSQL runs are marked ``postgres``; deselect them
+with ``-m "not postgres"``. They skip when PostgreSQL cannot be started here
+(not root, no ``postgresql`` package, no psycopg), unless ``CI`` is set: CI
+must run them, so there the same reason fails the tests instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+
+from ferry.errors import InputError, NotFound
+from ferry.model import Host, Job, JobEvent, JobState
+from ferry.store.db import Store, metadata
+
+PG_ROOT = Path("/usr/lib/postgresql")
+PG_USER = "postgres"
+PG_DATABASE = "ferry"
+
+
+# -- a throwaway PostgreSQL server ------------------------------------------
+def _pg_bindir() -> Path | None:
+    """The newest Debian PostgreSQL's bin dir (/usr/lib/postgresql/<version>/bin)."""
+    found = [p.parent for p in PG_ROOT.glob("*/bin/initdb")
+             if p.parent.parent.name.isdigit() and (p.parent / "pg_ctl").exists()]
+    return max(found, key=lambda b: int(b.parent.name)) if found else None
+
+
+def _postgres_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the PostgreSQL tests need root (to run the server as the postgres user)"
+    if _pg_bindir() is None:
+        return f"no PostgreSQL server binaries in {PG_ROOT}/<version>/bin: install postgresql"
+    if shutil.which("runuser") is None:
+        return "the PostgreSQL tests need runuser"
+    try:
+        pwd.getpwnam(PG_USER)  # created by the postgresql package
+    except KeyError:
+        return f"no {PG_USER} user: install postgresql"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed: pip install 'psycopg[binary]>=3.1'"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_postgres(*argv: str | Path) -> None:
+    cmd = ["runuser", "-u", PG_USER, "--", *(str(a) for a in argv)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {result.returncode}:\n"
+                           f"{result.stdout}{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL for this session, as the URL ferry would be given."""
+    reason = _postgres_unavailable()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    bindir = _pg_bindir()
+    assert bindir is not None
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="ferry-test-pg-"))
+    data, log = root / "data", root / "server.log"
+    shutil.chown(root, PG_USER, PG_USER)
+    port = _free_port()
+    running = False
+    try:
+        _as_postgres(bindir / "initdb", "-D", data, "-U", PG_USER, "--auth=trust",
+                     "--encoding=UTF8", "--no-sync")
+        server_options = shlex.join([
+            "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={root}", "-c", "fsync=off"])
+        try:
+            _as_postgres(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60",
+                         "-o", server_options, "start")
+        except RuntimeError as exc:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{exc}\nserver log:\n{tail}") from None
+        running = True
+        _as_postgres(bindir / "createdb", "-h", root, "-p", str(port), "-U", PG_USER,
+                     PG_DATABASE)
+        print(f"\nPostgreSQL {bindir.parent.name} on 127.0.0.1:{port} in {root}, "
+              f"up in {time.monotonic() - started:.2f} s")
+        yield f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
+    finally:
+        if running:
+            _as_postgres(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL to an empty ferry database: a fresh SQLite file, or the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ferry.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    try:
+        metadata.drop_all(engine)  # what an earlier test left
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def open_store(store_url: str) -> Iterator[Callable[[], Store]]:
+    """Opens Store instances on the test's database (a server, or one restarted); closes them."""
+    opened: list[Store] = []
+
+    def open_() -> Store:
+        store = Store(store_url)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Store]) -> Store:
+    return open_store()
+
+
+# -- helpers ------------------------------------------------------------------
+T0 = 1_717_000_000.123456  # realistic time.time() values, with sub-second digits
+
+
+def make_job(job_id: str, created_at: float = T0, state: JobState = JobState.QUEUED,
+             **changes: Any) -> Job:
+    job = Job(id=job_id, kind="migrate", vm="web1", source_host="host1", dest_host="host2",
+              state=state, phase="requested", created_at=created_at,
+              events=(JobEvent(created_at, "requested", f"migration {job_id} requested"),))
+    return replace(job, **changes)
+
+
+# -- hosts --------------------------------------------------------------------
+def test_hosts_round_trip_sorted_by_name(store: Store) -> None:
+    tuned = Host(name="host2", uri="qemu+tls://10.0.0.2/system",
+                 migration_address="198.18.0.12", migration_enabled=False, maintenance=True,
+                 max_migrations=4, memory_limit_mib=2048)
+    plain = Host(name="host1", uri="qemu+tls://10.0.0.1/system")
+    store.add_host(tuned)
+    store.add_host(plain)
+
+    hosts = store.hosts()
+
+    assert hosts == [plain, tuned]
+    assert all(type(h.migration_enabled) is bool and type(h.maintenance) is bool
+               for h in hosts)
+
+
+def test_update_host_changes_only_the_given_fields(store: Store) -> None:
+    store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+    store.update_host("host1", maintenance=True, memory_limit_mib=1024)
+    assert store.hosts() == [Host(name="host1", uri="qemu+tls://10.0.0.1/system",
+                                  maintenance=True, memory_limit_mib=1024)]
+
+
+def test_a_host_name_is_registered_once(store: Store) -> None:
+    store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+    with pytest.raises(InputError, match=r"\bhost1\b.*already registered"):
+        store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.99/system"))
+    assert store.hosts() == [Host(name="host1", uri="qemu+tls://10.0.0.1/system")]
+
+
+def test_remove_host(store: Store) -> None:
+    store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+    store.add_host(Host(name="host2", uri="qemu+tls://10.0.0.2/system"))
+    store.remove_host("host1")
+    assert [h.name for h in store.hosts()] == ["host2"]
+
+
+def test_removing_an_unknown_host_is_not_found_and_names_it(store: Store) -> None:
+    store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+    with pytest.raises(NotFound, match=r"\bghost\b"):
+        store.remove_host("ghost")
+    assert [h.name for h in store.hosts()] == ["host1"]
+
+
+# -- jobs ---------------------------------------------------------------------
+def test_job_round_trip_with_events_progress_and_report(store: Store) -> None:
+    job = make_job("job-1")
+    store.add_job(job)
+    assert store.job("job-1") == job
+
+    running = replace(job, state=JobState.RUNNING, phase="precopy", started_at=T0 + 0.5,
+                      progress={"percent": 42.5, "remaining_bytes": 2**40, "iteration": 3,
+                                "dirty_rate": None, "phases": ["precopy", "switchover"],
+                                "note": "précopie — 42 %"})
+    store.update_job(running)
+    # Recorded out of time order and with a tie: events come back as recorded.
+    later = [JobEvent(T0 + 2.0, "state-check", "VM web1 is running", {"state": "running"}),
+             JobEvent(T0 + 1.0, "compatibility", "host2 can run web1", {"findings": []}),
+             JobEvent(T0 + 1.0, "precopy", "copying memory",
+                      {"bandwidth_mib": 100, "nested": {"a": [1, 2.5, True, None]}})]
+    for event in later:
+        store.add_event("job-1", event)
+    done = replace(running, state=JobState.SUCCEEDED, phase="done", finished_at=T0 + 9.75,
+                   events=(*job.events, *later),
+                   report={"downtime_ms": 12.5, "total_bytes": 1_073_741_824,
+                           "verdict": "ok", "checks": [{"name": "cpu", "ok": True}]})
+    store.update_job(done)
+
+    assert store.job("job-1") == done
+
+
+def test_an_unknown_job_is_not_found_and_named(store: Store) -> None:
+    with pytest.raises(NotFound, match="no-such-job"):
+        store.job("no-such-job")
+
+
+def test_jobs_lists_newest_first_up_to_the_limit(store: Store) -> None:
+    created = {"job-a": T0 + 30, "job-b": T0 + 10, "job-c": T0 + 50, "job-d": T0 + 20,
+               "job-e": T0 + 40}
+    for job_id, at in created.items():
+        store.add_job(make_job(job_id, created_at=at, progress={"of": job_id}))
+
+    listed = store.jobs()
+    assert [j.id for j in listed] == ["job-c", "job-e", "job-a", "job-d", "job-b"]
+    assert [j.created_at for j in listed] == sorted(created.values(), reverse=True)
+    assert all(j.progress == {"of": j.id} for j in listed)
+    assert [j.id for j in store.jobs(limit=2)] == ["job-c", "job-e"]
+
+
+def test_mark_interrupted_fails_unfinished_jobs_only(open_store: Callable[[], Store]) -> None:
+    before = open_store()
+    jobs = {state: make_job(f"job-{state.value}", created_at=T0 + i, state=state,
+                            report={"kept": state.value})
+            for i, state in enumerate(JobState)}
+    jobs[JobState.FAILED] = replace(jobs[JobState.FAILED], error="disk full on host2")
+    jobs[JobState.SUCCEEDED] = replace(jobs[JobState.SUCCEEDED], finished_at=T0 + 60)
+    for job in jobs.values():
+        before.add_job(job)
+    before.close()
+
+    after = open_store()  # the restarted server
+    after.mark_interrupted()
+
+    for state, job in jobs.items():
+        now = after.job(job.id)
+        if state in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING):
+            assert now.state is JobState.FAILED, state
+            assert now.error and "ferry server stopped" in now.error, state
+            assert replace(now, state=job.state, error=None) == job
+        else:
+            assert now == job, state
+
+
+def test_two_stores_on_one_database_see_each_others_writes(
+        open_store: Callable[[], Store]) -> None:
+    one, two = open_store(), open_store()
+
+    one.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+    assert [h.name for h in two.hosts()] == ["host1"]
+    with pytest.raises(InputError, match=r"\bhost1\b.*already registered"):
+        two.add_host(Host(name="host1", uri="qemu+tls://10.0.0.9/system"))
+
+    job = make_job("job-1")
+    two.add_job(job)
+    assert one.job("job-1") == job
+    running = replace(job, state=JobState.RUNNING, progress={"percent": 10})
+    one.update_job(running)
+    event = JobEvent(T0 + 1, "precopy", "copying memory", {"percent": 10})
+    one.add_event("job-1", event)
+    assert two.job("job-1") == replace(running, events=(*job.events, event))
+
+    two.remove_host("host1")
+    assert one.hosts() == []
+    with pytest.raises(NotFound, match=r"\bhost1\b"):
+        one.remove_host("host1")
+
+    one.close()
+    two.close()
+    restarted = open_store()
+    assert [j.id for j in restarted.jobs()] == ["job-1"]
+    assert restarted.job("job-1") == replace(running, events=(*job.events, event))
