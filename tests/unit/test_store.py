@@ -18,9 +18,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,26 @@ def _as_postgres(*argv: str | Path) -> None:
                            f"{result.stdout}{result.stderr}")
 
 
+@dataclass(frozen=True)
+class PostgresServer:
+    url: str  # what ferry is given: postgresql+psycopg://postgres@127.0.0.1:PORT/ferry
+    bindir: Path
+    data: Path
+    log: Path
+
+    def pg_ctl(self, *argv: str) -> None:
+        # -l: the server's output goes to its log, never to our pipes (which would hang run()).
+        _as_postgres(self.bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60",
+                     *argv)
+
+    def restart(self) -> None:
+        """Restart the server under its clients, as an administrator or a failover would."""
+        self.pg_ctl("-m", "fast", "restart")
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A private PostgreSQL for this session, as the URL ferry would be given."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for this test session, listening on 127.0.0.1 only."""
     reason = _postgres_unavailable()
     if reason is not None:
         if os.environ.get("CI"):
@@ -88,32 +106,36 @@ def postgres_url() -> Iterator[str]:
     assert bindir is not None
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="ferry-test-pg-"))
-    data, log = root / "data", root / "server.log"
     shutil.chown(root, PG_USER, PG_USER)
     port = _free_port()
+    server = PostgresServer(f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}",
+                            bindir, root / "data", root / "server.log")
     running = False
     try:
-        _as_postgres(bindir / "initdb", "-D", data, "-U", PG_USER, "--auth=trust",
+        _as_postgres(bindir / "initdb", "-D", server.data, "-U", PG_USER, "--auth=trust",
                      "--encoding=UTF8", "--no-sync")
-        server_options = shlex.join([
-            "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={root}", "-c", "fsync=off"])
+        options = shlex.join(["-p", str(port), "-c", "listen_addresses=127.0.0.1",
+                              "-c", f"unix_socket_directories={root}", "-c", "fsync=off"])
         try:
-            _as_postgres(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60",
-                         "-o", server_options, "start")
+            server.pg_ctl("-o", options, "start")
         except RuntimeError as exc:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{exc}\nserver log:\n{tail}") from None
+            log = server.log.read_text(errors="replace")[-2000:] if server.log.exists() else ""
+            raise RuntimeError(f"{exc}\nserver log:\n{log}") from None
         running = True
         _as_postgres(bindir / "createdb", "-h", root, "-p", str(port), "-U", PG_USER,
                      PG_DATABASE)
         print(f"\nPostgreSQL {bindir.parent.name} on 127.0.0.1:{port} in {root}, "
               f"up in {time.monotonic() - started:.2f} s")
-        yield f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
+        yield server
     finally:
         if running:
-            _as_postgres(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+            server.pg_ctl("-m", "fast", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -270,7 +292,8 @@ def test_mark_interrupted_fails_unfinished_jobs_only(open_store: Callable[[], St
         if state in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING):
             assert now.state is JobState.FAILED, state
             assert now.error and "ferry server stopped" in now.error, state
-            assert replace(now, state=job.state, error=None) == job
+            assert now.finished_at is not None and now.finished_at >= job.created_at, state
+            assert replace(now, state=job.state, error=None, finished_at=None) == job
         else:
             assert now == job, state
 
@@ -303,3 +326,53 @@ def test_two_stores_on_one_database_see_each_others_writes(
     restarted = open_store()
     assert [j.id for j in restarted.jobs()] == ["job-1"]
     assert restarted.job("job-1") == replace(running, events=(*job.events, event))
+
+
+def test_racing_stores_register_a_host_once(open_store: Callable[[], Store]) -> None:
+    """Several servers on one database adding the same host: one wins, the rest get InputError."""
+    stores = [open_store() for _ in range(6)]
+    start = threading.Barrier(len(stores))
+    outcomes: list[BaseException | None] = []
+
+    def add(store: Store) -> None:
+        start.wait()
+        try:
+            store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+            outcomes.append(None)
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=add, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert outcomes.count(None) == 1, outcomes
+    for exc in outcomes:
+        if exc is not None:
+            assert isinstance(exc, InputError) and "host1" in str(exc), repr(exc)
+    assert [h.name for h in stores[0].hosts()] == ["host1"]
+
+
+# -- PostgreSQL only ----------------------------------------------------------
+@pytest.mark.postgres
+def test_the_store_survives_a_database_restart(postgres_server: PostgresServer,
+                                               tmp_path: Path) -> None:
+    """A long-running ferry server must not fail its next request (or a job's write)
+    because PostgreSQL restarted under its pooled connections."""
+    engine = create_engine(postgres_server.url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    store = Store(postgres_server.url)
+    try:
+        store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+        store.add_job(make_job("job-1", state=JobState.RUNNING))
+
+        postgres_server.restart()
+
+        assert [h.name for h in store.hosts()] == ["host1"]
+        store.add_event("job-1", JobEvent(T0 + 1, "precopy", "copying memory"))
+        assert len(store.job("job-1").events) == 2
+    finally:
+        store.close()

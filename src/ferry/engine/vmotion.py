@@ -54,6 +54,7 @@ class VMotion:
         outcome: list[BaseException] = []
         samples: list[MigrationStats] = []
         actions: list[str] = []
+        ended_mono: float | None = None
         try:
             try:
                 self.source.set_max_downtime(self.vm, self.policy.initial_downtime_ms)
@@ -66,6 +67,7 @@ class VMotion:
                 raise MigrationCancelled(f"migration of {self.vm} was cancelled before it began")
             worker.start()
             self._watch(job, worker, samples, actions)
+            ended_mono = time.monotonic()
             if not outcome:
                 # libvirt delivers the source's "undefined" event asynchronously,
                 # often just after the migration call has returned.
@@ -75,7 +77,8 @@ class VMotion:
         finally:
             job.on_cancel(None)
             unsubscribe()
-        ended_mono = time.monotonic()
+        if ended_mono is None:
+            ended_mono = time.monotonic()
         report = self._report(started, started_mono, ended_mono, samples, actions)
         if outcome:
             self._rolled_back(job, outcome[0], report)

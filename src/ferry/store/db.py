@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from ferry.errors import InputError, NotFound
 from ferry.model import Host, Job, JobEvent, JobState
@@ -87,6 +89,11 @@ class Store:
         if url.startswith("sqlite"):
             # The engine's job threads and the API's threadpool share one file.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            # A database server can restart (upgrade, failover) under a long-running ferry
+            # server: test a pooled connection before use rather than fail the next request
+            # or a running job's write with "terminating connection".
+            kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, future=True, **kwargs)
         metadata.create_all(self.engine)
         self._lock = threading.Lock()  # SQLite serialises writers anyway; fail fast elsewhere
@@ -98,8 +105,12 @@ class Store:
                 select(hosts_table.c.name).where(hosts_table.c.name == host.name)).first()
             if exists:
                 raise InputError(f"host {host.name} is already registered")
-            conn.execute(insert(hosts_table).values(
-                **{f: getattr(host, f) for f in _HOST_FIELDS}))
+            try:
+                conn.execute(insert(hosts_table).values(
+                    **{f: getattr(host, f) for f in _HOST_FIELDS}))
+            except IntegrityError:
+                # Another Store on this database (another server) registered it meanwhile.
+                raise InputError(f"host {host.name} is already registered") from None
 
     def remove_host(self, name: str) -> None:
         with self._lock, self.engine.begin() as conn:
@@ -155,7 +166,7 @@ class Store:
         with self._lock, self.engine.begin() as conn:
             conn.execute(update(jobs_table)
                          .where(jobs_table.c.state.in_(["queued", "running", "cancelling"]))
-                         .values(state=JobState.FAILED.value,
+                         .values(state=JobState.FAILED.value, finished_at=time.time(),
                                  error="the ferry server stopped while this job ran; "
                                        "check where the VM runs with 'ferry vm show'"))
 
