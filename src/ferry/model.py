@@ -74,6 +74,7 @@ class VM:
     domain_type: str = "qemu"
     snapshot_count: int = 0
     lab_address: str | None = None  # the lab guest's address on Production, when it is one
+    cpu_xml: str | None = None  # the <cpu> element, for the destination's own comparison
 
     @property
     def memory_mib(self) -> int:
@@ -103,6 +104,8 @@ class Host:
     maintenance: bool = False
     max_migrations: int = 2
     memory_limit_mib: int | None = None  # admin's cap for VMs on this host; None = all of it
+    migration_interface: str | None = None  # the NIC carrying migration traffic
+    migration_network_isolated: bool = False  # admin's word that that network is isolated
     connected: bool = False
     error: str | None = None
     hostname: str | None = None
@@ -114,6 +117,7 @@ class Host:
     free_memory_mib: int = 0
     libvirt_version: str | None = None
     hypervisor_version: str | None = None
+    cpu_features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

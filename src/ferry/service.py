@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ferry import validate
+from ferry.checks.facts import MoveRequest
+from ferry.checks.finding import Finding
+from ferry.errors import InputError
 from ferry.model import VM, Host, Inventory, Job, Network, Pool
 
 
@@ -28,6 +32,41 @@ class VMCreateRequest:
     disk_writer: bool = False
     network: str = "Production"
     start: bool = True
+
+
+@dataclass(frozen=True)
+class HostSettingsUpdate:
+    """What an admin may change about a registered host; None leaves a value as it is."""
+
+    migration_enabled: bool | None = None
+    migration_address: str | None = None
+    migration_interface: str | None = None
+    migration_network_isolated: bool | None = None
+    max_migrations: int | None = None
+    memory_limit_mib: int | None = None
+    clear_memory_limit: bool = False
+
+    def validated(self) -> dict[str, object]:
+        values: dict[str, object] = {}
+        if self.migration_enabled is not None:
+            values["migration_enabled"] = self.migration_enabled
+        if self.migration_address is not None:
+            values["migration_address"] = validate.address(self.migration_address)
+        if self.migration_interface is not None:
+            values["migration_interface"] = validate.interface(self.migration_interface)
+        if self.migration_network_isolated is not None:
+            values["migration_network_isolated"] = self.migration_network_isolated
+        if self.max_migrations is not None:
+            if not 1 <= self.max_migrations <= 64:
+                raise InputError(f"max migrations {self.max_migrations} is out of range 1..64")
+            values["max_migrations"] = self.max_migrations
+        if self.clear_memory_limit:
+            values["memory_limit_mib"] = None
+        elif self.memory_limit_mib is not None:
+            if self.memory_limit_mib < 0:
+                raise InputError(f"memory limit {self.memory_limit_mib} MiB is negative")
+            values["memory_limit_mib"] = self.memory_limit_mib
+        return values
 
 
 @dataclass(frozen=True)
@@ -54,6 +93,13 @@ class FerryService:
         raise NotImplementedError
 
     def remove_host(self, name: str) -> None:
+        raise NotImplementedError
+
+    def update_host(self, name: str, changes: HostSettingsUpdate) -> Host:
+        raise NotImplementedError
+
+    def check(self, request: MoveRequest) -> list[Finding]:
+        """Every requirement of the move, judged now; never raises for a failing one."""
         raise NotImplementedError
 
     def list_hosts(self) -> list[Host]:

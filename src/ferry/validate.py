@@ -37,3 +37,22 @@ def host_uri(value: str) -> str:
     if parts.query or parts.fragment:
         raise InputError(f"host URI {value!r} must not carry parameters; ferry adds its own")
     return value
+
+
+_INTERFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
+
+
+def interface(value: str) -> str:
+    if not _INTERFACE.match(value):
+        raise InputError(f"invalid interface name {value!r}: a Linux NIC name, at most 15 "
+                         "characters")
+    return value
+
+
+def address(value: str) -> str:
+    """A host name or IP address, nothing that could carry a path or a port range."""
+    if not _ADDRESS.match(value):
+        raise InputError(f"invalid migration address {value!r}: give a host name or an IP "
+                         "address")
+    return value

@@ -19,12 +19,15 @@ from starlette.exceptions import HTTPException
 
 from ferry.api.schemas import (
     NAME_PATTERN,
+    CheckCreate,
+    CheckOut,
     DatastoreOut,
     ErrorBody,
     FindingOut,
     Health,
     HostCreate,
     HostOut,
+    HostUpdate,
     InventoryOut,
     JobOut,
     MigrationCreate,
@@ -34,8 +37,10 @@ from ferry.api.schemas import (
     VMOut,
     to_schema,
 )
+from ferry.checks.facts import MoveRequest
+from ferry.checks.finding import Status
 from ferry.errors import ConfigError, FerryError, InputError, RefusedError
-from ferry.service import FerryService, VMCreateRequest
+from ferry.service import FerryService, HostSettingsUpdate, VMCreateRequest
 
 API_PREFIX = "/api/v1"
 
@@ -178,6 +183,11 @@ def create_app(service: FerryService, token: str) -> FastAPI:
     def remove_host(name: Name) -> None:
         service.remove_host(name)
 
+    @api.patch("/hosts/{name}", response_model=HostOut, tags=["hosts"])
+    def update_host(name: Name, body: HostUpdate) -> HostOut:
+        return to_schema(HostOut, service.update_host(name, HostSettingsUpdate(
+            **body.model_dump())))
+
     @api.post("/refresh", response_model=InventoryOut, tags=["inventory"])
     def refresh(host: Annotated[str | None, Query()] = None) -> InventoryOut:
         return to_schema(InventoryOut, service.refresh(host))
@@ -211,6 +221,19 @@ def create_app(service: FerryService, token: str) -> FastAPI:
     @api.get("/networks", response_model=list[NetworkOut], tags=["inventory"])
     def list_networks() -> list[NetworkOut]:
         return [to_schema(NetworkOut, n) for n in service.list_networks()]
+
+    # ------------------------------------------------------------ pre-flight
+    @api.post("/checks", response_model=CheckOut, tags=["migrations"])
+    def check(body: CheckCreate) -> CheckOut:
+        request = MoveRequest(vm=body.vm, dest_host=body.host, dest_datastore=body.datastore,
+                              cold=body.cold, disks=tuple(body.disks),
+                              disk_format=body.disk_format)
+        findings = service.check(request)
+        errors = sum(1 for f in findings if f.status is Status.ERROR)
+        return CheckOut(
+            vm=body.vm, kind=request.kind.value, allowed=errors == 0, errors=errors,
+            warnings=sum(1 for f in findings if f.status is Status.WARNING),
+            findings=[to_schema(FindingOut, f) for f in findings])
 
     # ------------------------------------------------------------ migration
     @api.post(

@@ -169,6 +169,17 @@ class FindingOut(Out):
     objects: dict[str, str] = {}
 
 
+class CheckOut(BaseModel):
+    """A pre-flight report: every requirement's row, and whether the move may go ahead."""
+
+    vm: str
+    kind: str
+    allowed: bool
+    errors: int
+    warnings: int
+    findings: list[FindingOut]
+
+
 class ErrorDetail(BaseModel):
     type: str
     message: str
@@ -217,3 +228,22 @@ class PowerRequest(BaseModel):
 class MigrationCreate(BaseModel):
     vm: str = Field(min_length=1)
     host: str = Field(min_length=1)
+
+
+class HostUpdate(BaseModel):
+    migration_enabled: bool | None = None
+    migration_address: str | None = Field(default=None, max_length=255)
+    migration_interface: str | None = Field(default=None, max_length=15)
+    migration_network_isolated: bool | None = None
+    max_migrations: int | None = Field(default=None, ge=1, le=64)
+    memory_limit_mib: int | None = Field(default=None, ge=0)
+    clear_memory_limit: bool = False
+
+
+class CheckCreate(BaseModel):
+    vm: str = Field(min_length=1)
+    host: str | None = Field(default=None, min_length=1)
+    datastore: str | None = Field(default=None, min_length=1)
+    cold: bool = False
+    disks: list[str] = []
+    disk_format: Literal["same", "thin", "thick-lazy", "thick-eager"] = "same"

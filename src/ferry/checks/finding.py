@@ -28,3 +28,8 @@ class Finding:
 
 def errors(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.blocking]
+
+
+def finding_dict(finding: Finding) -> dict[str, object]:
+    return {"code": finding.code, "status": finding.status.value, "message": finding.message,
+            "remedy": finding.remedy, "objects": dict(finding.objects)}

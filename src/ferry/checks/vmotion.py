@@ -1,60 +1,135 @@
-"""Pre-flight checks for a live migration between hosts (the seed's VMotion requirements).
+"""Pre-flight checks about the VM itself and its networks when it changes hosts (VMotion).
 
-Each check is a pure function ``(inventory, vm, dest) -> list[Finding]`` and
-returns a row for every object it judged, passing or not, so the report says
-what was checked as well as what failed. Datastore identity comes from ferry's
-probe (a file written through one host and looked for through the other),
-recorded on :attr:`ferry.model.Pool.datastore`; never from names or paths.
+Each check is a pure function ``(facts) -> list[Finding]`` and returns a row
+for every object it judged, passing or not, so the report says what was
+checked as well as what failed. Datastore identity comes from ferry's probe (a
+file written through one host and looked for through the other), recorded on
+:attr:`ferry.model.Pool.datastore`; never from names or paths.
+
+:func:`check_vmotion` keeps the control plane's original entry point: the
+three checks it has always run, over an inventory, a VM and a destination.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ferry.checks.facts import MoveRequest, PreflightFacts
 from ferry.checks.finding import Finding, Status
-from ferry.model import VM, Inventory, Pool, VMState
+from ferry.checks.storage import moved_disks, pool_holding
+from ferry.model import VM, Inventory, Network, VMState
 
-Check = Callable[[Inventory, VM, str], list[Finding]]
+__all__ = ["check_vmotion", "networks_present", "pool_holding", "storage_shared", "vm_running"]
 
 
-def vm_running(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
+def dest_of(facts: PreflightFacts) -> str:
+    """The host the VM moves to; its own host when the request names none."""
+    return facts.request.dest_host or facts.vm.host
+
+
+def _stays(facts: PreflightFacts, code: str, what: str) -> list[Finding] | None:
+    """An n/a row when the VM keeps its host (a cold move between datastores only)."""
+    if facts.request.dest_host is None:
+        return [Finding(code, Status.NOT_APPLICABLE,
+                        f"{what} not checked: VM {facts.vm.name} stays on host {facts.vm.host}",
+                        objects={"vm": facts.vm.name, "host": facts.vm.host})]
+    return None
+
+
+def vm_running(facts: PreflightFacts) -> list[Finding]:
+    vm = facts.vm
     if vm.state is VMState.RUNNING:
         return [Finding("vm.running", Status.PASS, f"VM {vm.name} is running on {vm.host}",
                         objects={"vm": vm.name, "host": vm.host})]
+    where = [f"--host {facts.request.dest_host}"] if facts.request.dest_host else []
+    if facts.request.dest_datastore:
+        where.append(f"--datastore {facts.request.dest_datastore}")
+    flag = " ".join(where) or f"--host {dest_of(facts)}"
     return [Finding(
         "vm.not-running", Status.ERROR,
         f"VM {vm.name} is {vm.state.value} on {vm.host}; a live migration needs a running VM",
         remedy=f"power it on with 'ferry vm start {vm.name}', or move it powered off "
-               "(cold migration)",
+               f"(cold migration: 'ferry migrate {vm.name} {flag} --cold')",
         objects={"vm": vm.name, "host": vm.host},
     )]
 
 
-def pool_holding(pools: list[Pool], path: str) -> Pool | None:
-    """The pool of one host whose folder holds ``path`` (the longest matching folder)."""
-    best: Pool | None = None
-    for pool in pools:
-        if not pool.path:
-            continue
-        folder = pool.path.rstrip("/") + "/"
-        if path.startswith(folder) and (best is None or len(folder) > len(best.path or "")):
-            best = pool
-    return best
+def vm_powered_off(facts: PreflightFacts) -> list[Finding]:
+    """A cold migration copies files that a running guest would keep changing."""
+    vm = facts.vm
+    objects = {"vm": vm.name, "host": vm.host}
+    if vm.state is VMState.SHUTOFF:
+        return [Finding("vm.powered-off", Status.PASS,
+                        f"VM {vm.name} is powered off on {vm.host}", objects=objects)]
+    return [Finding(
+        "vm.not-powered-off", Status.ERROR,
+        f"VM {vm.name} is {vm.state.value} on {vm.host}; a cold migration needs it powered off",
+        remedy=f"shut it down ('ferry vm stop {vm.name}'), or move it while it runs "
+               "(live migration: drop --cold)",
+        objects=objects)]
 
 
-def storage_shared(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
+def destination_known(facts: PreflightFacts) -> list[Finding]:
+    """The destination is a registered host other than the VM's own."""
+    vm, dest = facts.vm, facts.request.dest_host
+    if dest is None and facts.request.dest_datastore:
+        return [Finding("request.destination", Status.NOT_APPLICABLE,
+                        f"VM {vm.name} stays on host {vm.host}; only its disks move",
+                        objects={"vm": vm.name, "host": vm.host})]
+    if dest is None:
+        return [Finding("request.no-destination", Status.ERROR,
+                        f"the request to move VM {vm.name} names no destination host or datastore",
+                        remedy="name a destination host (--host) and/or datastore (--datastore)",
+                        objects={"vm": vm.name})]
+    objects = {"vm": vm.name, "host": dest}
+    if dest not in facts.inventory.hosts:
+        return [Finding("request.unknown-host", Status.ERROR,
+                        f"host {dest} is not registered with ferry",
+                        remedy=f"register it ('ferry host add {dest} URI') or pick one of: "
+                               + ", ".join(sorted(facts.inventory.hosts)),
+                        objects=objects)]
+    if dest == vm.host:
+        return [Finding("request.same-host", Status.ERROR,
+                        f"VM {vm.name} already runs on {dest}",
+                        remedy="choose another host, or name only a datastore to move its disks",
+                        objects=objects)]
+    return [Finding("request.destination", Status.PASS,
+                    f"VM {vm.name} moves from {vm.host} to registered host {dest}",
+                    objects={**objects, "source_host": vm.host})]
+
+
+def _iso_remedy(what: str, vm: VM, where: str) -> str:
+    target = what.split()[-1]
+    return (f"eject it ('virsh change-media {vm.name} {target} --eject'), or put the ISO on a "
+            f"datastore that {vm.host} and {where} share")
+
+
+def storage_shared(facts: PreflightFacts) -> list[Finding]:
+    """Every file the VM uses is on a datastore the destination sees (disks, ISOs, kernel).
+
+    When the disks move too (kind BOTH) the moved ones are copied, so only the
+    files left behind (ISOs, kernel, disks not named) must be shared.
+    """
+    if (skip := _stays(facts, "storage.shared", "shared storage")) is not None:
+        return skip
+    vm, inv, dest = facts.vm, facts.inventory, dest_of(facts)
+    copied = {d.source for d in moved_disks(facts)}
     findings: list[Finding] = []
     source_pools = inv.pools_on(vm.host)
     dest_datastores = {p.datastore for p in inv.pools_on(dest) if p.active and p.datastore}
     for what, path in vm.files():
+        if path in copied:
+            continue  # copied to the target datastore: storage.* checks judge it
         objects = {"vm": vm.name, "file": path, "host": dest}
+        media = what.split()[0] in ("cdrom", "floppy")
         pool = pool_holding(source_pools, path)
         if pool is None:
             findings.append(Finding(
                 "storage.unmanaged", Status.ERROR,
                 f"{what} of VM {vm.name} ({path}) is on no datastore of host {vm.host}, so "
                 f"ferry cannot prove that {dest} sees it",
-                remedy=f"move the file into a storage pool that {vm.host} and {dest} share",
+                remedy=_iso_remedy(what, vm, dest) if media else
+                f"move the file into a storage pool that {vm.host} and {dest} share",
                 objects=objects))
         elif pool.datastore in dest_datastores:
             findings.append(Finding(
@@ -62,39 +137,45 @@ def storage_shared(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
                 f"{what} of VM {vm.name} is on datastore {pool.datastore}, which {dest} sees",
                 objects={**objects, "datastore": pool.datastore or pool.name}))
         else:
+            store = pool.datastore or pool.name
             findings.append(Finding(
                 "storage.not-shared", Status.ERROR,
-                f"{what} of VM {vm.name} ({path}) is on datastore "
-                f"{pool.datastore or pool.name} of {vm.host}, which host {dest} does not see "
-                "(probe file not found there)",
-                remedy="move the disk to a datastore both hosts share first (Storage VMotion), "
-                       f"or choose a destination that sees {pool.datastore or pool.name}",
-                objects={**objects, "datastore": pool.datastore or pool.name}))
+                f"{what} of VM {vm.name} ({path}) is on datastore {store} of {vm.host}, which "
+                f"host {dest} does not see (probe file not found there)",
+                remedy=_iso_remedy(what, vm, dest) if media else
+                "move the disk to a datastore both hosts share first (Storage VMotion), "
+                f"or choose a destination that sees {store}",
+                objects={**objects, "datastore": store}))
     return findings
 
 
-def networks_present(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
+def _dest_network(facts: PreflightFacts, name: str) -> Network | None:
+    return next((n for n in facts.inventory.networks_on(dest_of(facts)) if n.name == name), None)
+
+
+def networks_present(facts: PreflightFacts) -> list[Finding]:
+    """Seed: network labels must match exactly (including case) on each host."""
+    if (skip := _stays(facts, "network.present", "networks")) is not None:
+        return skip
+    vm, dest = facts.vm, dest_of(facts)
     findings: list[Finding] = []
-    dest_networks = {n.name: n for n in inv.networks_on(dest)}
+    dest_names = [n.name for n in facts.inventory.networks_on(dest)]
     for nic in vm.interfaces:
         if nic.kind != "network" or not nic.network:
             continue
         objects = {"vm": vm.name, "network": nic.network, "host": dest, "interface": nic.mac}
-        found = dest_networks.get(nic.network)
+        found = _dest_network(facts, nic.network)
         if found is not None and found.active:
             findings.append(Finding(
                 "network.present", Status.PASS,
                 f"network {nic.network} exists on {dest}", objects=objects))
-            continue
-        if found is not None:
+        elif found is not None:
             findings.append(Finding(
                 "network.inactive", Status.ERROR,
                 f"network {nic.network} exists on {dest} but is not started",
                 remedy=f"start network {nic.network} on {dest} (virsh net-start)",
                 objects=objects))
-            continue
-        near = [name for name in dest_networks if name.lower() == nic.network.lower()]
-        if near:
+        elif near := [n for n in dest_names if n.lower() == nic.network.lower()]:
             findings.append(Finding(
                 "network.case-mismatch", Status.ERROR,
                 f"VM {vm.name} uses network '{nic.network}' but {dest} has '{near[0]}': "
@@ -110,12 +191,77 @@ def networks_present(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
     return findings
 
 
-VMOTION_CHECKS: tuple[Check, ...] = (vm_running, storage_shared, networks_present)
+def portgroups_present(facts: PreflightFacts) -> list[Finding]:
+    """Seed: port groups must match exactly; libvirt: ``<portgroup>`` of the network."""
+    if (skip := _stays(facts, "network.portgroup", "port groups")) is not None:
+        return skip
+    vm, dest = facts.vm, dest_of(facts)
+    findings: list[Finding] = []
+    for nic in vm.interfaces:
+        if nic.kind != "network" or not nic.network or not nic.portgroup:
+            continue
+        found = _dest_network(facts, nic.network)
+        if found is None:
+            continue  # networks_present already reports the missing network
+        objects = {"vm": vm.name, "network": nic.network, "portgroup": nic.portgroup,
+                   "host": dest, "interface": nic.mac}
+        if nic.portgroup in found.portgroups:
+            findings.append(Finding(
+                "network.portgroup", Status.PASS,
+                f"port group {nic.portgroup} of network {nic.network} exists on {dest}",
+                objects=objects))
+        else:
+            have = ", ".join(found.portgroups) or "none"
+            findings.append(Finding(
+                "network.portgroup-missing", Status.ERROR,
+                f"interface {nic.mac} of VM {vm.name} uses port group '{nic.portgroup}' of "
+                f"network {nic.network}, which {dest} does not have (it has: {have})",
+                remedy=f"add <portgroup name='{nic.portgroup}'> to network {nic.network} on "
+                       f"{dest}, spelled exactly the same",
+                objects=objects))
+    return findings
+
+
+def no_internal_networks(facts: PreflightFacts) -> list[Finding]:
+    """Seed: a VM cannot be connected to an internal-only vSwitch (no uplink).
+
+    Judged on the source's network: its peers are VMs on that host only, so
+    after the move the VM would be cut off from them, whatever the destination
+    has under the same name.
+    """
+    vm = facts.vm
+    source = {n.name: n for n in facts.inventory.networks_on(vm.host)}
+    findings: list[Finding] = []
+    for nic in vm.interfaces:
+        if nic.kind != "network" or not nic.network:
+            continue
+        net = source.get(nic.network)
+        objects = {"vm": vm.name, "network": nic.network, "host": vm.host, "interface": nic.mac}
+        if net is not None and net.internal_only:
+            findings.append(Finding(
+                "network.internal-only", Status.ERROR,
+                f"interface {nic.mac} of VM {vm.name} is on network {nic.network}, which is "
+                f"internal to {vm.host} (no <forward>, no uplink): its peers would be left behind",
+                remedy=f"disconnect the interface or attach it to a network with an uplink, "
+                       f"e.g. 'virsh detach-interface {vm.name} network --mac {nic.mac}'",
+                objects=objects))
+        else:
+            findings.append(Finding(
+                "network.uplinked", Status.PASS,
+                f"network {nic.network} of VM {vm.name} on {vm.host} is not internal-only",
+                objects=objects))
+    return findings
+
+
+VMOTION_CHECKS: tuple[Callable[[PreflightFacts], list[Finding]], ...] = (
+    vm_running, storage_shared, networks_present)
 
 
 def check_vmotion(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
     """Every row for moving running ``vm`` to host ``dest``; inputs already validated."""
+    facts = PreflightFacts(inventory=inv, vm=vm, request=MoveRequest(vm=vm.name, dest_host=dest),
+                           settings={})
     findings: list[Finding] = []
     for check in VMOTION_CHECKS:
-        findings.extend(check(inv, vm, dest))
+        findings.extend(check(facts))
     return findings

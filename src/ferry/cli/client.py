@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from ferry import config
 from ferry.api.schemas import (
+    CheckOut,
     DatastoreOut,
     FindingOut,
     HostOut,
@@ -173,6 +174,12 @@ class FerryClient:
     def add_host(self, name: str, uri: str, migration_address: str | None = None) -> HostOut:
         body = {"name": name, "uri": uri, "migration_address": migration_address}
         return self._one(HostOut, self._request("POST", "/hosts", json=body))
+
+    def update_host(self, name: str, **changes: Any) -> HostOut:
+        return self._one(HostOut, self._request("PATCH", f"/hosts/{_seg(name)}", json=changes))
+
+    def check(self, vm: str, **where: Any) -> CheckOut:
+        return self._one(CheckOut, self._request("POST", "/checks", json={"vm": vm, **where}))
 
     def remove_host(self, name: str) -> None:
         self._request("DELETE", f"/hosts/{_seg(name)}")

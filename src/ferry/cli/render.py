@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ferry.api.schemas import (
+    CheckOut,
     DatastoreOut,
     FindingOut,
     HostOut,
@@ -251,3 +252,21 @@ def job_report(job: JobOut) -> str:
         for e in job.events:
             out.append(f"    +{e.at - t0:8.3f} s  {e.phase.ljust(width)}  {e.message}".rstrip())
     return "\n".join(out)
+
+
+def check_report(report: CheckOut) -> str:
+    """One row per requirement, failing rows first, then the verdict."""
+    order = {"error": 0, "warning": 1, "pass": 2, "n/a": 3}
+    rows = sorted(report.findings, key=lambda f: order.get(f.status, 9))
+    lines = [f"Pre-flight for {report.vm} ({report.kind} move):"]
+    for f in rows:
+        objects = ", ".join(f"{k} {v}" for k, v in f.objects.items())
+        lines.append(f"  [{f.status.upper():7}] {f.code:28} {f.message}")
+        if objects:
+            lines.append(f"  {'':9} {'':28} objects: {objects}")
+        if f.remedy and f.status in ("error", "warning"):
+            lines.append(f"  {'':9} {'':28} remedy: {f.remedy}")
+    verdict = "allowed" if report.allowed else "refused"
+    lines.append(f"{verdict}: {report.errors} error(s), {report.warnings} warning(s), "
+                 f"{len(report.findings)} requirement(s) checked")
+    return "\n".join(lines)

@@ -14,16 +14,18 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from ferry import validate
-from ferry.checks.finding import errors
-from ferry.checks.vmotion import check_vmotion
+from ferry.checks.facts import MoveRequest
+from ferry.checks.finding import Finding, Status, errors, finding_dict
+from ferry.checks.report import preflight
 from ferry.engine.datastores import group_pools
 from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.policy import POLICIES
+from ferry.engine.preflight import FactGatherer
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import FerryError, HostError, InputError, NotFound, RefusedError
 from ferry.model import VM, Host, Inventory, Job, Network, Phase, Pool
-from ferry.service import DatastoreView, FerryService, VMCreateRequest
+from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection, MigrationOptions
 
@@ -54,6 +56,7 @@ class ControlPlane(FerryService):
         self._dirty_hosts: set[str] = set()
         self._refresh_wakeup = threading.Event()
         self._closed = False
+        self._gatherer = FactGatherer(self._conn)
         store.mark_interrupted()
         threading.Thread(target=self._refresher, name="inventory-refresh", daemon=True).start()
 
@@ -158,7 +161,9 @@ class ControlPlane(FerryService):
         return replace(known, uri=record.uri, migration_address=record.migration_address,
                        migration_enabled=record.migration_enabled,
                        maintenance=record.maintenance, max_migrations=record.max_migrations,
-                       memory_limit_mib=record.memory_limit_mib)
+                       memory_limit_mib=record.memory_limit_mib,
+                       migration_interface=record.migration_interface,
+                       migration_network_isolated=record.migration_network_isolated)
 
     # -- inventory -------------------------------------------------------
     def _refresh_host(self, record: Host) -> tuple[list[VM], list[Pool], list[Network]]:
@@ -181,7 +186,7 @@ class ControlPlane(FerryService):
                 host_uuid=facts.host_uuid, cpu_vendor=facts.cpu_vendor,
                 cpu_model=facts.cpu_model, cpus=facts.cpus, memory_mib=facts.memory_mib,
                 free_memory_mib=facts.free_memory_mib, libvirt_version=facts.libvirt_version,
-                hypervisor_version=facts.hypervisor_version)
+                hypervisor_version=facts.hypervisor_version, cpu_features=facts.cpu_features)
         return vms, pools, nets
 
     def refresh(self, host: str | None = None) -> Inventory:
@@ -280,6 +285,52 @@ class ControlPlane(FerryService):
         delete_lab_vm(conn, current, pools)
         self._refresh_vms(current.host)
 
+    # -- pre-flight ------------------------------------------------------
+    def check(self, request: MoveRequest) -> list[Finding]:
+        vm = self._validate_move(request)
+        # The VM is reread from its host; the rest is the inventory as last refreshed.
+        fresh = self._conn(vm.host).get_vm(vm.name)
+        if fresh is None:
+            raise NotFound(f"VM {vm.name} is no longer on {vm.host}")
+        inventory = self.inventory()
+        inventory = replace(inventory, vms={**inventory.vms, vm.name: fresh})
+        return self._judge(inventory, fresh, request)
+
+    def _validate_move(self, request: MoveRequest) -> VM:
+        vm = self.get_vm(request.vm)
+        hosts = {h.name for h in self._store.hosts()}
+        if request.dest_host is not None and request.dest_host not in hosts:
+            raise NotFound(f"no host named {request.dest_host}")
+        target_host = request.dest_host or vm.host
+        if request.dest_datastore is not None:
+            pools = {p.name for p in self.inventory().pools_on(target_host)}
+            if request.dest_datastore not in pools:
+                raise NotFound(f"host {target_host} has no datastore named "
+                               f"{request.dest_datastore}")
+        if request.dest_datastore is None and not request.cold:
+            if request.dest_host is None:
+                raise InputError("say where to move the VM: a host, a datastore, or both")
+            if request.dest_host == vm.host:
+                raise InputError(f"VM {vm.name} already runs on {vm.host}: choose another host")
+        return vm
+
+    def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
+        running: dict[str, int] = {}
+        for job in self.running_jobs():
+            for host in {job.source_host, job.dest_host} - {None}:
+                assert host is not None
+                running[host] = running.get(host, 0) + 1
+        facts = self._gatherer.gather(inventory, vm, request, running)
+        return preflight(facts)
+
+    def update_host(self, name: str, changes: HostSettingsUpdate) -> Host:
+        self._host_record(name)
+        values = changes.validated()
+        if values:
+            self._store.update_host(name, **values)
+            self._gatherer.forget_reachability()
+        return self._host_view(self._host_record(name))
+
     # -- migration -------------------------------------------------------
     def start_migration(self, vm: str, dest_host: str) -> Job:
         current = self.get_vm(vm)
@@ -290,18 +341,19 @@ class ControlPlane(FerryService):
         # Judge on fresh facts: the probe runs again and the VM is reread.
         inventory = self.refresh()
         current = inventory.vms.get(vm, current)
-        findings = check_vmotion(inventory, current, dest_host)
+        findings = self._judge(inventory, current, MoveRequest(vm, dest_host=dest_host))
         blocking = errors(findings)
         if blocking:
             raise RefusedError(
                 f"migration of {vm} to {dest_host} refused: {len(blocking)} requirement(s) "
                 "not met", blocking)
+        warnings = [f for f in findings if f.status is Status.WARNING]
         dest_record = self._host_record(dest_host)
         policy = POLICIES["default"]
         options = MigrationOptions(
             dest_uri=dest_record.uri,
             migration_address=dest_record.migration_address,
-            shared_storage_proven=True,  # check_vmotion passed storage.shared for every file
+            shared_storage_proven=True,  # the report proved every file's datastore shared
             auto_converge=policy.auto_converge,
             auto_converge_initial_pct=policy.throttle_initial_pct,
             auto_converge_increment_pct=policy.throttle_increment_pct,
@@ -310,12 +362,14 @@ class ControlPlane(FerryService):
         handle = JobHandle.create(self._store, "migrate", vm, current.host, dest_host)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
         handle.event(Phase.COMPATIBILITY,
-                     f"{len(findings)} requirement(s) checked against {dest_host}: all met",
-                     checked=[f.code for f in findings])
+                     f"{len(findings)} requirement(s) checked against {dest_host}: no error, "
+                     f"{len(warnings)} warning(s)",
+                     checked=[f.code for f in findings],
+                     warnings=[finding_dict(f) for f in warnings])
         runner = VMotion(
             vm=vm, source=self._conn(current.host), dest=self._conn(dest_host),
             options=options, policy=policy, subscribe_lifecycle=self._subscribe,
-            heartbeat=self._heartbeat,
+            heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
         )
         with self._lock:
             self._jobs[handle.id] = handle

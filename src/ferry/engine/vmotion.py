@@ -42,6 +42,7 @@ class VMotion:
     policy: ConvergencePolicy
     subscribe_lifecycle: LifecycleSubscribe
     heartbeat: HeartbeatSource | None = None
+    warnings: list[dict[str, object]] = field(default_factory=list)
     sample_seconds: float = 0.5
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
@@ -170,6 +171,7 @@ class VMotion:
         report: dict[str, Any] = {
             "policy": self.policy.name,
             "policy_actions": actions,
+            "warnings": self.warnings,
             "total_ms": round((ended_mono - started_mono) * 1000),
             "downtime_ms": final.downtime_ms if final else None,
             "data_bytes": (last.data_processed or last.memory_processed) if last else None,

@@ -26,7 +26,9 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, RowMapping
@@ -47,6 +49,8 @@ hosts_table = Table(
     Column("maintenance", Boolean, nullable=False, default=False),
     Column("max_migrations", Integer, nullable=False, default=2),
     Column("memory_limit_mib", Integer),
+    Column("migration_interface", String(64)),
+    Column("migration_network_isolated", Boolean, nullable=False, default=False),
 )
 
 jobs_table = Table(
@@ -80,7 +84,8 @@ events_table = Table(
 )
 
 _HOST_FIELDS = ("name", "uri", "migration_address", "migration_enabled", "maintenance",
-                "max_migrations", "memory_limit_mib")
+                "max_migrations", "memory_limit_mib", "migration_interface",
+                "migration_network_isolated")
 
 
 class Store:
@@ -96,7 +101,25 @@ class Store:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, future=True, **kwargs)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
         self._lock = threading.Lock()  # SQLite serialises writers anyway; fail fast elsewhere
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a database was created; create_all only makes new tables."""
+        inspector = inspect(self.engine)
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=self.engine.dialect)
+                default = ""
+                if column.default is not None and not column.nullable:
+                    value = column.default.arg  # type: ignore[attr-defined]
+                    default = f" NOT NULL DEFAULT {_sql_literal(value)}"
+                with self.engine.begin() as conn:
+                    conn.execute(text(
+                        f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}'))
 
     # -- hosts -------------------------------------------------------------
     def add_host(self, host: Host) -> None:
@@ -172,6 +195,14 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    raise TypeError(f"no SQL literal for {value!r}")
 
 
 def _job_row(job: Job) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
 from ferry.model import VM, Network, Pool
 
 
@@ -28,6 +29,7 @@ class HostFacts:
     libvirt_version: str
     hypervisor_version: str
     domain_types: tuple[str, ...] = ()  # qemu, kvm: what this host's QEMU offers
+    cpu_features: tuple[str, ...] = ()  # the host CPU's features, as libvirt names them
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,28 @@ class HostConnection(Protocol):
     def start_postcopy(self, name: str) -> None: ...
 
     def subscribe_lifecycle(self, callback: LifecycleCallback) -> None: ...
+
+    # -- facts for the pre-flight checks ---------------------------------
+    def compare_cpu(self, domain_type: str, cpu_xml: str) -> CpuVerdict:
+        """This host's own verdict on running a guest CPU definition."""
+        ...
+
+    def interface_link(self, name: str) -> LinkFacts | None:
+        """A host NIC's state, speed and MTU; None if the host has no such interface."""
+        ...
+
+    def block_jobs(self, name: str) -> list[str]:
+        """Disk targets of VM ``name`` with a block job (copy, commit, pull) running."""
+        ...
+
+    def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
+        """Whether this host's libvirtd can reach the libvirtd at ``peer_uri``.
+
+        Asked of the source about the destination, so it tests the path
+        migration uses, from the side that opens it. A definition named
+        ``probe_name`` may be left on the peer: the caller removes it there.
+        """
+        ...
 
     def close(self) -> None: ...
 

@@ -109,6 +109,7 @@ def parse_domain(xml: str, host: str, state: VMState, snapshot_count: int = 0) -
         domain_type=root.get("type", "qemu"),
         snapshot_count=snapshot_count,
         lab_address=match.group(1) if match else None,
+        cpu_xml=ET.tostring(cpu, encoding="unicode") if cpu is not None else None,
     )
 
 

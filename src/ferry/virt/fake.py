@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
 from ferry.errors import MigrationCancelled, NotFound, VirtError
 from ferry.model import VM, Network, Pool, VMState
 from ferry.virt.base import (
@@ -56,6 +57,11 @@ class FakeHost:
         self.fail_migration: str | None = None
         self.downtimes: list[int] = []
         self.abort = threading.Event()
+        self.cpu_verdict = CpuVerdict(True)
+        self.links: dict[str, LinkFacts] = {}
+        self.busy_disks: list[str] = []
+        self.reachable_peers: set[str] | None = None  # None: every peer answers
+        self.cpu_features: tuple[str, ...] = ("sse2", "vmx")
         self._current: MigrationStats | None = None
         world.hosts[name] = self
 
@@ -76,7 +82,7 @@ class FakeHost:
     # -- HostConnection ------------------------------------------------
     def facts(self) -> HostFacts:
         return HostFacts(self.name, self.host_uuid, "x86_64", "Intel", "Skylake", 4, 8192,
-                         4096, "9.0.0", "7.2.0", ("qemu",))
+                         4096, "9.0.0", "7.2.0", ("qemu",), self.cpu_features)
 
     def guest_platform(self, domain_type: str = "qemu") -> GuestPlatform:
         return GuestPlatform(domain_type, "pc-i440fx-7.2", ("Nehalem",))
@@ -168,6 +174,21 @@ class FakeHost:
 
     def subscribe_lifecycle(self, callback: LifecycleCallback) -> None:
         self.callbacks.append(callback)
+
+    def compare_cpu(self, domain_type: str, cpu_xml: str) -> CpuVerdict:
+        return self.cpu_verdict
+
+    def interface_link(self, name: str) -> LinkFacts | None:
+        return self.links.get(name)
+
+    def block_jobs(self, name: str) -> list[str]:
+        return list(self.busy_disks)
+
+    def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
+        peer = urlsplit(peer_uri).hostname or ""
+        if self.reachable_peers is None or peer in self.reachable_peers:
+            return Reachability(True, f"{self.name} reached {peer}")
+        return Reachability(False, f"{self.name} cannot reach {peer}")
 
     def close(self) -> None:
         return None

@@ -7,6 +7,7 @@ know libvirt's error codes.
 
 from __future__ import annotations
 
+import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from xml.sax.saxutils import escape
 import libvirt
 
 from ferry import config
+from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
 from ferry.errors import ConfigError, HostUnreachable, MigrationCancelled, NotFound, VirtError
 from ferry.model import VM, Network, Pool, VMState
 from ferry.virt import domxml
@@ -39,6 +41,8 @@ _PREFERRED_MODELS = (
     "Skylake-Client-noTSX-IBRS", "Broadwell-noTSX", "Haswell-noTSX", "IvyBridge", "SandyBridge",
     "Westmere", "Nehalem", "Penryn", "core2duo", "EPYC", "Opteron_G3", "kvm64", "qemu64",
 )
+
+_MISSING_FEATURES = re.compile(r"required features?: ([\w\s,.-]+)")
 
 _UNREACHABLE_CODES = {
     libvirt.VIR_ERR_NO_CONNECT,
@@ -174,6 +178,8 @@ class LibvirtHost:
             libvirt_version=_version(lib),
             hypervisor_version=_version(hyp),
             domain_types=tuple(sorted(t for t in guest_types if t)),
+            cpu_features=tuple(sorted(
+                f.get("name", "") for f in caps.findall("host/cpu/feature"))),
         )
 
     def guest_platform(self, domain_type: str = "qemu") -> GuestPlatform:
@@ -381,6 +387,71 @@ class LibvirtHost:
         cid = self._call("subscribe to VM events", lambda: self._conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None))
         self._callbacks.append(cid)
+
+    # -- facts for the pre-flight checks ---------------------------------
+    def compare_cpu(self, domain_type: str, cpu_xml: str) -> CpuVerdict:
+        try:
+            result = self._conn.compareHypervisorCPU(
+                None, "x86_64", None, domain_type, cpu_xml,
+                libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_CPU_INCOMPATIBLE:
+                raise translate(err, f"host {self.name}: compare CPU") from err
+            detail = err.get_error_message() or str(err)
+            found = _MISSING_FEATURES.search(detail)
+            missing = tuple(f.strip() for f in found.group(1).split(",")) if found else ()
+            return CpuVerdict(False, missing, detail)
+        return CpuVerdict(result != libvirt.VIR_CPU_COMPARE_INCOMPATIBLE)
+
+    def interface_link(self, name: str) -> LinkFacts | None:
+        try:
+            iface = self._conn.interfaceLookupByName(name)
+            root = ET.fromstring(iface.XMLDesc(0))
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+                return None
+            raise translate(err, f"host {self.name}: interface {name}") from err
+        link = root.find("link")
+        mtu = root.find("mtu")
+        speed = link.get("speed") if link is not None else None
+        return LinkFacts(
+            interface=name,
+            up=link is None or link.get("state", "up") == "up",
+            speed_mbps=int(speed) if speed and speed.isdigit() else None,
+            mtu=int(mtu.get("size", "0")) if mtu is not None else None,
+        )
+
+    def block_jobs(self, name: str) -> list[str]:
+        dom = self._domain(name)
+        root = ET.fromstring(self._call(f"VM {name}", lambda: dom.XMLDesc(0)))
+        busy = []
+        for target in root.findall("devices/disk/target"):
+            dev = target.get("dev", "")
+            info = self._call(f"block jobs of {name}", partial(dom.blockJobInfo, dev, 0))
+            if info:
+                busy.append(dev)
+        return busy
+
+    def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
+        # An offline peer-to-peer migration of an empty definition: this host's
+        # libvirtd opens the same TLS connection to the peer that a live
+        # migration opens, and nothing runs anywhere.
+        xml = (f"<domain type='qemu'><name>{escape(probe_name)}</name>"
+               "<memory unit='MiB'>16</memory><os><type arch='x86_64'>hvm</type></os>"
+               "</domain>")
+        dom = self._call("define reachability probe", lambda: self._conn.defineXML(xml))
+        flags = (libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PEER2PEER
+                 | libvirt.VIR_MIGRATE_PERSIST_DEST)
+        try:
+            dom.migrateToURI3(peer_uri, {}, flags)
+            return Reachability(True, f"{self.name} reached {peer_uri}")
+        except libvirt.libvirtError as err:
+            return Reachability(False, err.get_error_message() or str(err))
+        finally:
+            try:
+                dom.undefine()
+            except libvirt.libvirtError:
+                pass  # already gone
 
     def alive(self) -> bool:
         try:

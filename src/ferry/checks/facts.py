@@ -1,0 +1,102 @@
+"""What the pre-flight checks judge: plain data, gathered from hosts before any check runs.
+
+Gathering is IO (``ferry.engine.preflight``); judging is pure (``ferry.checks``).
+A fact that could not be gathered is ``None`` and the check that needs it says
+so (a warning naming what could not be verified), never a silent pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ferry.model import VM, Inventory
+
+
+class MoveKind(StrEnum):
+    HOST = "host"  # live migration to another host (VMotion)
+    STORAGE = "storage"  # live storage migration on the same host (Storage VMotion)
+    BOTH = "both"  # live, host and storage together (shared-nothing)
+    COLD = "cold"  # powered-off VM, host and/or datastore
+
+
+@dataclass(frozen=True)
+class MoveRequest:
+    vm: str
+    dest_host: str | None = None  # None: stays on its host
+    dest_datastore: str | None = None  # pool name on the destination host; None: stays
+    cold: bool = False
+    disks: tuple[str, ...] = ()  # targets to move (vda, ...); empty: all
+    disk_format: str = "same"  # same | thin | thick-lazy | thick-eager
+
+    @property
+    def kind(self) -> MoveKind:
+        if self.cold:
+            return MoveKind.COLD
+        if self.dest_host and self.dest_datastore:
+            return MoveKind.BOTH
+        if self.dest_datastore:
+            return MoveKind.STORAGE
+        return MoveKind.HOST
+
+
+@dataclass(frozen=True)
+class CpuVerdict:
+    """The destination's own judgement of the VM's CPU definition (libvirt's compare)."""
+
+    compatible: bool
+    missing_features: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LinkFacts:
+    """The host's migration interface as libvirt reports it."""
+
+    interface: str
+    up: bool
+    speed_mbps: int | None  # None: the driver does not report a speed
+    mtu: int | None
+
+
+@dataclass(frozen=True)
+class Reachability:
+    """Whether the source host's libvirtd reached the destination's (probed from the source)."""
+
+    reachable: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What an admin declared about a host (ferry cannot discover these)."""
+
+    migration_enabled: bool = True
+    migration_address: str | None = None
+    migration_interface: str | None = None  # host NIC carrying migration traffic
+    migration_network_isolated: bool = False  # the admin says that network is isolated
+    max_migrations: int = 2
+    memory_limit_mib: int | None = None
+    maintenance: bool = False
+
+
+@dataclass(frozen=True)
+class PreflightFacts:
+    inventory: Inventory
+    vm: VM
+    request: MoveRequest
+    settings: dict[str, HostSettings]  # host name -> settings, for source and destination
+    cpu: CpuVerdict | None = None  # destination's verdict on the VM's CPU; None: not gathered
+    source_cpu_signature: str | None = None  # host CPU model+features, for host-passthrough
+    dest_cpu_signature: str | None = None
+    reachability: Reachability | None = None
+    links: dict[str, LinkFacts] = field(default_factory=dict)  # host name -> migration link
+    block_devices_on_dest: dict[str, bool] = field(default_factory=dict)  # path -> present
+    block_jobs: tuple[str, ...] = ()  # disk targets with a block job running now
+    migrations_running: dict[str, int] = field(default_factory=dict)  # host -> count
+    encrypted_transport: bool = False  # ferry asks QEMU to encrypt the migration stream
+    memory_committed_mib: dict[str, int] = field(default_factory=dict)  # host -> running VMs
+    vcpus_committed: dict[str, int] = field(default_factory=dict)  # host -> running vCPUs
+    # disk target -> (capacity, allocation) in bytes, for the target-space check;
+    # a disk missing here is reported as not verified.
+    disk_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -1,0 +1,299 @@
+"""Pre-flight checks on the two hosts and the link between them (the seed's VMotion setup).
+
+The seed's VMkernel port with VMotion enabled is, in ferry, a host's migration
+address plus a "migration enabled" flag; ``vmkping`` is a reachability probe
+made from the source's side. Each check is pure, ``(facts) -> list[Finding]``.
+"""
+
+from __future__ import annotations
+
+from ferry.checks.facts import HostSettings, LinkFacts, MoveKind, PreflightFacts
+from ferry.checks.finding import Finding, Status
+
+GIGABIT_MBPS = 1000
+JUMBO_MTU = 9000
+
+
+def settings_for(facts: PreflightFacts, host: str) -> HostSettings:
+    """The admin's declared settings; else the same fields of the inventory's host record."""
+    declared = facts.settings.get(host)
+    if declared is not None:
+        return declared
+    record = facts.inventory.hosts.get(host)
+    if record is None:
+        return HostSettings()
+    return HostSettings(
+        migration_enabled=record.migration_enabled,
+        migration_address=record.migration_address,
+        migration_interface=record.migration_interface,
+        migration_network_isolated=record.migration_network_isolated,
+        max_migrations=record.max_migrations,
+        memory_limit_mib=record.memory_limit_mib,
+        maintenance=record.maintenance,
+    )
+
+
+def pair(facts: PreflightFacts) -> tuple[str, str]:
+    """(source, destination) of a host move; the destination is the source if none is named."""
+    return facts.vm.host, facts.request.dest_host or facts.vm.host
+
+
+def migration_enabled(facts: PreflightFacts) -> list[Finding]:
+    """Both hosts take part in migrations and have a migration address (the VMkernel port)."""
+    findings: list[Finding] = []
+    for host in dict.fromkeys(pair(facts)):
+        s = settings_for(facts, host)
+        if not s.migration_enabled:
+            findings.append(Finding(
+                "host.migration-disabled", Status.ERROR,
+                f"migration is disabled on host {host}",
+                remedy=f"enable migration in the settings of host {host}",
+                objects={"host": host}))
+        if not s.migration_address:
+            findings.append(Finding(
+                "host.no-migration-address", Status.ERROR,
+                f"host {host} has no migration address, so no migration traffic can reach it",
+                remedy=f"set the migration address of host {host} to its address on the "
+                       "migration network",
+                objects={"host": host}))
+        if s.migration_enabled and s.migration_address:
+            findings.append(Finding(
+                "host.migration-enabled", Status.PASS,
+                f"host {host} takes part in migrations at {s.migration_address}",
+                objects={"host": host, "address": s.migration_address}))
+    return findings
+
+
+def reachability(facts: PreflightFacts) -> list[Finding]:
+    """The destination's migration address answers from the source (the seed's vmkping)."""
+    source, dest = pair(facts)
+    address = settings_for(facts, dest).migration_address or "(no address)"
+    objects = {"source_host": source, "dest_host": dest, "address": address}
+    probe = facts.reachability
+    if probe is None:
+        return [Finding(
+            "host.reachability-unverified", Status.WARNING,
+            f"whether {source} reaches {dest} at {address} was not verified",
+            remedy=f"check that {source} can connect to {address} (ping, and libvirt's "
+                   "migration ports); refresh the hosts so ferry probes it",
+            objects=objects)]
+    if not probe.reachable:
+        detail = f": {probe.detail}" if probe.detail else ""
+        return [Finding(
+            "host.unreachable", Status.ERROR,
+            f"host {source} cannot reach destination {dest} at its migration address "
+            f"{address}{detail}",
+            remedy=f"fix routing/firewall between {source} and {address} (libvirt's migration "
+                   f"ports 49152-49215 and its daemon port), or correct {dest}'s migration address",
+            objects=objects)]
+    return [Finding("host.reachable", Status.PASS,
+                    f"host {source} reaches {dest} at {address}", objects=objects)]
+
+
+def _link(facts: PreflightFacts, host: str) -> tuple[str | None, LinkFacts | None]:
+    return settings_for(facts, host).migration_interface, facts.links.get(host)
+
+
+def link_speed(facts: PreflightFacts) -> list[Finding]:
+    """Seed: a Gigabit adapter or faster; slower works but is not recommended. Down: error."""
+    findings: list[Finding] = []
+    for host in dict.fromkeys(pair(facts)):
+        iface, link = _link(facts, host)
+        objects = {"host": host, "interface": iface or ""}
+        if iface is None:
+            findings.append(Finding(
+                "link.no-interface", Status.WARNING,
+                f"the migration link of host {host} cannot be checked: no migration interface "
+                "is set for it",
+                remedy=f"set the migration interface (the NIC carrying migration traffic) in "
+                       f"the settings of host {host}",
+                objects={"host": host}))
+        elif link is None:
+            findings.append(Finding(
+                "link.unverified", Status.WARNING,
+                f"the state and speed of {iface} on host {host} were not read",
+                remedy=f"refresh host {host}; check that interface {iface} exists there",
+                objects=objects))
+        elif not link.up:
+            findings.append(Finding(
+                "link.down", Status.ERROR,
+                f"migration interface {link.interface} of host {host} is down",
+                remedy=f"bring {link.interface} up on {host} (cable, switch port, 'ip link set "
+                       f"{link.interface} up')",
+                objects=objects))
+        elif link.speed_mbps is None:
+            findings.append(Finding(
+                "link.speed-unknown", Status.WARNING,
+                f"interface {link.interface} of host {host} is up but reports no speed",
+                remedy=f"check with 'ethtool {link.interface}' on {host} that it runs at 1 Gbit/s "
+                       "or more",
+                objects=objects))
+        elif link.speed_mbps < GIGABIT_MBPS:
+            findings.append(Finding(
+                "link.slow", Status.WARNING,
+                f"migration interface {link.interface} of host {host} runs at "
+                f"{link.speed_mbps} Mbit/s, below 1 Gbit/s: migrations will be slow and busy "
+                "guests may not converge",
+                remedy=f"carry migration traffic of {host} on a 1 Gbit/s or faster NIC",
+                objects=objects))
+        else:
+            findings.append(Finding(
+                "link.speed", Status.PASS,
+                f"migration interface {link.interface} of host {host} is up at "
+                f"{link.speed_mbps} Mbit/s", objects=objects))
+    return findings
+
+
+def link_mtu(facts: PreflightFacts) -> list[Finding]:
+    """Seed: "Using jumbo frames is recommended for best performance"."""
+    findings: list[Finding] = []
+    for host in dict.fromkeys(pair(facts)):
+        iface, link = _link(facts, host)
+        if iface is None or link is None:
+            findings.append(Finding(
+                "link.mtu", Status.NOT_APPLICABLE,
+                f"MTU of host {host}'s migration link not checked: the link is unknown "
+                "(see link.no-interface / link.unverified)", objects={"host": host}))
+            continue
+        objects = {"host": host, "interface": link.interface}
+        if link.mtu is None:
+            findings.append(Finding(
+                "link.mtu-unverified", Status.WARNING,
+                f"interface {link.interface} of host {host} reports no MTU",
+                remedy=f"check with 'ip link show {link.interface}' on {host}", objects=objects))
+        elif link.mtu < JUMBO_MTU:
+            findings.append(Finding(
+                "link.mtu-small", Status.WARNING,
+                f"migration interface {link.interface} of host {host} has MTU {link.mtu}; "
+                f"jumbo frames (MTU {JUMBO_MTU}) are recommended for migration traffic",
+                remedy=f"set MTU {JUMBO_MTU} on {link.interface} of {host}, on the peer hosts "
+                       "and on the switch ports between them",
+                objects=objects))
+        else:
+            findings.append(Finding(
+                "link.mtu", Status.PASS,
+                f"migration interface {link.interface} of host {host} uses jumbo frames "
+                f"(MTU {link.mtu})", objects=objects))
+    return findings
+
+
+def traffic_protected(facts: PreflightFacts) -> list[Finding]:
+    """Seed: migration traffic is clear text; isolate it. ferry can also encrypt it (TLS)."""
+    source, dest = pair(facts)
+    objects = {"source_host": source, "dest_host": dest}
+    if facts.encrypted_transport:
+        return [Finding("migration.protected", Status.PASS,
+                        f"migration of VM {facts.vm.name} from {source} to {dest} is encrypted "
+                        "(TLS)", objects={**objects, "vm": facts.vm.name})]
+    open_hosts = [h for h in dict.fromkeys((source, dest))
+                  if not settings_for(facts, h).migration_network_isolated]
+    if not open_hosts:
+        return [Finding("migration.protected", Status.PASS,
+                        f"migration traffic between {source} and {dest} is not encrypted, but "
+                        "both hosts carry it on a network declared isolated", objects=objects)]
+    return [Finding(
+        "migration.cleartext", Status.WARNING,
+        f"the memory of VM {facts.vm.name} will cross the network from {source} to {dest} in "
+        f"clear text, and the migration network of {', '.join(open_hosts)} is not declared "
+        "isolated: it can be sniffed",
+        remedy="use an encrypted transport (qemu+tls host URIs with TLS migration), or put "
+               "the migration interfaces on a network only the hosts reach and declare it "
+               "isolated in the host settings",
+        objects={**objects, "vm": facts.vm.name})]
+
+
+def not_in_maintenance(facts: PreflightFacts) -> list[Finding]:
+    """A host in maintenance mode is being emptied: nothing may move onto it."""
+    source, dest = pair(facts)
+    if dest == source:
+        # A cold move between datastores only: the VM is already on its host.
+        return [Finding("host.not-in-maintenance", Status.NOT_APPLICABLE,
+                        f"VM {facts.vm.name} stays on host {source}; no host receives it",
+                        objects={"vm": facts.vm.name, "host": source})]
+    if settings_for(facts, dest).maintenance:
+        return [Finding(
+            "host.maintenance", Status.ERROR,
+            f"destination host {dest} is in maintenance mode",
+            remedy=f"take {dest} out of maintenance mode, or choose another host",
+            objects={"host": dest})]
+    return [Finding("host.not-in-maintenance", Status.PASS,
+                    f"destination host {dest} is not in maintenance mode", objects={"host": dest})]
+
+
+def memory_fits(facts: PreflightFacts) -> list[Finding]:
+    """The destination holds the VM's memory on top of what its running VMs already use."""
+    vm = facts.vm
+    _, dest = pair(facts)
+    limit = settings_for(facts, dest).memory_limit_mib
+    record = facts.inventory.hosts.get(dest)
+    capacity = limit or (record.memory_mib if record else 0)
+    source = "memory limit" if limit else "memory"
+    objects = {"vm": vm.name, "host": dest}
+    if capacity <= 0:
+        return [Finding("host.memory-unverified", Status.WARNING,
+                        f"the memory of host {dest} is unknown; room for VM {vm.name} "
+                        f"({vm.memory_mib} MiB) was not verified",
+                        remedy=f"refresh host {dest}", objects=objects)]
+    committed = facts.memory_committed_mib.get(dest)
+    used = committed or 0
+    if vm.memory_mib + used > capacity:
+        return [Finding(
+            "host.memory-insufficient", Status.ERROR,
+            f"VM {vm.name} needs {vm.memory_mib} MiB; host {dest} has {used} MiB of its "
+            f"{capacity} MiB {source} committed to running VMs, leaving "
+            f"{max(capacity - used, 0)} MiB",
+            remedy=f"free {vm.memory_mib + used - capacity} MiB on {dest} (move or stop VMs), "
+                   f"raise its memory limit, or choose another host",
+            objects=objects)]
+    if committed is None:
+        return [Finding("host.memory-unverified", Status.WARNING,
+                        f"VM {vm.name} ({vm.memory_mib} MiB) fits the {capacity} MiB {source} of "
+                        f"{dest}, but the memory its running VMs use was not read",
+                        remedy=f"refresh host {dest}", objects=objects)]
+    return [Finding("host.memory", Status.PASS,
+                    f"host {dest} has room for VM {vm.name}: {used} + {vm.memory_mib} MiB of "
+                    f"{capacity} MiB {source}", objects=objects)]
+
+
+def vcpus_fit(facts: PreflightFacts) -> list[Finding]:
+    """The VM's vCPUs do not outnumber the host's CPUs (overcommit across VMs is normal)."""
+    vm = facts.vm
+    _, dest = pair(facts)
+    record = facts.inventory.hosts.get(dest)
+    cpus = record.cpus if record else 0
+    objects = {"vm": vm.name, "host": dest}
+    if cpus <= 0:
+        return [Finding("host.vcpus-unverified", Status.WARNING,
+                        f"the CPU count of host {dest} is unknown; VM {vm.name}'s {vm.vcpus} "
+                        "vCPUs were not checked against it",
+                        remedy=f"refresh host {dest}", objects=objects)]
+    if vm.vcpus > cpus:
+        return [Finding("host.vcpus-insufficient", Status.ERROR,
+                        f"VM {vm.name} has {vm.vcpus} vCPUs but host {dest} has only {cpus} CPUs",
+                        remedy=f"reduce the vCPUs of {vm.name} to {cpus} or fewer, or choose a "
+                               "host with more CPUs",
+                        objects=objects)]
+    return [Finding("host.vcpus", Status.PASS,
+                    f"host {dest} has {cpus} CPUs for the {vm.vcpus} vCPUs of VM {vm.name}",
+                    objects=objects)]
+
+
+def migration_slots(facts: PreflightFacts) -> list[Finding]:
+    """Seed: a host takes part in up to two migrations at once; more wait in the queue."""
+    hosts = (facts.vm.host,) if facts.request.kind is MoveKind.STORAGE else pair(facts)
+    findings: list[Finding] = []
+    for host in dict.fromkeys(hosts):
+        limit = settings_for(facts, host).max_migrations
+        running = facts.migrations_running.get(host, 0)
+        if running >= limit:
+            findings.append(Finding(
+                "host.migrations-queued", Status.WARNING,
+                f"host {host} already runs {running} migration(s), its limit is {limit}: this "
+                "one will be queued until a slot frees",
+                remedy=f"wait, or raise the migration limit of {host}", objects={"host": host}))
+        else:
+            findings.append(Finding(
+                "host.migration-slots", Status.PASS,
+                f"host {host} runs {running} of at most {limit} migrations",
+                objects={"host": host}))
+    return findings

@@ -1,0 +1,169 @@
+"""Gathering the facts the pre-flight checks judge: the IO half of ``ferry check``.
+
+Each fact comes from the host that owns it: the destination judges the VM's
+CPU, the source probes its path to the destination, each host reports its own
+migration interface. A fact that cannot be had stays ``None`` and the check
+reports it as not verified.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ferry.checks.facts import (
+    CpuVerdict,
+    HostSettings,
+    LinkFacts,
+    MoveKind,
+    MoveRequest,
+    PreflightFacts,
+    Reachability,
+)
+from ferry.errors import FerryError, NotFound
+from ferry.model import VM, Host, Inventory, VMState
+from ferry.virt.base import HostConnection
+
+REACHABILITY_TTL_S = 30.0  # a path that worked half a minute ago is still the best evidence
+REACHABILITY_TIMEOUT_S = 8.0
+
+
+def settings_of(host: Host) -> HostSettings:
+    return HostSettings(
+        migration_enabled=host.migration_enabled,
+        migration_address=host.migration_address,
+        migration_interface=host.migration_interface,
+        migration_network_isolated=host.migration_network_isolated,
+        max_migrations=host.max_migrations,
+        memory_limit_mib=host.memory_limit_mib,
+        maintenance=host.maintenance,
+    )
+
+
+def committed(inventory: Inventory, host: str, exclude: str) -> tuple[int, int]:
+    """(MiB, vCPUs) of the VMs running on ``host``, leaving out the one being moved."""
+    running = [vm for vm in inventory.vms.values()
+               if vm.host == host and vm.name != exclude and vm.state is not VMState.SHUTOFF]
+    return sum(vm.memory_mib for vm in running), sum(vm.vcpus for vm in running)
+
+
+@dataclass
+class FactGatherer:
+    conn: Callable[[str], HostConnection]
+    _reach_cache: dict[tuple[str, str], tuple[float, Reachability]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gather(self, inventory: Inventory, vm: VM, request: MoveRequest,
+               migrations_running: dict[str, int]) -> PreflightFacts:
+        source = vm.host
+        dest = request.dest_host or vm.host
+        hosts = {source, dest}
+        settings = {h: settings_of(inventory.hosts[h]) for h in hosts if h in inventory.hosts}
+        live_host_move = request.kind in (MoveKind.HOST, MoveKind.BOTH) and dest != source
+        cpu: CpuVerdict | None = None
+        reach: Reachability | None = None
+        if live_host_move:
+            cpu = self._cpu(dest, vm)
+            reach = self.reachability(source, dest, inventory.hosts[dest].uri)
+        links: dict[str, LinkFacts] = {}
+        for host in sorted(hosts):
+            link = self._link(host, settings.get(host))
+            if link is not None:
+                links[host] = link
+        block_jobs: tuple[str, ...] = ()
+        if vm.state is VMState.RUNNING:
+            try:
+                block_jobs = tuple(self.conn(source).block_jobs(vm.name))
+            except FerryError:
+                block_jobs = ()
+        memory: dict[str, int] = {}
+        vcpus: dict[str, int] = {}
+        for host in hosts:
+            memory[host], vcpus[host] = committed(inventory, host, vm.name)
+        source_host, dest_host = inventory.hosts.get(source), inventory.hosts.get(dest)
+        return PreflightFacts(
+            inventory=inventory,
+            vm=vm,
+            request=request,
+            settings=settings,
+            cpu=cpu,
+            source_cpu_signature=_signature(source_host),
+            dest_cpu_signature=_signature(dest_host),
+            reachability=reach,
+            links=links,
+            block_jobs=block_jobs,
+            migrations_running=dict(migrations_running),
+            encrypted_transport=False,
+            memory_committed_mib=memory,
+            vcpus_committed=vcpus,
+        )
+
+    def _cpu(self, dest: str, vm: VM) -> CpuVerdict | None:
+        if not vm.cpu_xml or vm.cpu_mode == "host-passthrough":
+            return None  # passthrough is judged by comparing the two host CPUs
+        try:
+            return self.conn(dest).compare_cpu(vm.domain_type, vm.cpu_xml)
+        except FerryError:
+            return None
+
+    def _link(self, host: str, settings: HostSettings | None) -> LinkFacts | None:
+        if settings is None or not settings.migration_interface:
+            return None
+        try:
+            return self.conn(host).interface_link(settings.migration_interface)
+        except FerryError:
+            return None
+
+    def reachability(self, source: str, dest: str, dest_uri: str) -> Reachability:
+        """The source's libvirtd reaching the destination's, cached for a short while."""
+        with self._lock:
+            cached = self._reach_cache.get((source, dest))
+        if cached is not None and time.monotonic() - cached[0] < REACHABILITY_TTL_S:
+            return cached[1]
+        result = self._probe(source, dest, dest_uri)
+        with self._lock:
+            self._reach_cache[(source, dest)] = (time.monotonic(), result)
+        return result
+
+    def forget_reachability(self) -> None:
+        with self._lock:
+            self._reach_cache.clear()
+
+    def _probe(self, source: str, dest: str, dest_uri: str) -> Reachability:
+        name = f"ferry-reach-{uuid.uuid4().hex[:12]}"
+        answer: list[Reachability] = []
+
+        def probe() -> None:
+            try:
+                answer.append(self.conn(source).probe_peer(dest_uri, name))
+            except FerryError as err:
+                answer.append(Reachability(False, err.message))
+            finally:
+                self._remove_probe(dest, name)
+
+        # A dropped route can leave a TCP connect hanging for minutes; the
+        # report must not, so the probe gets a deadline and finishes alone.
+        worker = threading.Thread(target=probe, name=f"reach-{source}-{dest}", daemon=True)
+        worker.start()
+        worker.join(REACHABILITY_TIMEOUT_S)
+        if answer:
+            return answer[0]
+        return Reachability(False, f"no answer from {dest_uri} within "
+                                   f"{REACHABILITY_TIMEOUT_S:.0f} s")
+
+    def _remove_probe(self, dest: str, name: str) -> None:
+        try:
+            self.conn(dest).undefine_vm(name)
+        except NotFound:
+            pass  # the probe never arrived
+        except FerryError:
+            pass  # the destination is unreachable from here too; nothing was left there
+
+
+def _signature(host: Host | None) -> str | None:
+    if host is None or not host.cpu_model:
+        return None
+    return f"{host.cpu_vendor} {host.cpu_model} {' '.join(host.cpu_features)}"
