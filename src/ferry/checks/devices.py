@@ -133,3 +133,26 @@ def no_block_jobs(facts: PreflightFacts) -> list[Finding]:
         f"a block job (copy, pull or commit) is running on disk(s) {disks} of VM {vm.name}",
         remedy=f"wait for it to finish, or cancel it ('virsh blockjob {vm.name} DISK --abort')",
         objects={"vm": vm.name, "disk": disks})]
+
+
+def no_transient_disks(facts: PreflightFacts) -> list[Finding]:
+    """libvirt refuses to live-migrate a VM with a transient disk.
+
+    The disk's throw-away overlay exists only on the source host, so there is
+    nothing the destination could open; libvirt 9.0 says "migration with
+    transient disk is not supported". ferry refuses before trying.
+    """
+    vm = facts.vm
+    transient = [d for d in vm.disks if d.transient]
+    if not transient:
+        return [Finding("device.no-transient-disk", Status.PASS,
+                        f"no disk of VM {vm.name} is transient (independent non-persistent)",
+                        objects={"vm": vm.name})]
+    return [Finding(
+        "device.transient-disk", Status.ERROR,
+        f"disk {d.target} of VM {vm.name} ({d.source}) is transient: its changes live in an "
+        "overlay on the source host only, and libvirt cannot live-migrate it",
+        remedy="power the VM off and make the disk persistent (remove <transient/>), or move "
+               "it powered off",
+        objects={"vm": vm.name, "disk": d.target, "file": d.source or ""})
+        for d in transient]

@@ -86,6 +86,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 vmotion.no_internal_networks, HOST_LIVE,
                 "the VM has no interface on a libvirt network"),
     Requirement("vm.no-cpu-affinity", "no CPU affinity", devices.no_cpu_affinity, HOST_LIVE),
+    Requirement("device.no-transient-disk", "no transient disk (libvirt cannot move one live)",
+                devices.no_transient_disks, HOST_LIVE),
     Requirement("device.media", "no CD-ROM or floppy mapped to a host device",
                 devices.removable_media, HOST_LIVE, "the VM has no CD-ROM or floppy drive"),
     Requirement("device.block", "block-backed disks exist on the destination",
@@ -99,8 +101,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "VMotion licence: libvirt and QEMU need no licence to migrate a running VM"),
     Requirement("storage.disk-persistent", "the disks to move are persistent",
                 storage.disks_persistent, STORAGE_LIVE, "no disk of the VM is to be moved"),
+    # Cold moves too: the snapshots' metadata stays with the source's libvirt and
+    # internal snapshots would be lost in the copy.
     Requirement("storage.no-snapshots", "the VM has no snapshots", storage.no_snapshots,
-                STORAGE_LIVE),
+                STORAGE_ANY),
     Requirement("storage.raw-device", "raw device mappings: virtual mode copied, physical "
                 "mode mapping only", storage.raw_device_mappings, STORAGE_LIVE,
                 "no block-backed disk is to be moved"),

@@ -23,7 +23,14 @@ from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
-from ferry.errors import FerryError, HostError, InputError, NotFound, RefusedError
+from ferry.errors import (
+    FerryError,
+    HostError,
+    HostUnreachable,
+    InputError,
+    NotFound,
+    RefusedError,
+)
 from ferry.model import VM, Host, Inventory, Job, Network, Phase, Pool
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
@@ -62,6 +69,8 @@ class ControlPlane(FerryService):
 
     # -- connections -----------------------------------------------------
     def _conn(self, host: str) -> HostConnection:
+        if self._closed:
+            raise HostUnreachable(f"ferry is shutting down: no new connection to {host}")
         with self._lock:
             conn = self._conns.get(host)
             if conn is not None:
@@ -114,6 +123,8 @@ class ControlPlane(FerryService):
             with self._lock:
                 hosts, self._dirty_hosts = self._dirty_hosts, set()
             for host in hosts:
+                if self._closed:
+                    return  # the store and connections are gone; nothing to refresh into
                 try:
                     self._refresh_vms(host)
                 except FerryError:

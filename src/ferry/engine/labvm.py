@@ -105,6 +105,9 @@ def delete_lab_vm(conn: HostConnection, vm: VM, pools: list[Pool]) -> None:
     """
     if vm.state is not VMState.SHUTOFF:
         conn.destroy_vm(vm.name)
+        # Read the disks again once it is off: a running VM's transient disk shows
+        # its throw-away overlay, not the volume that belongs to the VM.
+        vm = conn.get_vm(vm.name) or vm
     conn.undefine_vm(vm.name)
     for disk in vm.disks:
         if disk.device != "disk" or not disk.source:

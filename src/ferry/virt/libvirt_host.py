@@ -286,7 +286,12 @@ class LibvirtHost:
 
     def undefine_vm(self, name: str) -> None:
         dom = self._domain(name)
-        self._call(f"undefine VM {name}", lambda: dom.undefineFlags(0))
+        # Snapshot and checkpoint metadata belong to the definition: without these
+        # flags libvirt refuses to undefine a VM that has any.
+        flags = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                 | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                 | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        self._call(f"undefine VM {name}", lambda: dom.undefineFlags(flags))
 
     def start_vm(self, name: str) -> None:
         dom = self._domain(name)
