@@ -233,3 +233,34 @@ def test_check_reports_every_requirement(lab: LabEnv, make_vm: Callable[..., Non
         assert always in rows, always
     assert lab.ferry("check", "rows1", "--host", "host9").code == 2
     assert lab.ferry("check", "ghost", "--host", "host2").code == 2
+
+
+def test_cpu_feature_missing_on_destination(lab: LabEnv, make_vm: Callable[..., None]) -> None:
+    from ferry.lab.cpu import hide_cpu_features, restore_cpu
+
+    make_vm("cpu1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "0", "--workload", "heartbeat")
+    vm_cpu = ET.fromstring(lab.virsh("host1", "dumpxml", "cpu1").stdout).find("cpu")
+    assert vm_cpu is not None
+    model = vm_cpu.findtext("model") or ""
+    # Hide a feature the VM's CPU model needs: ask host1's libvirt which one it has.
+    needed = "aes" if model in ("Westmere", "SandyBridge", "IvyBridge") else "sse4.2"
+    hide_cpu_features("host3", [needed])
+    try:
+        code, rows = check(lab, "cpu1", "--host", "host3")
+        assert code == 4 and errors(rows) == {"cpu.incompatible"}, {
+            k: v for k, v in rows.items() if k.startswith("cpu")}
+        finding = rows["cpu.incompatible"][0]
+        assert needed in str(finding["message"]) and finding["objects"]["vm"] == "cpu1"
+        # No bypass here: the lab hides the feature from host3's libvirt only, and
+        # QEMU's software CPU still emulates it, so libvirt's own migration would
+        # succeed in the lab where an older real CPU would make the guest fail.
+        assert lab.domains("host1").get("cpu1") == "running"
+        assert "cpu1" not in lab.domains("host3")
+        # Another host with the feature is fine.
+        assert check(lab, "cpu1", "--host", "host2")[0] == 0
+    finally:
+        restore_cpu("host3")
+    assert check(lab, "cpu1", "--host", "host3")[0] == 0
+    assert lab.ferry("migrate", "cpu1", "--host", "host3").code == 0
+    assert lab.domains("host3").get("cpu1") == "running"

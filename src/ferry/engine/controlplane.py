@@ -73,8 +73,11 @@ class ControlPlane(FerryService):
             raise HostUnreachable(f"ferry is shutting down: no new connection to {host}")
         with self._lock:
             conn = self._conns.get(host)
-            if conn is not None:
+        if conn is not None:
+            if conn.alive():
                 return conn
+            self._drop(host)  # libvirtd restarted or the link dropped: open anew
+        with self._lock:
             record = self._host_record(host)
         conn = self._connector(record.name, record.uri)
         conn.subscribe_lifecycle(self._on_lifecycle)

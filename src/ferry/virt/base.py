@@ -164,6 +164,10 @@ class HostConnection(Protocol):
         """
         ...
 
+    def alive(self) -> bool:
+        """Whether the connection still works (keepalive has not given up on it)."""
+        ...
+
     def close(self) -> None: ...
 
 

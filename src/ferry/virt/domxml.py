@@ -175,7 +175,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
     cpu = ""
     if spec.cpu_model:
         cpu = (
-            "  <cpu mode='custom' match='exact' check='none'>\n"
+            "  <cpu mode='custom' match='exact' check='partial'>\n"
             f"    <model fallback='forbid'>{escape(spec.cpu_model)}</model>\n"
             "  </cpu>\n"
         )

@@ -190,5 +190,8 @@ class FakeHost:
             return Reachability(True, f"{self.name} reached {peer}")
         return Reachability(False, f"{self.name} cannot reach {peer}")
 
+    def alive(self) -> bool:
+        return True
+
     def close(self) -> None:
         return None
