@@ -235,32 +235,47 @@ def test_check_reports_every_requirement(lab: LabEnv, make_vm: Callable[..., Non
     assert lab.ferry("check", "ghost", "--host", "host2").code == 2
 
 
-def test_cpu_feature_missing_on_destination(lab: LabEnv, make_vm: Callable[..., None]) -> None:
-    from ferry.lab.cpu import hide_cpu_features, restore_cpu
+def test_block_disk_needs_the_same_device_on_destination(
+    lab: LabEnv, custom_vm: Callable[..., str], tmp_path: Path
+) -> None:
+    from ferry.lab import layout
+    from ferry.lab.lab import local_datastore_dir
 
-    make_vm("cpu1", "--host", "host1", "--datastore", "shared", "--memory", "128",
-            "--disk", "0", "--workload", "heartbeat")
-    vm_cpu = ET.fromstring(lab.virsh("host1", "dumpxml", "cpu1").stdout).find("cpu")
-    assert vm_cpu is not None
-    model = vm_cpu.findtext("model") or ""
-    # Hide a feature the VM's CPU model needs: ask host1's libvirt which one it has.
-    needed = "aes" if model in ("Westmere", "SandyBridge", "IvyBridge") else "sse4.2"
-    hide_cpu_features("host3", [needed])
+    # A "LUN": a loop device, presented to host1 under a path only host1 has.
+    image = tmp_path / "lun.img"
+    image.write_bytes(b"\0" * 16 * 2**20)
+    loop = subprocess.run(["losetup", "--find", "--show", str(image)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    device = f"{layout.LOCAL_DATASTORE_MOUNTPOINT}/rdm0"
+    links = [local_datastore_dir(h) / "rdm0" for h in ("host1", "host2")]
+    links[0].symlink_to(loop)
     try:
-        code, rows = check(lab, "cpu1", "--host", "host3")
-        assert code == 4 and errors(rows) == {"cpu.incompatible"}, {
-            k: v for k, v in rows.items() if k.startswith("cpu")}
-        finding = rows["cpu.incompatible"][0]
-        assert needed in str(finding["message"]) and finding["objects"]["vm"] == "cpu1"
-        # No bypass here: the lab hides the feature from host3's libvirt only, and
-        # QEMU's software CPU still emulates it, so libvirt's own migration would
-        # succeed in the lab where an older real CPU would make the guest fail.
-        assert lab.domains("host1").get("cpu1") == "running"
-        assert "cpu1" not in lab.domains("host3")
-        # Another host with the feature is fine.
-        assert check(lab, "cpu1", "--host", "host2")[0] == 0
+        def block_disk(root: ET.Element) -> None:
+            devices = root.find("devices")
+            assert devices is not None
+            disk = ET.SubElement(devices, "disk", type="block", device="disk")
+            ET.SubElement(disk, "driver", name="qemu", type="raw", cache="none", io="native")
+            ET.SubElement(disk, "source", dev=device)
+            ET.SubElement(disk, "target", dev="vdb", bus="virtio")
+
+        vm = custom_vm("rdm1", "host1", block_disk)
+        code, rows = check(lab, vm, "--host", "host2")
+        assert code == 4 and errors(rows) == {"device.block-missing"}, errors(rows)
+        finding = rows["device.block-missing"][0]
+        assert finding["objects"]["device"] == device and finding["objects"]["host"] == "host2"
+        # libvirt, bypassing ferry: the destination cannot open the device.
+        attempt = bypass_migrate(lab, vm, "host1", 2)
+        assert attempt.returncode != 0 and "rdm0" in attempt.stderr
+        assert lab.domains("host1").get(vm) == "running" and vm not in lab.domains("host2")
+        # Made right: the same LUN presented to host2 under the same path.
+        links[1].symlink_to(loop)
+        code, rows = check(lab, vm, "--host", "host2")
+        assert code == 0, errors(rows)
+        assert rows["device.block-present"][0]["objects"]["device"] == device
+        assert lab.ferry("migrate", vm, "--host", "host2").code == 0
+        assert lab.domains("host2").get(vm) == "running"
     finally:
-        restore_cpu("host3")
-    assert check(lab, "cpu1", "--host", "host3")[0] == 0
-    assert lab.ferry("migrate", "cpu1", "--host", "host3").code == 0
-    assert lab.domains("host3").get("cpu1") == "running"
+        lab.ferry("vm", "delete", "rdm1")
+        for link in links:
+            link.unlink(missing_ok=True)
+        subprocess.run(["losetup", "-d", loop], check=False)

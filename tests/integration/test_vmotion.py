@@ -107,7 +107,8 @@ def test_refusals_name_the_object_and_change_nothing(
         cases = [
             (["cold1", "host2"], 4, ["vm.not-running", "cold1", "shutoff"]),
             (["local1", "host2"], 4, ["storage.not-shared", "local1-disk0", "local@host1"]),
-            (["iso1", "host1"], 4, ["network.missing", "'Isolated'", "host1"]),
+            (["iso1", "host1"], 4, ["network.missing", "network.internal-only", "'Isolated'",
+                                    "host1"]),
             (["case1", "host2"], 4, ["network.case-mismatch", "'Testnet'", "'testnet'"]),
             (["local1", "host1"], 2, ["already runs on host1"]),
             (["local1", "host9"], 2, ["no host named host9"]),
@@ -119,6 +120,15 @@ def test_refusals_name_the_object_and_change_nothing(
             for word in words:
                 assert word in result.err, (vm, host, word, result.err)
         assert lab.snapshot() == before
+        # libvirt itself, bypassing ferry, cannot move the VM whose disk is local:
+        # refused as unsafe, and with --unsafe the destination cannot open the disk.
+        peer = "qemu+tls://198.18.0.12/system"
+        for flags in ((), ("--unsafe",)):
+            attempt = lab.virsh("host1", "migrate", "--live", "--p2p", "--persistent",
+                                "--undefinesource", *flags, "local1", peer, check=False)
+            assert attempt.returncode != 0, flags
+        assert lab.domains("host1").get("local1") == "running"
+        assert "local1" not in lab.domains("host2")
         refused = {"cold1", "local1", "iso1", "case1", "ghost"}
         assert not [j for j in FerryClient().list_jobs() if j.vm in refused]  # no job created
     finally:

@@ -288,6 +288,9 @@ def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
         _out(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
         return 0
     _err(f"migrating {job.vm} {job.source_host} -> {job.dest_host} (job {job.id})")
+    for event in job.events:
+        for warning in event.data.get("warnings") or ():
+            _err(f"  [WARNING] {warning.get('code')}  {warning.get('message')}")
     try:
         job = wait_for_job(ctx, job)
     except KeyboardInterrupt:

@@ -241,6 +241,11 @@ def job_report(job: JobOut) -> str:
     if data is not None or iterations is not None:
         iters = f" in {int(iterations)} iterations" if iterations is not None else ""
         out.append(f"  data sent      {human_bytes(data)}{iters}")
+    warnings = r.get("warnings") or []
+    if warnings:
+        out.append("  pre-flight warnings:")
+        out += [f"    - {w.get('code')}: {w.get('message')}" for w in warnings
+                if isinstance(w, dict)]
     actions = r.get("policy_actions") or []
     if actions:
         out.append("  policy actions:")

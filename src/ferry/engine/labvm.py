@@ -100,8 +100,9 @@ def create_lab_vm(
 def delete_lab_vm(conn: HostConnection, vm: VM, pools: list[Pool]) -> None:
     """Power off, undefine, then delete the VM's disks that are volumes of a datastore.
 
-    Only ``device='disk'`` files are removed: kernels, initrds and ISOs may be
-    shared by other VMs, and a file outside every datastore is not ferry's.
+    Only file-backed ``device='disk'`` disks are removed: kernels, initrds and
+    ISOs may be shared by other VMs, a block device is a LUN ferry did not
+    make, and a file outside every datastore is not ferry's.
     """
     if vm.state is not VMState.SHUTOFF:
         conn.destroy_vm(vm.name)
@@ -110,8 +111,8 @@ def delete_lab_vm(conn: HostConnection, vm: VM, pools: list[Pool]) -> None:
         vm = conn.get_vm(vm.name) or vm
     conn.undefine_vm(vm.name)
     for disk in vm.disks:
-        if disk.device != "disk" or not disk.source:
-            continue
+        if disk.device != "disk" or disk.source_type != "file" or not disk.source:
+            continue  # block devices (RDMs) and media belong to the admin, not to the VM
         pool = pool_holding(pools, disk.source)
         if pool is not None:
             conn.delete_volume(pool.name, disk.source.rsplit("/", 1)[-1])

@@ -73,6 +73,15 @@ class FactGatherer:
             link = self._link(host, settings.get(host))
             if link is not None:
                 links[host] = link
+        block_devices: dict[str, bool] = {}
+        if request.kind in (MoveKind.HOST, MoveKind.BOTH, MoveKind.COLD) and dest != source:
+            for disk in vm.disks:
+                if disk.source_type == "block" and disk.source and disk.device in ("disk", "lun"):
+                    try:
+                        block_devices[disk.source] = self.conn(dest).block_device_present(
+                            disk.source)
+                    except FerryError:
+                        continue  # not verified: the check says so
         block_jobs: tuple[str, ...] = ()
         if vm.state is VMState.RUNNING:
             try:
@@ -94,6 +103,7 @@ class FactGatherer:
             dest_cpu_signature=_signature(dest_host),
             reachability=reach,
             links=links,
+            block_devices_on_dest=block_devices,
             block_jobs=block_jobs,
             migrations_running=dict(migrations_running),
             encrypted_transport=False,

@@ -155,6 +155,10 @@ class HostConnection(Protocol):
         """Disk targets of VM ``name`` with a block job (copy, commit, pull) running."""
         ...
 
+    def block_device_present(self, path: str) -> bool:
+        """Whether this host has the block device (or its symlink) at ``path``."""
+        ...
+
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         """Whether this host's libvirtd can reach the libvirtd at ``peer_uri``.
 

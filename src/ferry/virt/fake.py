@@ -62,6 +62,7 @@ class FakeHost:
         self.busy_disks: list[str] = []
         self.reachable_peers: set[str] | None = None  # None: every peer answers
         self.cpu_features: tuple[str, ...] = ("sse2", "vmx")
+        self.block_devices: set[str] = set()
         self._current: MigrationStats | None = None
         world.hosts[name] = self
 
@@ -183,6 +184,9 @@ class FakeHost:
 
     def block_jobs(self, name: str) -> list[str]:
         return list(self.busy_disks)
+
+    def block_device_present(self, path: str) -> bool:
+        return path in self.block_devices
 
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         peer = urlsplit(peer_uri).hostname or ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -436,6 +437,40 @@ class LibvirtHost:
             if info:
                 busy.append(dev)
         return busy
+
+    def block_device_present(self, path: str) -> bool:
+        # libvirt has no "stat this path" call; a device is visible to it as a
+        # volume of a pool on its folder: an existing pool if there is one
+        # (libvirt refuses a second pool on the same folder), else a throw-away one.
+        directory, _, name = path.rpartition("/")
+        for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
+                libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
+            if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
+                    == directory:
+                self._call("refresh pool", partial(pool.refresh, 0))
+                return self._has_volume(pool, name)
+        xml = (f"<pool type='dir'><name>ferry-probe-{uuid.uuid4().hex[:12]}</name>"
+               f"<target><path>{escape(directory)}</path></target></pool>")
+        try:
+            probe = self._conn.storagePoolCreateXML(xml, 0)
+        except libvirt.libvirtError:
+            return False  # no such folder on this host
+        try:
+            return self._has_volume(probe, name)
+        finally:
+            try:
+                probe.destroy()
+            except libvirt.libvirtError:
+                pass  # a transient pool that is already gone
+
+    def _has_volume(self, pool: Any, name: str) -> bool:
+        try:
+            pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise translate(err, f"host {self.name}: volume {name}") from err
+        return True
 
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         # An offline peer-to-peer migration of an empty definition: this host's
