@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ferry.model import VM, Inventory
+from ferry.model import VM, Host, Inventory
 
 
 class MoveKind(StrEnum):
@@ -78,6 +78,19 @@ class HostSettings:
     max_migrations: int = 2
     memory_limit_mib: int | None = None
     maintenance: bool = False
+
+    @classmethod
+    def of(cls, host: Host) -> HostSettings:
+        """The settings recorded on a registered host."""
+        return cls(
+            migration_enabled=host.migration_enabled,
+            migration_address=host.migration_address,
+            migration_interface=host.migration_interface,
+            migration_network_isolated=host.migration_network_isolated,
+            max_migrations=host.max_migrations,
+            memory_limit_mib=host.memory_limit_mib,
+            maintenance=host.maintenance,
+        )
 
 
 @dataclass(frozen=True)

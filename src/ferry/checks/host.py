@@ -20,17 +20,7 @@ def settings_for(facts: PreflightFacts, host: str) -> HostSettings:
     if declared is not None:
         return declared
     record = facts.inventory.hosts.get(host)
-    if record is None:
-        return HostSettings()
-    return HostSettings(
-        migration_enabled=record.migration_enabled,
-        migration_address=record.migration_address,
-        migration_interface=record.migration_interface,
-        migration_network_isolated=record.migration_network_isolated,
-        max_migrations=record.max_migrations,
-        memory_limit_mib=record.memory_limit_mib,
-        maintenance=record.maintenance,
-    )
+    return HostSettings() if record is None else HostSettings.of(record)
 
 
 def pair(facts: PreflightFacts) -> tuple[str, str]:

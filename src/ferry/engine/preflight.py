@@ -31,18 +31,6 @@ REACHABILITY_TTL_S = 30.0  # a path that worked half a minute ago is still the b
 REACHABILITY_TIMEOUT_S = 8.0
 
 
-def settings_of(host: Host) -> HostSettings:
-    return HostSettings(
-        migration_enabled=host.migration_enabled,
-        migration_address=host.migration_address,
-        migration_interface=host.migration_interface,
-        migration_network_isolated=host.migration_network_isolated,
-        max_migrations=host.max_migrations,
-        memory_limit_mib=host.memory_limit_mib,
-        maintenance=host.maintenance,
-    )
-
-
 def committed(inventory: Inventory, host: str, exclude: str) -> tuple[int, int]:
     """(MiB, vCPUs) of the VMs running on ``host``, leaving out the one being moved."""
     running = [vm for vm in inventory.vms.values()
@@ -61,7 +49,7 @@ class FactGatherer:
         source = vm.host
         dest = request.dest_host or vm.host
         hosts = {source, dest}
-        settings = {h: settings_of(inventory.hosts[h]) for h in hosts if h in inventory.hosts}
+        settings = {h: HostSettings.of(inventory.hosts[h]) for h in hosts if h in inventory.hosts}
         live_host_move = request.kind in (MoveKind.HOST, MoveKind.BOTH) and dest != source
         cpu: CpuVerdict | None = None
         reach: Reachability | None = None
