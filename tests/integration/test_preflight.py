@@ -279,3 +279,29 @@ def test_block_disk_needs_the_same_device_on_destination(
         for link in links:
             link.unlink(missing_ok=True)
         subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_cpu_feature_missing_on_destination(lab: LabEnv, make_vm: Callable[..., None]) -> None:
+    from ferry.lab.cpu import hide_cpu_features, restore_cpu
+
+    make_vm("cpu1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "0", "--workload", "heartbeat")
+    vm_cpu = ET.fromstring(lab.virsh("host1", "dumpxml", "cpu1").stdout).find("cpu")
+    assert vm_cpu is not None and vm_cpu.findtext("model") == "Westmere", "model changed?"
+    hide_cpu_features("host3", ["aes"])  # Westmere has AES-NI; host3 now does not
+    try:
+        code, rows = check(lab, "cpu1", "--host", "host3")
+        assert code == 4 and errors(rows) == {"cpu.incompatible"}, rows.get("host.unreachable")
+        finding = rows["cpu.incompatible"][0]
+        assert "aes" in str(finding["message"]) and finding["objects"]["vm"] == "cpu1"
+        # libvirt, bypassing ferry: the destination's QEMU has no AES for the guest.
+        attempt = bypass_migrate(lab, "cpu1", "host1", 3)
+        assert attempt.returncode != 0 and "aes" in attempt.stderr, attempt.stderr
+        assert lab.domains("host1").get("cpu1") == "running"
+        assert "cpu1" not in lab.domains("host3")
+        assert check(lab, "cpu1", "--host", "host2")[0] == 0  # a host with AES is fine
+    finally:
+        restore_cpu("host3")
+    assert check(lab, "cpu1", "--host", "host3")[0] == 0
+    assert lab.ferry("migrate", "cpu1", "--host", "host3").code == 0
+    assert lab.domains("host3").get("cpu1") == "running"

@@ -7,6 +7,7 @@ commands run directly rather than through the API.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from ferry.cli.main import Commands, Context
@@ -59,6 +60,22 @@ def _down(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _cpu(args: argparse.Namespace, ctx: Context) -> int:
+    from ferry.lab.cpu import hide_cpu_features, restore_cpu
+
+    if args.restore:
+        restore_cpu(args.host)
+        print(f"lab: {args.host} offers its full CPU again")
+        return 0
+    features = [f for f in (args.hide or "").split(",") if f]
+    if not features:
+        print("ferry: error: give --hide FEATURE[,FEATURE] or --restore", file=sys.stderr)
+        return 2
+    hide_cpu_features(args.host, features)
+    print(f"lab: {args.host}'s QEMU now offers a CPU without {', '.join(features)}")
+    return 0
+
+
 def register(commands: Commands) -> None:
     up = commands.add("up", _up, "Build the lab: N libvirt hosts on this machine", group="lab")
     up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
@@ -66,3 +83,7 @@ def register(commands: Commands) -> None:
     up.add_argument("--mtu", type=int, default=1500, help="migration network MTU")
     commands.add("status", _status, "Show the lab's hosts and whether they answer", group="lab")
     commands.add("down", _down, "Remove everything the lab made", group="lab")
+    cpu = commands.add("cpu", _cpu, "Give one lab host an older CPU", group="lab")
+    cpu.add_argument("host")
+    cpu.add_argument("--hide", help="comma list of CPU features the host should lack, e.g. aes")
+    cpu.add_argument("--restore", action="store_true", help="give the host its full CPU back")

@@ -302,11 +302,32 @@ def prepare_host_files(host: LabHostLayout, ca: tls.Issued) -> None:
     mounts.append((host.local_datastore_dir, layout.LOCAL_DATASTORE_MOUNTPOINT))
     lines = ["#!/bin/sh", "set -e"]
     lines += [f"mount --bind {shlex.quote(str(s))} {shlex.quote(str(d))}" for s, d in mounts]
+    # An older CPU for this host only (ferry.lab.cpu): its QEMU, seen through this
+    # mount namespace alone, is a wrapper that switches CPU features off.
+    wrapper, real = shlex.quote(str(qemu_wrapper(host))), shlex.quote(str(qemu_real(host)))
+    lines += [
+        f"if [ -x {wrapper} ]; then",
+        f"  touch {real}",
+        f"  mount --bind {QEMU_BINARY} {real}",
+        f"  mount --bind {wrapper} {QEMU_BINARY}",
+        "fi",
+    ]
     lines.append(
         f"exec libvirtd --listen --pid-file {shlex.quote(str(pid_file(host)))}"
         " -f /etc/libvirt/libvirtd.conf"
     )
     (root / "start.sh").write_text("\n".join(lines) + "\n")
+
+
+QEMU_BINARY = "/usr/bin/qemu-system-x86_64"
+
+
+def qemu_wrapper(host: LabHostLayout) -> Path:
+    return host.root_dir / "qemu-older-cpu"
+
+
+def qemu_real(host: LabHostLayout) -> Path:
+    return host.root_dir / "qemu-real"
 
 
 def start_libvirtd(host: LabHostLayout) -> int:

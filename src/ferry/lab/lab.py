@@ -382,3 +382,16 @@ def wait_healthy(timeout: float = 60.0) -> LabState:
 def local_datastore_dir(host_name: str) -> Path:
     """Root-namespace path of a host's private local datastore (for inspection)."""
     return hostlib.host_layout(host_name).local_datastore_dir
+
+
+def restart_libvirtd(host_name: str) -> None:
+    """Restart one host's libvirtd; its running VMs keep running and are picked up again."""
+    with _locked():
+        state = _require_state()
+        host = state.host(host_name)
+        lay = LabHostLayout(host.index)
+        if host.libvirtd_pid is not None:
+            hostlib.kill_pid(host.libvirtd_pid)
+        host.libvirtd_pid = hostlib.start_libvirtd(lay)
+        hostlib.wait_ready(lay, host.libvirtd_pid)
+        _save_state(state)
