@@ -305,3 +305,93 @@ def test_cpu_feature_missing_on_destination(lab: LabEnv, make_vm: Callable[..., 
     assert check(lab, "cpu1", "--host", "host3")[0] == 0
     assert lab.ferry("migrate", "cpu1", "--host", "host3").code == 0
     assert lab.domains("host3").get("cpu1") == "running"
+
+
+def test_running_block_job_refused_like_libvirt_does(
+    lab: LabEnv, make_vm: Callable[..., None]
+) -> None:
+    make_vm("job1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "16", "--workload", "heartbeat")
+    target = "/var/lib/ferry-lab/datastores/shared/job1-mirror.qcow2"
+    # A mirror left running (no pivot): the disk is busy with a block job.
+    lab.virsh("host1", "blockcopy", "job1", "vda", target, "--transient-job", "--wait",
+              "--verbose", "--timeout", "60")
+    try:
+        code, rows = check(lab, "job1", "--host", "host2")
+        assert code == 4 and errors(rows) == {"vm.block-job-running"}
+        assert rows["vm.block-job-running"][0]["objects"]["disk"] == "vda"
+        attempt = bypass_migrate(lab, "job1", "host1", 2)
+        assert attempt.returncode != 0 and "block job" in attempt.stderr.lower()
+        assert lab.domains("host1").get("job1") == "running"
+    finally:
+        lab.virsh("host1", "blockjob", "job1", "vda", "--abort", check=False)
+        Path(target).unlink(missing_ok=True)
+    assert check(lab, "job1", "--host", "host2")[0] == 0
+    assert lab.ferry("migrate", "job1", "--host", "host2").code == 0
+
+
+def test_network_not_started_on_destination(lab: LabEnv, make_vm: Callable[..., None],
+                                            tmp_path: Path) -> None:
+    xml = tmp_path / "backup.xml"
+    xml.write_text("<network><name>Backup</name><forward mode='bridge'/>"
+                   "<bridge name='prod0'/></network>")
+    for host in ("host1", "host2"):
+        lab.virsh(host, "net-define", str(xml))
+    lab.virsh("host1", "net-start", "Backup")  # defined on host2 but not started
+    try:
+        assert lab.ferry("refresh").code == 0
+        make_vm("net1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+                "--disk", "0", "--workload", "heartbeat", "--network", "Backup")
+        code, rows = check(lab, "net1", "--host", "host2")
+        assert code == 4 and errors(rows) == {"network.inactive"}
+        assert rows["network.inactive"][0]["objects"]["network"] == "Backup"
+        attempt = bypass_migrate(lab, "net1", "host1", 2)
+        assert attempt.returncode != 0 and "Backup" in attempt.stderr
+        assert lab.domains("host1").get("net1") == "running"
+        # Made right: started on host2; ferry allows and the move works.
+        lab.virsh("host2", "net-start", "Backup")
+        assert lab.ferry("refresh").code == 0
+        assert check(lab, "net1", "--host", "host2")[0] == 0
+        assert lab.ferry("migrate", "net1", "--host", "host2").code == 0
+        assert lab.domains("host2").get("net1") == "running"
+    finally:
+        lab.ferry("vm", "delete", "net1")
+        for host in ("host1", "host2"):
+            lab.virsh(host, "net-destroy", "Backup", check=False)
+            lab.virsh(host, "net-undefine", "Backup", check=False)
+
+
+def test_internal_only_network_refused_until_uplinked(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+) -> None:
+    # The same internal-only network on host2, so only the seed's rule stands in the way.
+    xml = tmp_path / "isolated.xml"
+    xml.write_text("<network><name>Isolated</name><bridge name='isol0'/></network>")
+    lab.virsh("host2", "net-define", str(xml))
+    lab.virsh("host2", "net-start", "Isolated")
+    try:
+        assert lab.ferry("refresh").code == 0
+        make_vm("iso2", "--host", "host3", "--datastore", "shared", "--memory", "128",
+                "--disk", "0", "--workload", "none", "--network", "Isolated")
+        code, rows = check(lab, "iso2", "--host", "host2")
+        assert code == 4 and errors(rows) == {"network.internal-only"}
+        assert rows["network.internal-only"][0]["objects"]["network"] == "Isolated"
+        # Made right: its NIC moved to Production, which has an uplink on every host
+        # (powered off: the lab guest does not cooperate with hot-unplug).
+        mac = ET.fromstring(lab.virsh("host3", "dumpxml", "iso2").stdout).find(
+            "devices/interface/mac")
+        assert mac is not None
+        assert lab.ferry("vm", "stop", "iso2", "--force").code == 0
+        lab.virsh("host3", "detach-interface", "iso2", "network", "--mac", mac.get("address", ""),
+                  "--config")
+        lab.virsh("host3", "attach-interface", "iso2", "network", "Production", "--model",
+                  "virtio", "--config")
+        assert lab.ferry("vm", "start", "iso2").code == 0
+        code, rows = check(lab, "iso2", "--host", "host2")
+        assert code == 0, errors(rows)
+        assert lab.ferry("migrate", "iso2", "--host", "host2").code == 0
+        assert lab.domains("host2").get("iso2") == "running"
+    finally:
+        lab.ferry("vm", "delete", "iso2")
+        lab.virsh("host2", "net-destroy", "Isolated", check=False)
+        lab.virsh("host2", "net-undefine", "Isolated", check=False)

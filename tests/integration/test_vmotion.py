@@ -131,7 +131,22 @@ def test_refusals_name_the_object_and_change_nothing(
         assert "local1" not in lab.domains("host2")
         refused = {"cold1", "local1", "iso1", "case1", "ghost"}
         assert not [j for j in FerryClient().list_jobs() if j.vm in refused]  # no job created
+        # libvirt itself, bypassing ferry, finds no 'Testnet' on host2 either.
+        attempt = lab.virsh("host1", "migrate", "--live", "--p2p", "--persistent",
+                            "--undefinesource", "--unsafe", "case1", peer, check=False)
+        assert attempt.returncode != 0 and "Testnet" in attempt.stderr
+        # Made right: host2 spells the network as host1 does; the move goes through.
+        lab.virsh("host2", "net-destroy", "testnet")
+        lab.virsh("host2", "net-undefine", "testnet")
+        fixed = tmp_path / "fixed.xml"
+        fixed.write_text(TESTNET.format(name="Testnet", bridge="prod0"))
+        lab.virsh("host2", "net-define", str(fixed))
+        lab.virsh("host2", "net-start", "Testnet")
+        assert lab.ferry("refresh").code == 0
+        moved = lab.ferry("migrate", "case1", "--host", "host2")
+        assert moved.code == 0, moved.err
+        assert lab.domains("host2").get("case1") == "running"
     finally:
-        for host, name in (("host1", "Testnet"), ("host2", "testnet")):
+        for host, name in (("host1", "Testnet"), ("host2", "testnet"), ("host2", "Testnet")):
             lab.virsh(host, "net-destroy", name, check=False)
             lab.virsh(host, "net-undefine", name, check=False)
