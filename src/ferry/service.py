@@ -137,8 +137,13 @@ class FerryService:
         raise NotImplementedError
 
     # Migration jobs
-    def start_migration(self, vm: str, dest_host: str) -> Job:
-        """Validates, refuses (RefusedError listing every reason) or queues a job."""
+    def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
+                        disk_format: str = "same", disks: tuple[str, ...] = ()) -> Job:
+        """Validates, refuses (RefusedError listing every reason) or starts a job.
+
+        ``dest_host`` alone: live migration; ``dest_datastore`` alone: live
+        storage migration on the VM's host.
+        """
         raise NotImplementedError
 
     def list_jobs(self, limit: int = 100) -> list[Job]:

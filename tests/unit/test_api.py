@@ -101,7 +101,9 @@ class FakeService(FerryService):
         self.calls.append(("power", (vm, action)))
         return self.get_vm(vm)
 
-    def start_migration(self, vm: str, dest_host: str) -> Job:
+    def start_migration(self, vm: str, dest_host: str | None,
+                        dest_datastore: str | None = None, disk_format: str = "same",
+                        disks: tuple[str, ...] = ()) -> Job:
         if vm == "web2":
             raise RefusedError(f"migration of {vm} to {dest_host} refused", REFUSAL)
         self.get_vm(vm)

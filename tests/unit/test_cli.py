@@ -81,7 +81,9 @@ class ScriptedService(FerryService):
         self.created.append(request)
         return replace(VM1, name=request.name)
 
-    def start_migration(self, vm: str, dest_host: str) -> Job:
+    def start_migration(self, vm: str, dest_host: str | None,
+                        dest_datastore: str | None = None, disk_format: str = "same",
+                        disks: tuple[str, ...] = ()) -> Job:
         if vm == "web2":
             raise RefusedError(f"cannot migrate {vm} to {dest_host}", FINDINGS)
         self.get_vm(vm)

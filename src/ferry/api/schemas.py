@@ -227,7 +227,10 @@ class PowerRequest(BaseModel):
 
 class MigrationCreate(BaseModel):
     vm: str = Field(min_length=1)
-    host: str = Field(min_length=1)
+    host: str | None = Field(default=None, min_length=1)
+    datastore: str | None = Field(default=None, min_length=1)
+    disk_format: Literal["same", "thin", "thick-lazy"] = "same"
+    disks: list[str] = []
 
 
 class HostUpdate(BaseModel):

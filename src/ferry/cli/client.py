@@ -212,9 +212,11 @@ class FerryClient:
         return self._many(NetworkOut, self._request("GET", "/networks"))
 
     # ------------------------------------------------------------ migration
-    def migrate(self, vm: str, host: str) -> JobOut:
-        data = self._request("POST", "/migrations", json={"vm": vm, "host": host})
-        return self._one(JobOut, data)
+    def migrate(self, vm: str, host: str | None, datastore: str | None = None,
+                disk_format: str = "same", disks: list[str] | None = None) -> JobOut:
+        body = {"vm": vm, "host": host, "datastore": datastore, "disk_format": disk_format,
+                "disks": disks or []}
+        return self._one(JobOut, self._request("POST", "/migrations", json=body))
 
     def list_jobs(self, limit: int = 100) -> list[JobOut]:
         return self._many(JobOut, self._request("GET", "/jobs", params={"limit": limit}))

@@ -283,11 +283,13 @@ def _finish(job: JobOut, as_json: bool) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
-    job = ctx.client.migrate(args.vm, args.host)
+    job = ctx.client.migrate(args.vm, args.host, args.datastore, args.format,
+                             args.disk.split(",") if args.disk else None)
     if args.no_wait:
         _out(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
         return 0
-    _err(f"migrating {job.vm} {job.source_host} -> {job.dest_host} (job {job.id})")
+    where = job.dest_host if job.dest_host != job.source_host else f"datastore {args.datastore}"
+    _err(f"migrating {job.vm} {job.source_host} -> {where} (job {job.id})")
     for event in job.events:
         for warning in event.data.get("warnings") or ():
             _err(f"  [WARNING] {warning.get('code')}  {warning.get('message')}")
@@ -363,9 +365,14 @@ def _register_builtin(c: Commands) -> None:
     c.group("network", "Virtual networks on hosts")
     c.add("list", cmd_network_list, "List networks", group="network")
 
-    p = c.add("migrate", cmd_migrate, "Live-migrate a VM to another host")
+    p = c.add("migrate", cmd_migrate,
+              "Live-migrate a VM to another host, or its disks to another datastore")
     p.add_argument("vm")
-    p.add_argument("--host", required=True, metavar="DEST")
+    p.add_argument("--host", metavar="DEST", help="destination host (VMotion)")
+    p.add_argument("--datastore", help="destination datastore on the VM's host (Storage VMotion)")
+    p.add_argument("--format", default="same", choices=["same", "thin", "thick-lazy"],
+                   help="disk format on the new datastore")
+    p.add_argument("--disk", help="comma list of disks to move (default: every file disk)")
     p.add_argument("--no-wait", action="store_true", help="print the job and return")
     p.add_argument("--json", action="store_true", help="print the final job as JSON")
 

@@ -195,6 +195,14 @@ def progress_line(job: JobOut, width: int = 20) -> str:
     p = job.progress
     phase = str(p.get("phase") or job.phase or job.state.value)
     parts = [phase]
+    disks = p.get("disks")
+    if isinstance(disks, dict) and disks:
+        # A storage move: one figure per disk, and the copy's mode.
+        for target, d in sorted(disks.items()):
+            if isinstance(d, dict):
+                parts.append(f"{target} {human_bytes(d.get('copied'))}/"
+                             f"{human_bytes(d.get('total'))} ({d.get('mode')})")
+        return "  ".join(parts)
     total = _num(p, "memory_total")
     done = _num(p, "memory_processed")
     if total and done is not None:

@@ -22,6 +22,7 @@ from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
+from ferry.engine.svmotion import SUPPORTED_FORMATS, StorageVMotion
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import (
     FerryError,
@@ -346,8 +347,16 @@ class ControlPlane(FerryService):
         return self._host_view(self._host_record(name))
 
     # -- migration -------------------------------------------------------
-    def start_migration(self, vm: str, dest_host: str) -> Job:
+    def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
+                        disk_format: str = "same", disks: tuple[str, ...] = ()) -> Job:
         current = self.get_vm(vm)
+        if dest_datastore is not None:
+            if dest_host not in (None, current.host):
+                raise InputError("moving a VM to another host and datastore at once is not "
+                                 "available yet: move its disks first, then the VM")
+            return self._start_storage_move(current, dest_datastore, disk_format, disks)
+        if dest_host is None:
+            raise InputError("say where to move the VM: --host, --datastore, or both")
         if dest_host not in {h.name for h in self._store.hosts()}:
             raise NotFound(f"no host named {dest_host}")
         if dest_host == current.host:
@@ -391,6 +400,47 @@ class ControlPlane(FerryService):
         threading.Thread(target=self._run_job, args=(runner, handle), daemon=True,
                          name=f"job-{handle.id[:8]}").start()
         return handle.job
+
+    def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
+                            disks: tuple[str, ...]) -> Job:
+        if disk_format not in SUPPORTED_FORMATS:
+            raise InputError(f"unknown disk format {disk_format!r}: use "
+                             f"{', '.join(SUPPORTED_FORMATS)}")
+        request = MoveRequest(vm.name, dest_datastore=datastore, disks=disks,
+                              disk_format=disk_format)
+        self._validate_move(request)
+        inventory = self.refresh(vm.host)
+        current = inventory.vms.get(vm.name, vm)
+        findings = self._judge(inventory, current, request)
+        blocking = errors(findings)
+        if blocking:
+            raise RefusedError(
+                f"moving the disks of {vm.name} to {datastore} refused: {len(blocking)} "
+                "requirement(s) not met", blocking)
+        handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host)
+        handle.event(Phase.COMPATIBILITY,
+                     f"{len(findings)} requirement(s) checked for datastore {datastore}",
+                     checked=[f.code for f in findings],
+                     warnings=[finding_dict(f) for f in findings if f.status is Status.WARNING])
+        runner = StorageVMotion(
+            vm=current, conn=self._conn(vm.host), target_pool=datastore,
+            pools=[p for p in inventory.pools if p.host == vm.host],
+            disk_format=disk_format, disks=disks)
+        with self._lock:
+            self._jobs[handle.id] = handle
+        handle.start()
+        threading.Thread(target=self._run_storage_job, args=(runner, handle, vm.host),
+                         daemon=True, name=f"job-{handle.id[:8]}").start()
+        return handle.job
+
+    def _run_storage_job(self, runner: StorageVMotion, handle: JobHandle, host: str) -> None:
+        try:
+            runner.run(handle)
+        finally:
+            try:
+                self.refresh(host)
+            except FerryError:
+                pass  # the next refresh shows the host's state
 
     def _run_job(self, runner: VMotion, handle: JobHandle) -> None:
         try:

@@ -77,6 +77,18 @@ class MigrationStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BlockJob:
+    """A running block copy (libvirt's blockJobInfo): bytes done of bytes to do."""
+
+    cur: int
+    end: int
+
+    @property
+    def ready(self) -> bool:
+        return self.end > 0 and self.cur >= self.end
+
+
 LifecycleCallback = Callable[[str, str, str], None]
 """Called with (host name, VM name, event) when a VM's lifecycle changes."""
 
@@ -157,6 +169,31 @@ class HostConnection(Protocol):
 
     def block_device_present(self, path: str) -> bool:
         """Whether this host has the block device (or its symlink) at ``path``."""
+        ...
+
+    # -- storage migration (the seed's Storage VMotion) --------------------
+    def volume_size(self, path: str) -> tuple[int, int]:
+        """(capacity, allocation) in bytes of the volume at ``path``."""
+        ...
+
+    def create_volume_sized(self, pool: str, name: str, capacity: int, fmt: str,
+                            preallocate: bool) -> str:
+        """A new volume; ``preallocate`` reserves every byte (thick) instead of sparse."""
+        ...
+
+    def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
+                   synchronous: bool) -> None:
+        """Start mirroring ``disk`` into the existing file ``dest_path``."""
+        ...
+
+    def block_job(self, name: str, disk: str) -> BlockJob | None: ...
+
+    def pivot_block_copy(self, name: str, disk: str) -> None: ...
+
+    def cancel_block_copy(self, name: str, disk: str) -> None: ...
+
+    def set_persistent_disk(self, name: str, disk: str, path: str, fmt: str) -> None:
+        """Point the persistent definition's ``disk`` at ``path`` (after a pivot)."""
         ...
 
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
