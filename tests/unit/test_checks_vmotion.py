@@ -1,8 +1,17 @@
 from dataclasses import replace
 
-from ferry.checks.finding import Status
-from ferry.checks.vmotion import check_vmotion
+from ferry.checks.facts import MoveRequest, PreflightFacts
+from ferry.checks.finding import Finding, Status
+from ferry.checks.vmotion import networks_present, storage_shared, vm_running
 from ferry.model import VM, Disk, Host, Interface, Inventory, Network, Pool, VMState
+
+
+def check_vmotion(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
+    """The state, storage and network rows for moving ``vm`` to ``dest``, in that order."""
+    facts = PreflightFacts(inventory=inv, vm=vm, request=MoveRequest(vm.name, dest_host=dest),
+                           settings={})
+    return [row for check in (vm_running, storage_shared, networks_present)
+            for row in check(facts)]
 
 
 def pool(host: str, name: str, path: str, datastore: str) -> Pool:

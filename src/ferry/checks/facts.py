@@ -39,6 +39,10 @@ class MoveRequest:
             return MoveKind.STORAGE
         return MoveKind.HOST
 
+    def destination(self, current_host: str) -> str:
+        """The host the VM runs on after the move: the one named, else the one it is on."""
+        return self.dest_host or current_host
+
 
 @dataclass(frozen=True)
 class CpuVerdict:
@@ -113,3 +117,8 @@ class PreflightFacts:
     # disk target -> (capacity, allocation) in bytes, for the target-space check;
     # a disk missing here is reported as not verified.
     disk_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        """The host the VM runs on after the move (and that runs any disk copy)."""
+        return self.request.destination(self.vm.host)

@@ -25,7 +25,7 @@ def settings_for(facts: PreflightFacts, host: str) -> HostSettings:
 
 def pair(facts: PreflightFacts) -> tuple[str, str]:
     """(source, destination) of a host move; the destination is the source if none is named."""
-    return facts.vm.host, facts.request.dest_host or facts.vm.host
+    return facts.vm.host, facts.dest
 
 
 def migration_enabled(facts: PreflightFacts) -> list[Finding]:

@@ -30,11 +30,6 @@ def pool_holding(pools: list[Pool], path: str) -> Pool | None:
     return best
 
 
-def running_host(facts: PreflightFacts) -> str:
-    """The host that runs the VM once the move is done (and runs the disk copy)."""
-    return facts.request.dest_host or facts.vm.host
-
-
 def moves_disks(facts: PreflightFacts) -> bool:
     return facts.request.dest_datastore is not None and facts.request.kind in (
         MoveKind.STORAGE, MoveKind.BOTH, MoveKind.COLD)
@@ -59,7 +54,7 @@ def moved_disks(facts: PreflightFacts) -> list[Disk]:
 
 def target_pool(facts: PreflightFacts) -> Pool | None:
     name = facts.request.dest_datastore
-    host = running_host(facts)
+    host = facts.dest
     return next((p for p in facts.inventory.pools_on(host) if p.name == name), None)
 
 
@@ -190,7 +185,7 @@ def datastores_visible(facts: PreflightFacts) -> list[Finding]:
     if (skip := _disks_stay(facts, "storage.target-visible", "datastores")) is not None:
         return skip
     vm = facts.vm
-    host = running_host(facts)
+    host = facts.dest
     name = facts.request.dest_datastore or ""
     objects = {"vm": vm.name, "host": host, "datastore": name}
     findings: list[Finding] = []
@@ -261,7 +256,7 @@ def target_space(facts: PreflightFacts) -> list[Finding]:
     if pool is None:
         return [Finding(
             "storage.space", Status.NOT_APPLICABLE,
-            f"free space not checked: datastore {name} does not exist on {running_host(facts)} "
+            f"free space not checked: datastore {name} does not exist on {facts.dest} "
             "(see storage.target-missing)",
             objects={"vm": vm.name, "datastore": name})]
     findings: list[Finding] = []

@@ -5,26 +5,14 @@ for every object it judged, passing or not, so the report says what was
 checked as well as what failed. Datastore identity comes from ferry's probe (a
 file written through one host and looked for through the other), recorded on
 :attr:`ferry.model.Pool.datastore`; never from names or paths.
-
-:func:`check_vmotion` keeps the control plane's original entry point: the
-three checks it has always run, over an inventory, a VM and a destination.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ferry.checks.facts import MoveRequest, PreflightFacts
+from ferry.checks.facts import PreflightFacts
 from ferry.checks.finding import Finding, Status
 from ferry.checks.storage import moved_disks, pool_holding
-from ferry.model import VM, Inventory, Network, VMState
-
-__all__ = ["check_vmotion", "networks_present", "pool_holding", "storage_shared", "vm_running"]
-
-
-def dest_of(facts: PreflightFacts) -> str:
-    """The host the VM moves to; its own host when the request names none."""
-    return facts.request.dest_host or facts.vm.host
+from ferry.model import VM, Network, VMState
 
 
 def _stays(facts: PreflightFacts, code: str, what: str) -> list[Finding] | None:
@@ -44,7 +32,7 @@ def vm_running(facts: PreflightFacts) -> list[Finding]:
     where = [f"--host {facts.request.dest_host}"] if facts.request.dest_host else []
     if facts.request.dest_datastore:
         where.append(f"--datastore {facts.request.dest_datastore}")
-    flag = " ".join(where) or f"--host {dest_of(facts)}"
+    flag = " ".join(where) or f"--host {facts.dest}"
     return [Finding(
         "vm.not-running", Status.ERROR,
         f"VM {vm.name} is {vm.state.value} on {vm.host}; a live migration needs a running VM",
@@ -112,7 +100,7 @@ def storage_shared(facts: PreflightFacts) -> list[Finding]:
     """
     if (skip := _stays(facts, "storage.shared", "shared storage")) is not None:
         return skip
-    vm, inv, dest = facts.vm, facts.inventory, dest_of(facts)
+    vm, inv, dest = facts.vm, facts.inventory, facts.dest
     copied = {d.source for d in moved_disks(facts)}
     findings: list[Finding] = []
     source_pools = inv.pools_on(vm.host)
@@ -150,14 +138,14 @@ def storage_shared(facts: PreflightFacts) -> list[Finding]:
 
 
 def _dest_network(facts: PreflightFacts, name: str) -> Network | None:
-    return next((n for n in facts.inventory.networks_on(dest_of(facts)) if n.name == name), None)
+    return next((n for n in facts.inventory.networks_on(facts.dest) if n.name == name), None)
 
 
 def networks_present(facts: PreflightFacts) -> list[Finding]:
     """Seed: network labels must match exactly (including case) on each host."""
     if (skip := _stays(facts, "network.present", "networks")) is not None:
         return skip
-    vm, dest = facts.vm, dest_of(facts)
+    vm, dest = facts.vm, facts.dest
     findings: list[Finding] = []
     dest_names = [n.name for n in facts.inventory.networks_on(dest)]
     for nic in vm.interfaces:
@@ -195,7 +183,7 @@ def portgroups_present(facts: PreflightFacts) -> list[Finding]:
     """Seed: port groups must match exactly; libvirt: ``<portgroup>`` of the network."""
     if (skip := _stays(facts, "network.portgroup", "port groups")) is not None:
         return skip
-    vm, dest = facts.vm, dest_of(facts)
+    vm, dest = facts.vm, facts.dest
     findings: list[Finding] = []
     for nic in vm.interfaces:
         if nic.kind != "network" or not nic.network or not nic.portgroup:
@@ -250,18 +238,4 @@ def no_internal_networks(facts: PreflightFacts) -> list[Finding]:
                 "network.uplinked", Status.PASS,
                 f"network {nic.network} of VM {vm.name} on {vm.host} is not internal-only",
                 objects=objects))
-    return findings
-
-
-VMOTION_CHECKS: tuple[Callable[[PreflightFacts], list[Finding]], ...] = (
-    vm_running, storage_shared, networks_present)
-
-
-def check_vmotion(inv: Inventory, vm: VM, dest: str) -> list[Finding]:
-    """Every row for moving running ``vm`` to host ``dest``; inputs already validated."""
-    facts = PreflightFacts(inventory=inv, vm=vm, request=MoveRequest(vm=vm.name, dest_host=dest),
-                           settings={})
-    findings: list[Finding] = []
-    for check in VMOTION_CHECKS:
-        findings.extend(check(facts))
     return findings

@@ -316,7 +316,7 @@ class ControlPlane(FerryService):
         hosts = {h.name for h in self._store.hosts()}
         if request.dest_host is not None and request.dest_host not in hosts:
             raise NotFound(f"no host named {request.dest_host}")
-        target_host = request.dest_host or vm.host
+        target_host = request.destination(vm.host)
         if request.dest_datastore is not None:
             pools = {p.name for p in self.inventory().pools_on(target_host)}
             if request.dest_datastore not in pools:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from ferry.checks.vmotion import pool_holding
+from ferry.checks.storage import pool_holding
 from ferry.errors import ConfigError, FerryError, InputError
 from ferry.lab import layout
 from ferry.lab.guest import GuestWorkloads, guest_cmdline

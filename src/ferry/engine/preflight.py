@@ -47,7 +47,7 @@ class FactGatherer:
     def gather(self, inventory: Inventory, vm: VM, request: MoveRequest,
                migrations_running: dict[str, int]) -> PreflightFacts:
         source = vm.host
-        dest = request.dest_host or vm.host
+        dest = request.destination(vm.host)
         hosts = {source, dest}
         settings = {h: HostSettings.of(inventory.hosts[h]) for h in hosts if h in inventory.hosts}
         live_host_move = request.kind in (MoveKind.HOST, MoveKind.BOTH) and dest != source
