@@ -95,7 +95,7 @@ class StorageVMotion:
         for move in self._moves:
             source = move.disk.source or ""
             move.capacity = self.conn.volume_size(source)[0]
-            move.target_path = self.conn.create_volume_sized(
+            move.target_path = self.conn.create_volume(
                 self.target_pool, move.target_volume, move.capacity, move.fmt, move.preallocate)
             move.created = True
         job.event(Phase.REGISTER, f"created {len(self._moves)} file(s) for {self.vm.name} on "

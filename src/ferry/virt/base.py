@@ -113,8 +113,13 @@ class HostConnection(Protocol):
 
     def refresh_pool(self, pool: str) -> None: ...
 
-    def create_volume(self, pool: str, name: str, capacity: int, fmt: str) -> str:
-        """Create a volume and return its path on the host."""
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
+                      preallocate: bool | None = None) -> str:
+        """Create a volume and return its path on the host.
+
+        ``preallocate`` True reserves every byte (thick), False keeps it sparse
+        (thin); None leaves the choice to libvirt.
+        """
         ...
 
     def find_volume(self, pool: str, name: str) -> str | None:
@@ -174,11 +179,6 @@ class HostConnection(Protocol):
     # -- storage migration (the seed's Storage VMotion) --------------------
     def volume_size(self, path: str) -> tuple[int, int]:
         """(capacity, allocation) in bytes of the volume at ``path``."""
-        ...
-
-    def create_volume_sized(self, pool: str, name: str, capacity: int, fmt: str,
-                            preallocate: bool) -> str:
-        """A new volume; ``preallocate`` reserves every byte (thick) instead of sparse."""
         ...
 
     def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,

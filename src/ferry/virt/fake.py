@@ -108,7 +108,8 @@ class FakeHost:
             raise NotFound(f"host {self.name}: no datastore {pool}")
         return self.pools[pool][1]
 
-    def create_volume(self, pool: str, name: str, capacity: int, fmt: str) -> str:
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
+                      preallocate: bool | None = None) -> str:
         self._backing(pool).files.add(name)
         return f"{self.pools[pool][0].path}/{name}"
 

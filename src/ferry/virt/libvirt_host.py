@@ -259,11 +259,15 @@ class LibvirtHost:
         handle = self._pool(pool)
         self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
 
-    def create_volume(self, pool: str, name: str, capacity: int, fmt: str) -> str:
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
+                      preallocate: bool | None = None) -> str:
         handle = self._pool(pool)
+        # No <allocation> leaves the choice to libvirt, as before explicit choices existed.
+        allocation = "" if preallocate is None else (
+            f"<allocation unit='B'>{int(capacity) if preallocate else 0}</allocation>")
         xml = (
             f"<volume><name>{escape(name)}</name><capacity unit='B'>{int(capacity)}</capacity>"
-            f"<target><format type='{escape(fmt)}'/></target></volume>"
+            f"{allocation}<target><format type='{escape(fmt)}'/></target></volume>"
         )
         vol = self._call(f"create volume {name} in {pool}", lambda: handle.createXML(xml, 0))
         return str(vol.path())
@@ -431,29 +435,14 @@ class LibvirtHost:
     def block_jobs(self, name: str) -> list[str]:
         dom = self._domain(name)
         root = ET.fromstring(self._call(f"VM {name}", lambda: dom.XMLDesc(0)))
-        busy = []
-        for target in root.findall("devices/disk/target"):
-            dev = target.get("dev", "")
-            info = self._call(f"block jobs of {name}", partial(dom.blockJobInfo, dev, 0))
-            if info:
-                busy.append(dev)
-        return busy
+        targets = [t.get("dev", "") for t in root.findall("devices/disk/target")]
+        return [dev for dev in targets if self.block_job(name, dev) is not None]
 
     # -- storage migration ---------------------------------------------
     def volume_size(self, path: str) -> tuple[int, int]:
         vol = self._call(f"volume {path}", lambda: self._conn.storageVolLookupByPath(path))
         info = self._call(f"volume {path}", vol.info)
         return int(info[1]), int(info[2])
-
-    def create_volume_sized(self, pool: str, name: str, capacity: int, fmt: str,
-                            preallocate: bool) -> str:
-        handle = self._pool(pool)
-        allocation = int(capacity) if preallocate else 0
-        xml = (f"<volume><name>{escape(name)}</name><capacity unit='B'>{int(capacity)}</capacity>"
-               f"<allocation unit='B'>{allocation}</allocation>"
-               f"<target><format type='{escape(fmt)}'/></target></volume>")
-        vol = self._call(f"create volume {name} in {pool}", lambda: handle.createXML(xml, 0))
-        return str(vol.path())
 
     def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
                    synchronous: bool) -> None:
@@ -512,30 +501,21 @@ class LibvirtHost:
                 libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
             if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
                     == directory:
-                self._call("refresh pool", partial(pool.refresh, 0))
-                return self._has_volume(pool, name)
-        xml = (f"<pool type='dir'><name>ferry-probe-{uuid.uuid4().hex[:12]}</name>"
+                return self.find_volume(pool.name(), name) is not None
+        probe_name = f"ferry-probe-{uuid.uuid4().hex[:12]}"
+        xml = (f"<pool type='dir'><name>{probe_name}</name>"
                f"<target><path>{escape(directory)}</path></target></pool>")
         try:
             probe = self._conn.storagePoolCreateXML(xml, 0)
         except libvirt.libvirtError:
             return False  # no such folder on this host
         try:
-            return self._has_volume(probe, name)
+            return self.find_volume(probe_name, name) is not None
         finally:
             try:
                 probe.destroy()
             except libvirt.libvirtError:
                 pass  # a transient pool that is already gone
-
-    def _has_volume(self, pool: Any, name: str) -> bool:
-        try:
-            pool.storageVolLookupByName(name)
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return False
-            raise translate(err, f"host {self.name}: volume {name}") from err
-        return True
 
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         # An offline peer-to-peer migration of an empty definition: this host's
