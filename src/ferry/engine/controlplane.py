@@ -355,22 +355,14 @@ class ControlPlane(FerryService):
                 raise InputError("moving a VM to another host and datastore at once is not "
                                  "available yet: move its disks first, then the VM")
             return self._start_storage_move(current, dest_datastore, disk_format, disks)
-        if dest_host is None:
-            raise InputError("say where to move the VM: --host, --datastore, or both")
-        if dest_host not in {h.name for h in self._store.hosts()}:
-            raise NotFound(f"no host named {dest_host}")
-        if dest_host == current.host:
-            raise InputError(f"VM {vm} already runs on {dest_host}: choose another host")
+        request = MoveRequest(vm, dest_host=dest_host)
+        self._validate_move(request)
+        assert dest_host is not None  # _validate_move refuses a move that names nowhere
         # Judge on fresh facts: the probe runs again and the VM is reread.
         inventory = self.refresh()
         current = inventory.vms.get(vm, current)
-        findings = self._judge(inventory, current, MoveRequest(vm, dest_host=dest_host))
-        blocking = errors(findings)
-        if blocking:
-            raise RefusedError(
-                f"migration of {vm} to {dest_host} refused: {len(blocking)} requirement(s) "
-                "not met", blocking)
-        warnings = [f for f in findings if f.status is Status.WARNING]
+        findings, warnings = self._judge_or_refuse(
+            inventory, current, request, f"migration of {vm} to {dest_host}")
         dest_record = self._host_record(dest_host)
         policy = POLICIES["default"]
         options = MigrationOptions(
@@ -384,22 +376,13 @@ class ControlPlane(FerryService):
         )
         handle = JobHandle.create(self._store, "migrate", vm, current.host, dest_host)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
-        handle.event(Phase.COMPATIBILITY,
-                     f"{len(findings)} requirement(s) checked against {dest_host}: no error, "
-                     f"{len(warnings)} warning(s)",
-                     checked=[f.code for f in findings],
-                     warnings=[finding_dict(f) for f in warnings])
+        self._record_checks(handle, findings, warnings, dest_host)
         runner = VMotion(
             vm=vm, source=self._conn(current.host), dest=self._conn(dest_host),
             options=options, policy=policy, subscribe_lifecycle=self._subscribe,
             heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
         )
-        with self._lock:
-            self._jobs[handle.id] = handle
-        handle.start()
-        threading.Thread(target=self._run_job, args=(runner, handle), daemon=True,
-                         name=f"job-{handle.id[:8]}").start()
-        return handle.job
+        return self._launch(handle, lambda: self._run_job(runner, handle))
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
@@ -411,26 +394,40 @@ class ControlPlane(FerryService):
         self._validate_move(request)
         inventory = self.refresh(vm.host)
         current = inventory.vms.get(vm.name, vm)
-        findings = self._judge(inventory, current, request)
-        blocking = errors(findings)
-        if blocking:
-            raise RefusedError(
-                f"moving the disks of {vm.name} to {datastore} refused: {len(blocking)} "
-                "requirement(s) not met", blocking)
+        findings, warnings = self._judge_or_refuse(
+            inventory, current, request, f"moving the disks of {vm.name} to {datastore}")
         handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host)
-        handle.event(Phase.COMPATIBILITY,
-                     f"{len(findings)} requirement(s) checked for datastore {datastore}",
-                     checked=[f.code for f in findings],
-                     warnings=[finding_dict(f) for f in findings if f.status is Status.WARNING])
+        self._record_checks(handle, findings, warnings, f"datastore {datastore}")
         runner = StorageVMotion(
             vm=current, conn=self._conn(vm.host), target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
             disk_format=disk_format, disks=disks)
+        return self._launch(handle, lambda: self._run_storage_job(runner, handle, vm.host))
+
+    def _judge_or_refuse(self, inventory: Inventory, vm: VM, request: MoveRequest,
+                         what: str) -> tuple[list[Finding], list[Finding]]:
+        """Every row, or RefusedError listing every error; returns (rows, warnings)."""
+        findings = self._judge(inventory, vm, request)
+        blocking = errors(findings)
+        if blocking:
+            raise RefusedError(
+                f"{what} refused: {len(blocking)} requirement(s) not met", blocking)
+        return findings, [f for f in findings if f.status is Status.WARNING]
+
+    @staticmethod
+    def _record_checks(handle: JobHandle, findings: list[Finding], warnings: list[Finding],
+                       against: str) -> None:
+        handle.event(Phase.COMPATIBILITY,
+                     f"{len(findings)} requirement(s) checked against {against}: no error, "
+                     f"{len(warnings)} warning(s)",
+                     checked=[f.code for f in findings],
+                     warnings=[finding_dict(f) for f in warnings])
+
+    def _launch(self, handle: JobHandle, run: Callable[[], None]) -> Job:
         with self._lock:
             self._jobs[handle.id] = handle
         handle.start()
-        threading.Thread(target=self._run_storage_job, args=(runner, handle, vm.host),
-                         daemon=True, name=f"job-{handle.id[:8]}").start()
+        threading.Thread(target=run, daemon=True, name=f"job-{handle.id[:8]}").start()
         return handle.job
 
     def _run_storage_job(self, runner: StorageVMotion, handle: JobHandle, host: str) -> None:
