@@ -165,6 +165,11 @@ class Inventory:
         return [n for n in self.networks if n.host == host]
 
 
+# How a moved disk is written on its new datastore: as it was, qcow2 (thin),
+# raw with space reserved (thick-lazy), or raw fully written (thick-eager).
+DISK_FORMATS = ("same", "thin", "thick-lazy", "thick-eager")
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

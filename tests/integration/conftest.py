@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -129,6 +130,25 @@ def lab() -> Iterator[LabEnv]:
         if not os.environ.get("FERRY_KEEP_LAB"):
             lab_down()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def disk_source(xml: str, target: str = "vda") -> str | None:
+    """The file (or device) disk ``target`` of a domain XML points at."""
+    for disk in ET.fromstring(xml).findall("devices/disk"):
+        dev = disk.find("target")
+        source = disk.find("source")
+        if dev is not None and dev.get("dev") == target and source is not None:
+            return source.get("file") or source.get("dev")
+    return None
+
+
+def fill_disk(path: Path, fmt: str, offset_mib: int, mib: int) -> None:
+    """Write ``mib`` MiB of non-zero data into a powered-off VM's disk file.
+
+    The guest's disk writer owns the first 64 MiB; data for a long copy goes after it.
+    """
+    subprocess.run(["qemu-io", "-f", fmt, "-c", f"write -P 0x5a {offset_mib}M {mib}M",
+                    str(path)], check=True, capture_output=True, timeout=300)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:

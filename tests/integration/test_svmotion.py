@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import pytest
-from conftest import LabEnv, wait_until
+from conftest import LabEnv, disk_source, wait_until
 
 from ferry.cli.client import FerryClient
 
 pytestmark = pytest.mark.lab
-
-
-def disk_source(xml: str, target: str = "vda") -> str | None:
-    for disk in ET.fromstring(xml).findall("devices/disk"):
-        dev = disk.find("target")
-        source = disk.find("source")
-        if dev is not None and dev.get("dev") == target and source is not None:
-            return source.get("file")
-    return None
 
 
 def test_live_storage_migration_keeps_every_acknowledged_block(

@@ -66,6 +66,22 @@ def test_counts_and_last_seq(collector: HeartbeatCollector, sender: socket.socke
     assert collector.vms() == ["vm1", "vm2"]
 
 
+def test_a_new_boot_starts_the_disk_count_over(
+    collector: HeartbeatCollector, sender: socket.socket
+) -> None:
+    # A VM recreated under the same name: its agent's clock and writer start again.
+    _hb(sender, collector, "vm1", 500, acked=6000)
+    _wait_received(collector, "vm1", 1)
+    _hb(sender, collector, "vm1", 1, acked=3)
+    _wait_received(collector, "vm1", 2)
+    assert collector.disk_acked("vm1") == 3
+    # A packet a few milliseconds out of order is not a new boot.
+    _hb(sender, collector, "vm1", 120, acked=50)
+    _hb(sender, collector, "vm1", 119, acked=49)
+    _wait_received(collector, "vm1", 4)
+    assert collector.disk_acked("vm1") == 50
+
+
 def test_largest_gap_and_lost(collector: HeartbeatCollector, sender: socket.socket) -> None:
     t0 = time.monotonic()
     for seq in range(1, 6):

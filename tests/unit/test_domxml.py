@@ -1,7 +1,14 @@
 import xml.etree.ElementTree as ET
 
 from ferry.model import VMState
-from ferry.virt.domxml import DiskSpec, DomainSpec, NicSpec, build_domain_xml, parse_domain
+from ferry.virt.domxml import (
+    DiskSpec,
+    DomainSpec,
+    NicSpec,
+    build_domain_xml,
+    parse_domain,
+    retarget_disks,
+)
 
 SPEC = DomainSpec(
     name="web1", memory_mib=1024, vcpus=2, domain_type="qemu", machine="pc-i440fx-7.2",
@@ -63,3 +70,31 @@ def test_live_xml_of_bridged_network_still_names_the_network() -> None:
     net, plain = parse_domain(xml, "h", VMState.RUNNING).interfaces
     assert (net.kind, net.network) == ("network", "Production")
     assert (plain.kind, plain.network) == ("bridge", "br-storage")
+
+
+def test_retarget_points_a_disk_at_its_new_file_and_keeps_the_rest() -> None:
+    xml = build_domain_xml(SPEC).replace(
+        "</devices>",
+        "<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+        "<source dev='/dev/mapper/lun7'><seclabel model='dac' relabel='no'/></source>"
+        "<target dev='vdb' bus='virtio'/></disk></devices>")
+    moved = parse_domain(retarget_disks(xml, {
+        "vda": ("/new/web1-vda.img", "raw"), "vdb": ("/new/web1-vdb.img", "raw")}),
+        "host2", VMState.SHUTOFF)
+    by_target = {d.target: d for d in moved.disks}
+    assert (by_target["vda"].source, by_target["vda"].driver_format) == (
+        "/new/web1-vda.img", "raw")
+    # The virtual-mode block disk becomes a file disk; its host-specific label goes.
+    assert (by_target["vdb"].source_type, by_target["vdb"].source) == (
+        "file", "/new/web1-vdb.img")
+    assert "seclabel" not in retarget_disks(xml, {"vdb": ("/x.img", "raw")})
+    assert [(i.network, i.mac) for i in moved.interfaces] == [("Production", "52:54:00:aa:bb:cc")]
+
+
+def test_retarget_names_a_disk_the_vm_does_not_have() -> None:
+    try:
+        retarget_disks(build_domain_xml(SPEC), {"vdz": ("/x.img", "raw")})
+    except KeyError as err:
+        assert err.args[0] == "vdz"
+    else:
+        raise AssertionError("an unknown disk was accepted")

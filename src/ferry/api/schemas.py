@@ -229,7 +229,7 @@ class MigrationCreate(BaseModel):
     vm: str = Field(min_length=1)
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
-    disk_format: Literal["same", "thin", "thick-lazy"] = "same"
+    disk_format: Literal["same", "thin", "thick-lazy", "thick-eager"] = "same"
     disks: list[str] = []
 
 

@@ -24,7 +24,7 @@ from ferry.api.schemas import JobOut
 from ferry.cli import render
 from ferry.cli.client import ApiError, FerryClient
 from ferry.errors import MigrationCancelled, MigrationError
-from ferry.model import JobState
+from ferry.model import DISK_FORMATS, JobState
 
 
 @dataclass
@@ -288,7 +288,9 @@ def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     if args.no_wait:
         _out(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
         return 0
-    where = job.dest_host if job.dest_host != job.source_host else f"datastore {args.datastore}"
+    where = " ".join(part for part in (
+        job.dest_host if job.dest_host != job.source_host else "",
+        f"datastore {args.datastore}" if args.datastore else "") if part)
     _err(f"migrating {job.vm} {job.source_host} -> {where} (job {job.id})")
     for event in job.events:
         for warning in event.data.get("warnings") or ():
@@ -366,11 +368,12 @@ def _register_builtin(c: Commands) -> None:
     c.add("list", cmd_network_list, "List networks", group="network")
 
     p = c.add("migrate", cmd_migrate,
-              "Live-migrate a VM to another host, or its disks to another datastore")
+              "Move a running VM to another host, its disks to another datastore, or both")
     p.add_argument("vm")
     p.add_argument("--host", metavar="DEST", help="destination host (VMotion)")
-    p.add_argument("--datastore", help="destination datastore on the VM's host (Storage VMotion)")
-    p.add_argument("--format", default="same", choices=["same", "thin", "thick-lazy"],
+    p.add_argument("--datastore", help="destination datastore: on the VM's host (Storage "
+                   "VMotion), or with --host on that host (memory and disks together)")
+    p.add_argument("--format", default="same", choices=list(DISK_FORMATS),
                    help="disk format on the new datastore")
     p.add_argument("--disk", help="comma list of disks to move (default: every file disk)")
     p.add_argument("--no-wait", action="store_true", help="print the job and return")

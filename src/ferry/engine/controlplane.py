@@ -18,11 +18,12 @@ from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding, Status, errors, finding_dict
 from ferry.checks.report import preflight
 from ferry.engine.datastores import group_pools
+from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
 from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
-from ferry.engine.svmotion import SUPPORTED_FORMATS, StorageVMotion
+from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import (
     FerryError,
@@ -350,12 +351,13 @@ class ControlPlane(FerryService):
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = ()) -> Job:
         current = self.get_vm(vm)
-        if dest_datastore is not None:
-            if dest_host not in (None, current.host):
-                raise InputError("moving a VM to another host and datastore at once is not "
-                                 "available yet: move its disks first, then the VM")
+        if disk_format not in SUPPORTED_FORMATS:
+            raise InputError(f"unknown disk format {disk_format!r}: use "
+                             f"{', '.join(SUPPORTED_FORMATS)}")
+        if dest_datastore is not None and dest_host in (None, current.host):
             return self._start_storage_move(current, dest_datastore, disk_format, disks)
-        request = MoveRequest(vm, dest_host=dest_host)
+        request = MoveRequest(vm, dest_host=dest_host, dest_datastore=dest_datastore,
+                              disks=disks, disk_format=disk_format)
         self._validate_move(request)
         assert dest_host is not None  # _validate_move refuses a move that names nowhere
         # Judge on fresh facts: the probe runs again and the VM is reread.
@@ -374,21 +376,30 @@ class ControlPlane(FerryService):
             auto_converge_increment_pct=policy.throttle_increment_pct,
             allow_postcopy=policy.allow_postcopy,
         )
-        handle = JobHandle.create(self._store, "migrate", vm, current.host, dest_host)
+        source, dest = self._conn(current.host), self._conn(dest_host)
+        files = None
+        if dest_datastore is not None:
+            # Shared-nothing: the disks travel with the memory, into new files there.
+            moves = plan_moves(current, inventory.pools_on(current.host), disk_format, disks)
+            if not moves:
+                raise InputError(f"VM {vm} has no data disk to move to {dest_datastore}")
+            files = TargetFiles(vm, moves, source, dest, dest_datastore,
+                                reopen_target=lambda: self._conn(dest_host))
+        kind = "migrate" if files is None else "migrate-with-storage"
+        handle = JobHandle.create(self._store, kind, vm, current.host, dest_host)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
-        self._record_checks(handle, findings, warnings, dest_host)
+        self._record_checks(handle, findings, warnings, dest_host + (
+            f", datastore {dest_datastore}" if dest_datastore else ""))
         runner = VMotion(
-            vm=vm, source=self._conn(current.host), dest=self._conn(dest_host),
+            vm=vm, source=source, dest=dest,
             options=options, policy=policy, subscribe_lifecycle=self._subscribe,
             heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
+            files=files,
         )
         return self._launch(handle, lambda: self._run_job(runner, handle))
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
-        if disk_format not in SUPPORTED_FORMATS:
-            raise InputError(f"unknown disk format {disk_format!r}: use "
-                             f"{', '.join(SUPPORTED_FORMATS)}")
         request = MoveRequest(vm.name, dest_datastore=datastore, disks=disks,
                               disk_format=disk_format)
         self._validate_move(request)

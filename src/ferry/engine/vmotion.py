@@ -13,9 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from ferry.engine.diskplan import TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
@@ -43,6 +44,8 @@ class VMotion:
     subscribe_lifecycle: LifecycleSubscribe
     heartbeat: HeartbeatSource | None = None
     warnings: list[dict[str, object]] = field(default_factory=list)
+    # Shared-nothing: the disks copied with the memory into files on the destination.
+    files: TargetFiles | None = None
     sample_seconds: float = 0.5
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
@@ -66,6 +69,10 @@ class VMotion:
             job.on_cancel(lambda: self._abort(job))
             if job.cancel_requested.is_set():
                 raise MigrationCancelled(f"migration of {self.vm} was cancelled before it began")
+            if self.files is not None:
+                self.files.create(job)
+                self.options = replace(self.options, copy_disks=tuple(
+                    m.as_copy() for m in self.files.moves))
             worker.start()
             self._watch(job, worker, samples, actions)
             ended_mono = time.monotonic()
@@ -208,6 +215,15 @@ class VMotion:
                                (Phase.UNREGISTER, f"unregistered from {self.source.name}")):
             if phase not in self._phases:
                 job.event(phase, message + " (seen after the migration call returned)")
+        if self.files is not None:
+            try:
+                self.files.delete_sources(job)
+            except FerryError as err:
+                # The VM is safe on the destination; only space is not yet freed.
+                report["cleanup_error"] = err.message
+                job.event(Phase.UNREGISTER, f"the VM runs on its new files, but its old files "
+                          f"could not all be deleted: {err.message}")
+            report["disks"] = self.files.report()
         job.event(Phase.DONE, f"{self.vm} runs on {self.dest.name}")
         job.finish(JobState.SUCCEEDED, report)
 
@@ -218,15 +234,22 @@ class VMotion:
         if on_dest and on_source:
             self._remove_leftover(job)
             on_dest = self._where()[1]
+        left: list[str] = []
+        if self.files is not None and not on_dest:
+            left = self.files.discard(job)
+            report["disks"] = self.files.report()
         detail = (f"{self.vm} {'is running' if on_source else 'is NOT running'} on "
                   f"{self.source.name}; {'a copy remains' if on_dest else 'nothing remains'} "
-                  f"on {self.dest.name}")
+                  f"on {self.dest.name}"
+                  + (f" (files left: {', '.join(left)})" if left else ""))
         job.event(Phase.ROLLBACK, detail, on_source=on_source, on_dest=on_dest)
         report["rollback"] = detail
         if cancelled:
             job.finish(JobState.CANCELLED, report, f"cancelled: {message}")
         else:
-            job.finish(JobState.FAILED, report, str(MigrationError(message)))
+            job.finish(JobState.FAILED, report, str(MigrationError(
+                f"migration of {self.vm} from {self.source.name} to {self.dest.name} failed: "
+                f"{message}")))
 
     def _where(self) -> tuple[bool, bool]:
         """(running on the source, running or defined on the destination)."""
@@ -266,4 +289,7 @@ def progress_view(phase: str, stats: MigrationStats) -> dict[str, Any]:
         "dirty_rate_bps": stats.dirty_rate_bps,
         "memory_bps": stats.memory_bps,
         "throttle_pct": stats.throttle_pct,
+        "disk_total": stats.disk_total,
+        "disk_processed": stats.disk_processed,
+        "disk_remaining": stats.disk_remaining,
     }

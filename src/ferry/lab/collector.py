@@ -333,6 +333,10 @@ class HeartbeatCollector:
                 state.times.append(received_monotonic)
                 state.seqs.append(seq)
                 state.received += 1
+                if state.last is not None and mono_ns + 10**9 < state.last.guest_mono_ns:
+                    # The guest's clock went back: a new boot (or a new VM of the same
+                    # name), whose disk writer starts over; reordering is not a second.
+                    state.disk_acked = 0
                 state.disk_acked = max(state.disk_acked, acked)
                 state.last = Heartbeat(seq, mono_ns, acked, received_monotonic, received_wall)
             elif kind == "FERRYVR1":

@@ -114,10 +114,10 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def kill_pid(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+def kill_pid(pid: int, grace: float = 10.0, sig: signal.Signals = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM), then SIGKILL after ``grace`` seconds."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -384,8 +385,16 @@ def local_datastore_dir(host_name: str) -> Path:
     return hostlib.host_layout(host_name).local_datastore_dir
 
 
+def crash_libvirtd(host_name: str) -> None:
+    """SIGKILL one host's libvirtd, as a crash would; its QEMU processes live on."""
+    with _locked():
+        host = _require_state().host(host_name)
+        if host.libvirtd_pid is not None:
+            hostlib.kill_pid(host.libvirtd_pid, grace=0.0, sig=signal.SIGKILL)
+
+
 def restart_libvirtd(host_name: str) -> None:
-    """Restart one host's libvirtd; its running VMs keep running and are picked up again."""
+    """(Re)start one host's libvirtd; its running VMs keep running and are picked up again."""
     with _locked():
         state = _require_state()
         host = state.host(host_name)

@@ -42,6 +42,15 @@ class GuestPlatform:
 
 
 @dataclass(frozen=True)
+class DiskCopy:
+    """One disk copied during a live migration: its target, and its file on the destination."""
+
+    target: str  # vda, ...
+    path: str
+    fmt: str  # qcow2 | raw
+
+
+@dataclass(frozen=True)
 class MigrationOptions:
     """How one live migration is asked of libvirt (flags and parameters as data)."""
 
@@ -54,6 +63,9 @@ class MigrationOptions:
     auto_converge_increment_pct: int | None = None
     max_downtime_ms: int | None = None
     bandwidth_mibps: int | None = None
+    # Shared-nothing: disks copied with the memory into files ferry created in the
+    # destination's datastore; the destination's definitions point at those files.
+    copy_disks: tuple[DiskCopy, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,9 @@ class MigrationStats:
     setup_ms: int | None = None
     postcopy_requests: int = 0
     throttle_pct: int = 0  # auto-converge's current vCPU throttle
+    disk_total: int = 0  # shared-nothing: bytes of disk to copy, done and left
+    disk_processed: int = 0
+    disk_remaining: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -114,11 +129,12 @@ class HostConnection(Protocol):
     def refresh_pool(self, pool: str) -> None: ...
 
     def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
-                      preallocate: bool | None = None) -> str:
+                      preallocation: str | None = None) -> str:
         """Create a volume and return its path on the host.
 
-        ``preallocate`` True reserves every byte (thick), False keeps it sparse
-        (thin); None leaves the choice to libvirt.
+        ``preallocation`` None keeps it sparse (thin); "falloc" reserves every
+        byte without writing it (thick, lazily zeroed); "full" also writes
+        zeros over all of it (thick, eagerly zeroed).
         """
         ...
 
@@ -179,6 +195,10 @@ class HostConnection(Protocol):
     # -- storage migration (the seed's Storage VMotion) --------------------
     def volume_size(self, path: str) -> tuple[int, int]:
         """(capacity, allocation) in bytes of the volume at ``path``."""
+        ...
+
+    def disk_capacity(self, name: str, disk: str) -> int:
+        """The guest-visible size in bytes of disk ``disk`` of VM ``name``."""
         ...
 
     def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,

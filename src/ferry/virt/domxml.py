@@ -135,6 +135,39 @@ def parse_network(xml: str, host: str, active: bool) -> Network:
     )
 
 
+def retarget_disks(xml: str, files: dict[str, tuple[str, str]]) -> str:
+    """``xml`` with disks ``{target: (file path, format)}`` pointed at new files.
+
+    A block-backed disk becomes a file disk: its data is copied into the file.
+    Raises KeyError naming the first target the definition does not have.
+    """
+    root = ET.fromstring(xml)
+    left = dict(files)
+    for node in root.findall("devices/disk"):
+        target = node.find("target")
+        dev = target.get("dev") if target is not None else None
+        if dev is None or dev not in left:
+            continue
+        path, fmt = left.pop(dev)
+        node.set("type", "file")
+        source = node.find("source")
+        if source is None:
+            source = ET.SubElement(node, "source")
+        kept = {k: v for k, v in source.attrib.items() if k == "startupPolicy"}
+        source.attrib.clear()
+        source.attrib.update(kept)
+        source.set("file", path)
+        for child in list(source):
+            source.remove(child)  # host-specific children (seclabels, reservations)
+        driver = node.find("driver")
+        if driver is None:
+            driver = ET.SubElement(node, "driver", {"name": "qemu"})
+        driver.set("type", fmt)
+    if left:
+        raise KeyError(sorted(left)[0])
+    return ET.tostring(root, encoding="unicode")
+
+
 def pool_path(xml: str) -> str | None:
     return _text(ET.fromstring(xml).find("target/path"))
 

@@ -109,7 +109,7 @@ class FakeHost:
         return self.pools[pool][1]
 
     def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
-                      preallocate: bool | None = None) -> str:
+                      preallocation: str | None = None) -> str:
         self._backing(pool).files.add(name)
         return f"{self.pools[pool][0].path}/{name}"
 

@@ -22,7 +22,14 @@ import libvirt
 
 from ferry import config
 from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
-from ferry.errors import ConfigError, HostUnreachable, MigrationCancelled, NotFound, VirtError
+from ferry.errors import (
+    ConfigError,
+    FerryError,
+    HostUnreachable,
+    MigrationCancelled,
+    NotFound,
+    VirtError,
+)
 from ferry.model import VM, Network, Pool, VMState
 from ferry.virt import domxml
 from ferry.virt.base import (
@@ -260,16 +267,25 @@ class LibvirtHost:
         self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
 
     def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
-                      preallocate: bool | None = None) -> str:
+                      preallocation: str | None = None) -> str:
         handle = self._pool(pool)
-        # No <allocation> leaves the choice to libvirt, as before explicit choices existed.
-        allocation = "" if preallocate is None else (
-            f"<allocation unit='B'>{int(capacity) if preallocate else 0}</allocation>")
+        # libvirt reserves (fallocate) a raw file when allocation equals capacity.
+        allocation = int(capacity) if preallocation else 0
         xml = (
             f"<volume><name>{escape(name)}</name><capacity unit='B'>{int(capacity)}</capacity>"
-            f"{allocation}<target><format type='{escape(fmt)}'/></target></volume>"
+            f"<allocation unit='B'>{allocation}</allocation>"
+            f"<target><format type='{escape(fmt)}'/></target></volume>"
         )
         vol = self._call(f"create volume {name} in {pool}", lambda: handle.createXML(xml, 0))
+        if preallocation == "full":
+            # Zero-wiping a fully allocated file writes every block (libvirt only
+            # truncates a sparse one), which is what "eagerly zeroed" means.
+            try:
+                self._call(f"zero volume {name} in {pool}", lambda: vol.wipePattern(
+                    libvirt.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0))
+            except FerryError:
+                self._call(f"delete volume {name}", lambda: vol.delete(0))
+                raise
         return str(vol.path())
 
     def find_volume(self, pool: str, name: str) -> str | None:
@@ -344,6 +360,9 @@ class LibvirtHost:
                 options.auto_converge_increment_pct)
         if options.bandwidth_mibps:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(options.bandwidth_mibps)
+        if options.copy_disks:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            params.update(self._copy_disk_params(dom, name, options))
         callback_id = None
         if on_iteration is not None:
             def iteration(_conn: Any, _dom: Any, number: int, _opaque: Any) -> None:
@@ -361,6 +380,24 @@ class LibvirtHost:
                     self._conn.domainEventDeregisterAny(callback_id)
                 except libvirt.libvirtError:
                     pass  # the connection went away; its callbacks went with it
+
+    def _copy_disk_params(self, dom: Any, name: str, options: MigrationOptions) -> dict[str, Any]:
+        """Which disks QEMU copies over NBD, and both destination definitions repointed."""
+        files = {c.target: (c.path, c.fmt) for c in options.copy_disks}
+        secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+        live = self._call(f"VM {name}", partial(dom.XMLDesc, secure))
+        saved = self._call(f"VM {name}", partial(
+            dom.XMLDesc, secure | libvirt.VIR_DOMAIN_XML_INACTIVE))
+        try:
+            return {
+                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(files),
+                # The running VM on the destination opens the new files ...
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: domxml.retarget_disks(live, files),
+                # ... and so does its saved definition (libvirt would keep the old paths).
+                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: domxml.retarget_disks(saved, files),
+            }
+        except KeyError as err:
+            raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
 
     def _job_stats(self, name: str, flags: int) -> MigrationStats | None:
         try:
@@ -444,6 +481,12 @@ class LibvirtHost:
         info = self._call(f"volume {path}", vol.info)
         return int(info[1]), int(info[2])
 
+    def disk_capacity(self, name: str, disk: str) -> int:
+        dom = self._domain(name)
+        # blockInfo reads a powered-off VM's files too, and covers block devices.
+        info = self._call(f"disk {disk} of {name}", partial(dom.blockInfo, disk, 0))
+        return int(info[0])
+
     def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
                    synchronous: bool) -> None:
         dom = self._domain(name)
@@ -476,21 +519,12 @@ class LibvirtHost:
 
     def set_persistent_disk(self, name: str, disk: str, path: str, fmt: str) -> None:
         dom = self._domain(name)
-        root = ET.fromstring(self._call(f"VM {name}", partial(
-            dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)))
-        for node in root.findall("devices/disk"):
-            target = node.find("target")
-            if target is None or target.get("dev") != disk:
-                continue
-            source, driver = node.find("source"), node.find("driver")
-            if source is None or driver is None:
-                break
-            source.attrib.clear()
-            source.set("file", path)
-            driver.set("type", fmt)
-            self.define_vm(ET.tostring(root, encoding="unicode"))
-            return
-        raise VirtError(f"host {self.name}: VM {name} has no file disk {disk} to repoint")
+        xml = self._call(f"VM {name}", partial(
+            dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+        try:
+            self.define_vm(domxml.retarget_disks(xml, {disk: (path, fmt)}))
+        except KeyError:
+            raise VirtError(f"host {self.name}: VM {name} has no disk {disk} to repoint") from None
 
     def block_device_present(self, path: str) -> bool:
         # libvirt has no "stat this path" call; a device is visible to it as a
@@ -574,6 +608,9 @@ def stats_from_libvirt(raw: dict[str, Any]) -> MigrationStats:
         setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
         postcopy_requests=int(raw.get("memory_postcopy_requests", 0)),
         throttle_pct=int(raw.get("auto_converge_throttle", 0)),
+        disk_total=int(raw.get("disk_total", 0)),
+        disk_processed=int(raw.get("disk_processed", 0)),
+        disk_remaining=int(raw.get("disk_remaining", 0)),
     )
 
 

@@ -1,0 +1,159 @@
+"""The files a disk move creates on the target datastore, and the ones it frees.
+
+Every kind of move that copies disks (Storage VMotion, shared-nothing, cold)
+plans the same way: one target volume per moved disk, named after the VM and
+the disk, in the format asked for; the target files are created before any
+copy starts, deleted again if the move fails, and the source files are
+deleted only once the VM is proved to use the targets. A source that is no
+file of a datastore (a block device, a LUN) is never deleted: it is not
+ferry's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ferry.checks.storage import pool_holding
+from ferry.engine.jobs import JobHandle
+from ferry.errors import FerryError
+from ferry.model import DISK_FORMATS, VM, Disk, Phase, Pool
+from ferry.virt.base import DiskCopy, HostConnection
+
+# format name -> (file format, preallocation: None | "falloc" | "full")
+TARGET_FORMATS: dict[str, tuple[str, str | None]] = {
+    "thin": ("qcow2", None),
+    "thick-lazy": ("raw", "falloc"),
+    "thick-eager": ("raw", "full"),
+}
+SUPPORTED_FORMATS = DISK_FORMATS
+assert set(SUPPORTED_FORMATS) == {"same", *TARGET_FORMATS}
+
+
+@dataclass
+class DiskMove:
+    disk: Disk
+    source_pool: Pool | None  # None: not a file of a datastore (never deleted by ferry)
+    target_volume: str
+    fmt: str
+    preallocation: str | None
+    capacity: int = 0
+    target_path: str = ""
+    created: bool = False
+    pivoted: bool = False
+    synchronous: bool = False
+    copied: int = 0
+
+    def as_copy(self) -> DiskCopy:
+        return DiskCopy(self.disk.target, self.target_path, self.fmt)
+
+
+def copies_data(disk: Disk) -> bool:
+    """A disk whose data a move copies: a writable file, or a virtual-mode block device."""
+    return (disk.device == "disk" and disk.source is not None and not disk.readonly
+            and disk.source_type in ("file", "block"))
+
+
+def plan_moves(vm: VM, source_pools: list[Pool], disk_format: str,
+               disks: tuple[str, ...] = ()) -> list[DiskMove]:
+    """One move per disk to copy: the ones named in ``disks``, else every data disk."""
+    moves = []
+    for disk in vm.disks:
+        if not copies_data(disk) or (disks and disk.target not in disks):
+            continue
+        if disk_format == "same":
+            # A block device has no file format: its copy is a plain raw file.
+            fmt = disk.driver_format if disk.source_type == "file" else "raw"
+            fmt, prealloc = fmt or "raw", None
+        else:
+            fmt, prealloc = TARGET_FORMATS[disk_format]
+        ext = "qcow2" if fmt == "qcow2" else "img"
+        source_pool = (pool_holding(source_pools, disk.source or "")
+                       if disk.source_type == "file" else None)
+        moves.append(DiskMove(disk, source_pool, f"{vm.name}-{disk.target}.{ext}", fmt, prealloc))
+    return moves
+
+
+@dataclass
+class TargetFiles:
+    """The moved disks' files: created on ``target``'s pool, sources on ``source``."""
+
+    vm: str
+    moves: list[DiskMove]
+    source: HostConnection
+    target: HostConnection
+    pool: str
+    # How to reach the target host again if its connection died during the move.
+    reopen_target: Callable[[], HostConnection] | None = None
+    retry_s: float = 90.0
+    deleted_sources: list[str] = field(default_factory=list)
+
+    def create(self, job: JobHandle) -> None:
+        for move in self.moves:
+            move.capacity = self.source.disk_capacity(self.vm, move.disk.target)
+            move.target_path = self.target.create_volume(
+                self.pool, move.target_volume, move.capacity, move.fmt, move.preallocation)
+            move.created = True
+        job.event(Phase.REGISTER, f"created {len(self.moves)} file(s) for {self.vm} on "
+                  f"datastore {self.pool} of {self.target.name}",
+                  files=[m.target_path for m in self.moves])
+
+    def discard(self, job: JobHandle) -> list[str]:
+        """Delete every target file ferry created that the VM does not use; what is left.
+
+        When the target host's libvirtd is gone (it crashed mid-copy), keep trying
+        through a new connection for ``retry_s``: a supervised libvirtd comes back.
+        """
+        deadline = time.monotonic() + self.retry_s
+        while True:
+            failure = None
+            for move in self.moves:
+                if not move.created or move.pivoted:
+                    continue  # a pivoted copy is what the VM runs on: it stays
+                try:
+                    self.target.delete_volume(self.pool, move.target_volume)
+                    move.created = False
+                except FerryError as err:
+                    failure = err
+            if failure is None or self.reopen_target is None or time.monotonic() > deadline:
+                break
+            time.sleep(2.0)
+            try:
+                self.target = self.reopen_target()
+            except FerryError as err:
+                failure = err
+        left = [m.target_path for m in self.moves if m.created and not m.pivoted]
+        if left and failure is not None:
+            job.event(Phase.ROLLBACK, f"could not delete {', '.join(left)} on "
+                      f"{self.target.name}: {failure.message}")
+        return left
+
+    def delete_sources(self, job: JobHandle) -> None:
+        """The VM is proved to run on the targets: free the source files."""
+        kept = []
+        for move in self.moves:
+            source = move.disk.source or ""
+            if move.source_pool is None:
+                kept.append(source)
+                continue
+            self.source.delete_volume(move.source_pool.name, source.rsplit("/", 1)[-1])
+            self.deleted_sources.append(source)
+        job.event(Phase.UNREGISTER, f"deleted {len(self.deleted_sources)} source file(s) on "
+                  f"{self.source.name}", deleted=self.deleted_sources, kept=kept)
+
+    def report(self) -> dict[str, dict[str, object]]:
+        disks: dict[str, dict[str, object]] = {}
+        for move in self.moves:
+            allocation = None
+            if move.created and move.target_path:
+                try:
+                    allocation = self.target.volume_size(move.target_path)[1]
+                except FerryError:
+                    allocation = None
+            disks[move.disk.target] = {
+                "source": move.disk.source, "target": move.target_path, "format": move.fmt,
+                "capacity": move.capacity, "copied": move.copied,
+                "target_allocation": allocation,
+                "mode": "synchronous" if move.synchronous else "background"}
+        return disks
