@@ -191,6 +191,8 @@ class Phase(StrEnum):
     COMPATIBILITY = "compatibility"  # step 3: destination checks
     REGISTER = "register-destination"  # step 4: prepared on the destination
     PRECOPY = "precopy"  # step 5: memory copied, changes tracked
+    COPY = "copy-files"  # cold migration: a powered-off VM's files copied
+    VERIFY = "verify"  # cold migration: the copies checked against the sources
     SWITCHOVER = "switchover"  # steps 6 and 8: quiesce, final copy
     RESUMED = "resumed-destination"  # steps 7 and 10
     UNREGISTER = "unregister-source"  # step 9

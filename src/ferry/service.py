@@ -138,11 +138,13 @@ class FerryService:
 
     # Migration jobs
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
-                        disk_format: str = "same", disks: tuple[str, ...] = ()) -> Job:
+                        disk_format: str = "same", disks: tuple[str, ...] = (),
+                        cold: bool = False) -> Job:
         """Validates, refuses (RefusedError listing every reason) or starts a job.
 
         ``dest_host`` alone: live migration; ``dest_datastore`` alone: live
-        storage migration on the VM's host.
+        storage migration on the VM's host; both: live, memory and disks
+        together. ``cold``: the powered-off VM's files and registration move.
         """
         raise NotImplementedError
 

@@ -7,13 +7,17 @@ QEMU copies the disks over NBD while the guest writes.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from conftest import LabEnv, disk_source, fill_disk, wait_until
 
 from ferry.cli.client import FerryClient
+from ferry.lab.hosts import host_exec
 from ferry.lab.lab import crash_libvirtd, local_datastore_dir, restart_libvirtd, set_link
+from ferry.lab.layout import LAB_ROOT
 
 pytestmark = pytest.mark.lab
 
@@ -137,4 +141,43 @@ def test_destination_libvirtd_crash_during_copy_leaves_vm_whole(
     # The destination's libvirtd, back, removed the half-migrated guest; ferry the files.
     wait_until(lambda: slow_disk_vm not in lab.domains("host2"), 60,
                "host2 to drop the unfinished incoming VM")
+    _assert_whole_on_host1(lab, slow_disk_vm)
+
+
+@pytest.fixture
+def tiny_datastore(lab: LabEnv) -> Iterator[str]:
+    """Datastore ``tiny`` on host2: a 400 MiB ext4 filesystem on a loop device."""
+    image = LAB_ROOT / "tiny-datastore.img"
+    folder = "/var/lib/ferry-tiny"
+    subprocess.run(["truncate", "-s", "400M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    Path(folder).mkdir(exist_ok=True)
+    host_exec("host2", ["mount", "-o", "loop", str(image), folder])
+    try:
+        lab.virsh("host2", "pool-create-as", "tiny", "dir", "--target", folder)
+        assert lab.ferry("refresh").code == 0
+        yield folder
+    finally:
+        lab.virsh("host2", "pool-destroy", "tiny", check=False)
+        host_exec("host2", ["umount", folder], check=False)
+        image.unlink(missing_ok=True)
+        lab.ferry("refresh")
+
+
+def test_target_datastore_filling_up_mid_copy_leaves_vm_whole(
+    lab: LabEnv, slow_disk_vm: str, tiny_datastore: str
+) -> None:
+    client = FerryClient()
+    job = client.migrate(slow_disk_vm, "host2", "tiny", "thin")
+    wait_until(lambda: int(client.get_job(job.id).progress.get("disk_processed", 0)) > 8 * 2**20,
+               60, "the disk copy to start")
+    # Another tenant's file takes every free byte of the datastore.
+    host_exec("host2", ["dd", "if=/dev/zero", f"of={tiny_datastore}/filler", "bs=1M"],
+              check=False)
+    wait_until(lambda: client.get_job(job.id).state in ("cancelled", "failed", "succeeded"),
+               180, "the move to fail")
+    done = client.get_job(job.id)
+    assert done.state == "failed", done.error
+    assert done.error and "host2" in done.error
+    assert f"{slow_disk_vm}-vda.qcow2" not in lab.volumes("host2", "tiny")
     _assert_whole_on_host1(lab, slow_disk_vm)

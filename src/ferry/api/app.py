@@ -244,7 +244,7 @@ def create_app(service: FerryService, token: str) -> FastAPI:
     )
     def start_migration(body: MigrationCreate) -> JobOut:
         return to_schema(JobOut, service.start_migration(
-            body.vm, body.host, body.datastore, body.disk_format, tuple(body.disks)))
+            body.vm, body.host, body.datastore, body.disk_format, tuple(body.disks), body.cold))
 
     @api.get("/jobs", response_model=list[JobOut], tags=["jobs"])
     def list_jobs(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[JobOut]:

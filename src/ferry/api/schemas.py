@@ -231,6 +231,7 @@ class MigrationCreate(BaseModel):
     datastore: str | None = Field(default=None, min_length=1)
     disk_format: Literal["same", "thin", "thick-lazy", "thick-eager"] = "same"
     disks: list[str] = []
+    cold: bool = False
 
 
 class HostUpdate(BaseModel):

@@ -213,9 +213,10 @@ class FerryClient:
 
     # ------------------------------------------------------------ migration
     def migrate(self, vm: str, host: str | None, datastore: str | None = None,
-                disk_format: str = "same", disks: list[str] | None = None) -> JobOut:
+                disk_format: str = "same", disks: list[str] | None = None,
+                cold: bool = False) -> JobOut:
         body = {"vm": vm, "host": host, "datastore": datastore, "disk_format": disk_format,
-                "disks": disks or []}
+                "disks": disks or [], "cold": cold}
         return self._one(JobOut, self._request("POST", "/migrations", json=body))
 
     def list_jobs(self, limit: int = 100) -> list[JobOut]:

@@ -284,7 +284,7 @@ def _finish(job: JobOut, as_json: bool) -> int:
 
 def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client.migrate(args.vm, args.host, args.datastore, args.format,
-                             args.disk.split(",") if args.disk else None)
+                             args.disk.split(",") if args.disk else None, cold=args.cold)
     if args.no_wait:
         _out(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
         return 0
@@ -375,7 +375,9 @@ def _register_builtin(c: Commands) -> None:
                    "VMotion), or with --host on that host (memory and disks together)")
     p.add_argument("--format", default="same", choices=list(DISK_FORMATS),
                    help="disk format on the new datastore")
-    p.add_argument("--disk", help="comma list of disks to move (default: every file disk)")
+    p.add_argument("--disk", help="comma list of disks to move (default: every data disk)")
+    p.add_argument("--cold", action="store_true",
+                   help="the VM is powered off: copy its files and move its registration")
     p.add_argument("--no-wait", action="store_true", help="print the job and return")
     p.add_argument("--json", action="store_true", help="print the final job as JSON")
 

@@ -7,6 +7,7 @@ datastore identity is proved by probe on every refresh.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding, Status, errors, finding_dict
 from ferry.checks.report import preflight
+from ferry.engine.cold import ColdMigration
 from ferry.engine.datastores import group_pools
 from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
 from ferry.engine.jobs import JobHandle
@@ -33,10 +35,12 @@ from ferry.errors import (
     NotFound,
     RefusedError,
 )
-from ferry.model import VM, Host, Inventory, Job, Network, Phase, Pool
+from ferry.model import VM, Host, Inventory, Job, JobState, Network, Phase, Pool
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection, MigrationOptions
+
+log = logging.getLogger(__name__)
 
 LifecycleListener = Callable[[str, str, str], None]
 
@@ -323,11 +327,12 @@ class ControlPlane(FerryService):
             if request.dest_datastore not in pools:
                 raise NotFound(f"host {target_host} has no datastore named "
                                f"{request.dest_datastore}")
-        if request.dest_datastore is None and not request.cold:
+        if request.dest_datastore is None:
             if request.dest_host is None:
                 raise InputError("say where to move the VM: a host, a datastore, or both")
             if request.dest_host == vm.host:
-                raise InputError(f"VM {vm.name} already runs on {vm.host}: choose another host")
+                raise InputError(f"VM {vm.name} already {'is' if request.cold else 'runs'} on "
+                                 f"{vm.host}: choose another host")
         return vm
 
     def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
@@ -349,11 +354,14 @@ class ControlPlane(FerryService):
 
     # -- migration -------------------------------------------------------
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
-                        disk_format: str = "same", disks: tuple[str, ...] = ()) -> Job:
+                        disk_format: str = "same", disks: tuple[str, ...] = (),
+                        cold: bool = False) -> Job:
         current = self.get_vm(vm)
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
                              f"{', '.join(SUPPORTED_FORMATS)}")
+        if cold:
+            return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks)
         if dest_datastore is not None and dest_host in (None, current.host):
             return self._start_storage_move(current, dest_datastore, disk_format, disks)
         request = MoveRequest(vm, dest_host=dest_host, dest_datastore=dest_datastore,
@@ -396,7 +404,8 @@ class ControlPlane(FerryService):
             heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
             files=files,
         )
-        return self._launch(handle, lambda: self._run_job(runner, handle))
+        return self._launch(handle, lambda: self._run_then_refresh(
+            runner.run, handle, {current.host, dest_host}))
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
@@ -413,7 +422,34 @@ class ControlPlane(FerryService):
             vm=current, conn=self._conn(vm.host), target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
             disk_format=disk_format, disks=disks)
-        return self._launch(handle, lambda: self._run_storage_job(runner, handle, vm.host))
+        return self._launch(handle, lambda: self._run_then_refresh(runner.run, handle, {vm.host}))
+
+    def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
+                         disk_format: str, disks: tuple[str, ...]) -> Job:
+        request = MoveRequest(vm.name, dest_host=dest_host, dest_datastore=datastore, cold=True,
+                              disks=disks, disk_format=disk_format)
+        self._validate_move(request)
+        target_host = request.destination(vm.host)
+        inventory = self.refresh()
+        current = inventory.vms.get(vm.name, vm)
+        where = " and ".join(part for part in (
+            f"host {dest_host}" if dest_host not in (None, vm.host) else "",
+            f"datastore {datastore}" if datastore else "") if part)
+        findings, warnings = self._judge_or_refuse(
+            inventory, current, request, f"cold migration of {vm.name} to {where}")
+        source, dest = self._conn(vm.host), self._conn(target_host)
+        files = None
+        if datastore is not None:
+            moves = plan_moves(current, inventory.pools_on(vm.host), disk_format, disks)
+            if not moves:
+                raise InputError(f"VM {vm.name} has no data disk to move to {datastore}")
+            files = TargetFiles(vm.name, moves, source, dest, datastore)
+        handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host)
+        handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
+        self._record_checks(handle, findings, warnings, where)
+        runner = ColdMigration(current, source, dest, files)
+        hosts = {vm.host, target_host}
+        return self._launch(handle, lambda: self._run_then_refresh(runner.run, handle, hosts))
 
     def _judge_or_refuse(self, inventory: Inventory, vm: VM, request: MoveRequest,
                          what: str) -> tuple[list[Finding], list[Finding]]:
@@ -441,24 +477,21 @@ class ControlPlane(FerryService):
         threading.Thread(target=run, daemon=True, name=f"job-{handle.id[:8]}").start()
         return handle.job
 
-    def _run_storage_job(self, runner: StorageVMotion, handle: JobHandle, host: str) -> None:
+    def _run_then_refresh(self, run: Callable[[JobHandle], None], handle: JobHandle,
+                          hosts: set[str]) -> None:
         try:
-            runner.run(handle)
+            run(handle)
+        except Exception as err:  # a bug must not leave the job "running" forever
+            log.exception("job %s of %s crashed", handle.id, handle.job.vm)
+            handle.event(Phase.ROLLBACK, f"ferry failed internally: {err!r}; check where "
+                         f"{handle.job.vm} is with 'ferry vm show {handle.job.vm}'")
+            handle.finish(JobState.FAILED, handle.job.report, f"internal error: {err!r}")
         finally:
-            try:
-                self.refresh(host)
-            except FerryError:
-                pass  # the next refresh shows the host's state
-
-    def _run_job(self, runner: VMotion, handle: JobHandle) -> None:
-        try:
-            runner.run(handle)
-        finally:
-            for host in (runner.source.name, runner.dest.name):
+            for host in sorted(hosts):
                 try:
-                    self._refresh_vms(host)
+                    self.refresh(host)
                 except FerryError:
-                    continue
+                    continue  # the next refresh shows the host's state
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         return self._store.jobs(limit)

@@ -91,7 +91,7 @@ class TargetFiles:
 
     def create(self, job: JobHandle) -> None:
         for move in self.moves:
-            move.capacity = self.source.disk_capacity(self.vm, move.disk.target)
+            move.capacity = self.source.disk_size(self.vm, move.disk.target)[0]
             move.target_path = self.target.create_volume(
                 self.pool, move.target_volume, move.capacity, move.fmt, move.preallocation)
             move.created = True

@@ -76,6 +76,15 @@ class FactGatherer:
                 block_jobs = tuple(self.conn(source).block_jobs(vm.name))
             except FerryError:
                 block_jobs = ()
+        disk_sizes: dict[str, tuple[int, int]] = {}
+        if request.dest_datastore is not None:
+            for disk in vm.disks:
+                if disk.device not in ("disk", "lun") or disk.source is None:
+                    continue
+                try:
+                    disk_sizes[disk.target] = self.conn(source).disk_size(vm.name, disk.target)
+                except FerryError:
+                    continue  # not verified: the check says so
         memory: dict[str, int] = {}
         vcpus: dict[str, int] = {}
         for host in hosts:
@@ -93,6 +102,7 @@ class FactGatherer:
             links=links,
             block_devices_on_dest=block_devices,
             block_jobs=block_jobs,
+            disk_sizes=disk_sizes,
             migrations_running=dict(migrations_running),
             encrypted_transport=False,
             memory_committed_mib=memory,

@@ -8,7 +8,7 @@ Implementations raise only :mod:`ferry.errors` exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -197,8 +197,30 @@ class HostConnection(Protocol):
         """(capacity, allocation) in bytes of the volume at ``path``."""
         ...
 
-    def disk_capacity(self, name: str, disk: str) -> int:
-        """The guest-visible size in bytes of disk ``disk`` of VM ``name``."""
+    def disk_size(self, name: str, disk: str) -> tuple[int, int]:
+        """(guest-visible capacity, bytes allocated on the host) of disk ``disk`` of VM ``name``."""
+        ...
+
+    # -- cold migration: whole files ----------------------------------------
+    def saved_definition(self, name: str, disks: dict[str, tuple[str, str]]) -> str:
+        """VM ``name``'s persistent definition, disks ``{target: (path, format)}`` repointed."""
+        ...
+
+    def volume_file_size(self, path: str) -> int:
+        """The size in bytes of the volume's file itself (a qcow2 file's, not its disk's)."""
+        ...
+
+    def clone_volume(self, source_path: str, pool: str, name: str, fmt: str,
+                     preallocation: str | None = None) -> str:
+        """Copy or convert a volume of this host into ``pool`` as ``fmt``; the new path."""
+        ...
+
+    def read_volume(self, path: str) -> Iterator[bytes | int]:
+        """The volume file's bytes: data as bytes, holes as their length."""
+        ...
+
+    def write_volume(self, path: str, chunks: Iterable[bytes | int]) -> None:
+        """Overwrite the volume file from ``chunks`` as :meth:`read_volume` yields them."""
         ...
 
     def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,

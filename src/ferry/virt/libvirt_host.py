@@ -11,7 +11,7 @@ import re
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -143,6 +143,8 @@ def connection_uri(uri: str) -> str:
     query = urlencode({"pkipath": str(pki), "no_tty": "1"})
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
+
+STREAM_CHUNK = 4 * 2**20  # bytes asked of a volume stream at a time
 
 class LibvirtHost:
     """One host's libvirtd, reached by URI."""
@@ -477,15 +479,90 @@ class LibvirtHost:
 
     # -- storage migration ---------------------------------------------
     def volume_size(self, path: str) -> tuple[int, int]:
-        vol = self._call(f"volume {path}", lambda: self._conn.storageVolLookupByPath(path))
+        vol = self._volume(path)
         info = self._call(f"volume {path}", vol.info)
         return int(info[1]), int(info[2])
 
-    def disk_capacity(self, name: str, disk: str) -> int:
+    def _volume(self, path: str) -> Any:
+        return self._call(f"volume {path}", lambda: self._conn.storageVolLookupByPath(path))
+
+    def volume_file_size(self, path: str) -> int:
+        vol = self._volume(path)
+        info = self._call(f"volume {path}", partial(
+            vol.infoFlags, libvirt.VIR_STORAGE_VOL_GET_PHYSICAL))
+        return int(info[2])
+
+    def clone_volume(self, source_path: str, pool: str, name: str, fmt: str,
+                     preallocation: str | None = None) -> str:
+        source = self._volume(source_path)
+        handle = self._pool(pool)
+        capacity = int(self._call(f"volume {source_path}", source.info)[1])
+        allocation = capacity if preallocation else 0
+        xml = (f"<volume><name>{escape(name)}</name><capacity unit='B'>{capacity}</capacity>"
+               f"<allocation unit='B'>{allocation}</allocation>"
+               f"<target><format type='{escape(fmt)}'/></target></volume>")
+        # For a dir pool libvirt runs 'qemu-img convert -f SRC -O DST' when the formats
+        # differ, and a sparse-aware copy when both are raw.
+        vol = self._call(f"copy {source_path} to {name} in {pool}",
+                         lambda: handle.createXMLFrom(xml, source, 0))
+        return str(vol.path())
+
+    def read_volume(self, path: str) -> Iterator[bytes | int]:
+        vol = self._volume(path)
+        stream = self._call("open a stream", lambda: self._conn.newStream(0))
+        self._call(f"read volume {path}", lambda: vol.download(
+            stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM))
+        done = False
+        try:
+            while True:
+                got = self._call(f"read volume {path}", partial(
+                    stream.recvFlags, STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE))
+                if got == -3:  # a hole: its length, not its zeros, crosses the wire
+                    yield int(self._call(f"read volume {path}", stream.recvHole))
+                    continue
+                if isinstance(got, int):
+                    raise VirtError(f"host {self.name}: reading {path} failed ({got})")
+                if not got:
+                    break
+                yield got
+            self._call(f"read volume {path}", stream.finish)
+            done = True
+        finally:
+            if not done:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass  # the stream already failed
+
+    def write_volume(self, path: str, chunks: Iterable[bytes | int]) -> None:
+        vol = self._volume(path)
+        stream = self._call("open a stream", lambda: self._conn.newStream(0))
+        self._call(f"write volume {path}", lambda: vol.upload(
+            stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM))
+        done = False
+        try:
+            for chunk in chunks:
+                if isinstance(chunk, int):
+                    self._call(f"write volume {path}", partial(stream.sendHole, chunk, 0))
+                else:
+                    left = chunk
+                    while left:
+                        sent = self._call(f"write volume {path}", partial(stream.send, left))
+                        left = left[sent:]
+            self._call(f"write volume {path}", stream.finish)
+            done = True
+        finally:
+            if not done:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass  # the stream already failed
+
+    def disk_size(self, name: str, disk: str) -> tuple[int, int]:
         dom = self._domain(name)
         # blockInfo reads a powered-off VM's files too, and covers block devices.
         info = self._call(f"disk {disk} of {name}", partial(dom.blockInfo, disk, 0))
-        return int(info[0])
+        return int(info[0]), int(info[1])
 
     def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
                    synchronous: bool) -> None:
@@ -517,14 +594,17 @@ class LibvirtHost:
         dom = self._domain(name)
         self._call(f"cancel the copy of {disk} of {name}", partial(dom.blockJobAbort, disk, 0))
 
-    def set_persistent_disk(self, name: str, disk: str, path: str, fmt: str) -> None:
+    def saved_definition(self, name: str, disks: dict[str, tuple[str, str]]) -> str:
         dom = self._domain(name)
         xml = self._call(f"VM {name}", partial(
             dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
         try:
-            self.define_vm(domxml.retarget_disks(xml, {disk: (path, fmt)}))
-        except KeyError:
-            raise VirtError(f"host {self.name}: VM {name} has no disk {disk} to repoint") from None
+            return domxml.retarget_disks(xml, disks)
+        except KeyError as err:
+            raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
+
+    def set_persistent_disk(self, name: str, disk: str, path: str, fmt: str) -> None:
+        self.define_vm(self.saved_definition(name, {disk: (path, fmt)}))
 
     def block_device_present(self, path: str) -> bool:
         # libvirt has no "stat this path" call; a device is visible to it as a

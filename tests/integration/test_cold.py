@@ -1,0 +1,112 @@
+"""Cold migration in the lab: a powered-off VM's files copied or converted, verified, and
+its registration moved; the guest then boots from the new files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import LabEnv, disk_source, fill_disk
+
+from ferry.cli.client import FerryClient
+from ferry.lab.lab import local_datastore_dir
+from ferry.lab.layout import LAB_ROOT
+
+pytestmark = pytest.mark.lab
+
+SHARED = LAB_ROOT / "datastores" / "shared"
+
+
+def qemu_img_compare(a: Path, a_fmt: str, b: Path, b_fmt: str) -> subprocess.CompletedProcess[str]:
+    """Guest-visible content of two images: exit 0 when identical."""
+    return subprocess.run(["qemu-img", "compare", "-f", a_fmt, "-F", b_fmt, str(a), str(b)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def boots_with_heartbeat(lab: LabEnv, vm: str) -> bool:
+    assert lab.ferry("vm", "start", vm).code == 0
+    return lab.collector.wait_for_heartbeat(vm, 60)
+
+
+def test_registration_moves_when_the_disk_is_on_a_shared_datastore(
+    lab: LabEnv, make_vm: Callable[..., None]
+) -> None:
+    make_vm("cd1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "16", "--workload", "heartbeat", "--no-start")
+    path = "/var/lib/ferry-lab/datastores/shared/cd1-disk0.qcow2"
+    # Without --cold a powered-off VM is refused, the remedy naming --cold.
+    refused = lab.ferry("migrate", "cd1", "--host", "host2")
+    assert refused.code == 4 and "--cold" in refused.err, refused.err
+
+    result = lab.ferry("migrate", "cd1", "--host", "host2", "--cold")
+
+    assert result.code == 0, result.err
+    assert lab.domains("host2").get("cd1") == "shut off"
+    assert "cd1" not in lab.domains("host1")
+    assert disk_source(lab.virsh("host2", "dumpxml", "--inactive", "cd1").stdout) == path
+    assert "cd1-disk0.qcow2" in lab.volumes("host1", "shared")  # the one file, untouched
+    assert boots_with_heartbeat(lab, "cd1")
+
+
+def test_host_and_datastore_with_conversion_to_thick_eager_keeps_the_guest_data(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+) -> None:
+    make_vm("cd2", "--host", "host1", "--datastore", "local", "--memory", "128",
+            "--disk", "128", "--workload", "heartbeat", "--no-start")
+    source = local_datastore_dir("host1") / "cd2-disk0.qcow2"
+    fill_disk(source, "qcow2", 64, 32)
+    before = tmp_path / "before.qcow2"
+    shutil.copyfile(source, before)  # the source is deleted by the move
+
+    result = lab.ferry("migrate", "cd2", "--host", "host2", "--datastore", "local",
+                       "--format", "thick-eager", "--cold", "--json")
+
+    assert result.code == 0, result.err
+    job = json.loads(result.out)
+    assert job["kind"] == "cold-migrate" and job["state"] == "succeeded"
+    assert job["report"]["verified_sha256"]["vda"]  # the streamed copy was read back
+    target = local_datastore_dir("host2") / "cd2-vda.img"
+    assert lab.domains("host2").get("cd2") == "shut off" and "cd2" not in lab.domains("host1")
+    assert disk_source(lab.virsh("host2", "dumpxml", "--inactive", "cd2").stdout) == \
+        "/var/lib/ferry-local/cd2-vda.img"
+    assert "cd2-disk0.qcow2" not in lab.volumes("host1", "local")
+    assert not [v for v in lab.volumes("host1", "local") if "staging" in v]
+    compared = qemu_img_compare(before, "qcow2", target, "raw")
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    # Eagerly zeroed: every byte of the raw file is allocated.
+    assert allocated(target) >= 128 * 2**20
+    assert boots_with_heartbeat(lab, "cd2")
+
+
+def test_datastore_only_conversion_to_thin_skips_zeros(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+) -> None:
+    make_vm("cd3", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "256", "--disk-format", "raw", "--workload", "heartbeat", "--no-start")
+    source = SHARED / "cd3-disk0.raw"
+    fill_disk(source, "raw", 64, 16)
+    before = tmp_path / "before.raw"
+    shutil.copyfile(source, before)
+
+    result = lab.ferry("migrate", "cd3", "--datastore", "local", "--format", "thin", "--cold")
+
+    assert result.code == 0, result.err
+    target = local_datastore_dir("host1") / "cd3-vda.qcow2"
+    assert disk_source(lab.virsh("host1", "dumpxml", "--inactive", "cd3").stdout) == \
+        "/var/lib/ferry-local/cd3-vda.qcow2"
+    assert not source.exists()
+    compared = qemu_img_compare(before, "raw", target, "qcow2")
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    # 16 MiB of data in a 256 MiB disk: the zeros were not written.
+    assert allocated(target) < 24 * 2**20
+    job = FerryClient().list_jobs(limit=1)[0]
+    assert (job.kind, job.state) == ("cold-migrate", "succeeded")
+    assert boots_with_heartbeat(lab, "cd3")
