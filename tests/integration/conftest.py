@@ -132,6 +132,19 @@ def lab() -> Iterator[LabEnv]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def define(lab: LabEnv, host: str, xml: str, tmp: Path, start: bool = True) -> str:
+    """Define (and start) a domain straight through libvirt, as an admin's own tool would."""
+    root = ET.fromstring(xml)
+    name = root.findtext("name") or ""
+    path = tmp / f"{name}.xml"
+    path.write_text(xml)
+    lab.virsh(host, "define", str(path))
+    if start:
+        lab.virsh(host, "start", name)
+    assert lab.ferry("refresh").code == 0
+    return name
+
+
 def disk_source(xml: str, target: str = "vda") -> str | None:
     """The file (or device) disk ``target`` of a domain XML points at."""
     for disk in ET.fromstring(xml).findall("devices/disk"):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, wait_until
+from conftest import LabEnv, define, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -45,18 +45,6 @@ def bypass_migrate(lab: LabEnv, vm: str, src: str, dest_index: int,
     """
     return lab.virsh(src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
                      "--unsafe", *flags, vm, PEER.format(n=10 + dest_index), check=False)
-
-
-def define(lab: LabEnv, host: str, xml: str, tmp: Path, start: bool = True) -> str:
-    root = ET.fromstring(xml)
-    name = root.findtext("name") or ""
-    path = tmp / f"{name}.xml"
-    path.write_text(xml)
-    lab.virsh(host, "define", str(path))
-    if start:
-        lab.virsh(host, "start", name)
-    assert lab.ferry("refresh").code == 0
-    return name
 
 
 @pytest.fixture

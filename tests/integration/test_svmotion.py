@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source, wait_until
+from conftest import LabEnv, define, disk_source, wait_until
 
 from ferry.cli.client import FerryClient
+from ferry.lab.lab import local_datastore_dir
 
 pytestmark = pytest.mark.lab
 
@@ -67,3 +71,70 @@ def test_failed_storage_move_leaves_vm_and_files_as_they_were(
         assert "1.00 MiB" in info
     finally:
         lab.virsh("host1", "vol-delete", "--pool", "local", "sv2-vda.qcow2", check=False)
+
+
+def test_thick_eager_copy_is_fully_written_and_keeps_every_block(
+    lab: LabEnv, make_vm: Callable[..., None]
+) -> None:
+    make_vm("sv3", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "64", "--workload", "heartbeat,disk")
+    collector = lab.collector
+    assert collector.wait_for_heartbeat("sv3", 60)
+    wait_until(lambda: collector.disk_acked("sv3") > 200, 60, "the guest's disk writer")
+
+    result = lab.ferry("migrate", "sv3", "--datastore", "local", "--format", "thick-eager")
+
+    assert result.code == 0, result.err
+    target = local_datastore_dir("host1") / "sv3-vda.img"
+    assert disk_source(lab.virsh("host1", "dumpxml", "sv3").stdout) == \
+        "/var/lib/ferry-local/sv3-vda.img"
+    assert 'type="raw"' in lab.virsh("host1", "dumpxml", "--inactive", "sv3").stdout.replace(
+        "'", '"')
+    # Thick: every byte of the raw file is allocated, though the mirror gave zeros back.
+    assert target.stat().st_size == 64 * 2**20
+    assert target.stat().st_blocks * 512 >= 64 * 2**20
+    acked = collector.disk_acked("sv3")
+    wait_until(lambda: collector.disk_acked("sv3") > acked + 100, 60, "writes after the move")
+    vm = FerryClient().get_vm("sv3")
+    assert vm.lab_address
+    verdict = collector.request_verify("sv3", vm.lab_address)
+    assert verdict.ok and verdict.corrupt == 0 and verdict.stale == 0, verdict
+
+
+def test_virtual_mode_block_disk_is_copied_into_a_file(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+) -> None:
+    # The "LUN": a loop device holding a known pattern; the guest does not write it.
+    image = tmp_path / "lun.img"
+    image.write_bytes(bytes(range(256)) * (16 * 2**20 // 256))
+    loop = subprocess.run(["losetup", "--find", "--show", str(image)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        make_vm("blk1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+                "--disk", "16", "--workload", "heartbeat", "--no-start")
+        root = ET.fromstring(lab.virsh("host1", "dumpxml", "--inactive", "blk1").stdout)
+        devices = root.find("devices")
+        assert devices is not None
+        disk = ET.SubElement(devices, "disk", type="block", device="disk")
+        ET.SubElement(disk, "driver", name="qemu", type="raw", cache="none", io="native")
+        ET.SubElement(disk, "source", dev=loop)
+        ET.SubElement(disk, "target", dev="vdb", bus="virtio")
+        define(lab, "host1", ET.tostring(root, encoding="unicode"), tmp_path)
+        assert lab.collector.wait_for_heartbeat("blk1", 60)
+
+        result = lab.ferry("migrate", "blk1", "--datastore", "local", "--disk", "vdb")
+
+        assert result.code == 0, result.err
+        new_file = "/var/lib/ferry-local/blk1-vdb.img"
+        for flags in ((), ("--inactive",)):
+            xml = lab.virsh("host1", "dumpxml", *flags, "blk1").stdout
+            assert disk_source(xml, "vdb") == new_file, flags
+        assert disk_source(lab.virsh("host1", "dumpxml", "blk1").stdout, "vda") == \
+            "/var/lib/ferry-lab/datastores/shared/blk1-disk0.qcow2"  # not asked to move
+        copied = (local_datastore_dir("host1") / "blk1-vdb.img").read_bytes()
+        assert copied == image.read_bytes()
+        assert Path(loop).exists()  # the device is not ferry's to delete
+        assert lab.domains("host1").get("blk1") == "running"
+    finally:
+        lab.ferry("vm", "delete", "blk1")
+        subprocess.run(["losetup", "-d", loop], check=False)

@@ -200,9 +200,18 @@ def progress_line(job: JobOut, width: int = 20) -> str:
         # A storage move: one figure per disk, and the copy's mode.
         for target, d in sorted(disks.items()):
             if isinstance(d, dict):
+                rate = _num(d, "rate_bps")
+                mode = f", {d.get('mode')}" if d.get("mode") else ""
                 parts.append(f"{target} {human_bytes(d.get('copied'))}/"
-                             f"{human_bytes(d.get('total'))} ({d.get('mode')})")
+                             f"{human_bytes(d.get('total'))}"
+                             + (f" at {human_bytes(rate)}/s" if rate is not None else "")
+                             + f" (left {human_bytes(d.get('remaining'))}{mode})")
         return "  ".join(parts)
+    disk_total = _num(p, "disk_total")
+    if disk_total:
+        # Shared-nothing: QEMU copies the disks first, then the memory.
+        parts.append(f"disks {human_bytes(_num(p, 'disk_processed'))}/"
+                     f"{human_bytes(disk_total)}")
     total = _num(p, "memory_total")
     done = _num(p, "memory_processed")
     if total and done is not None:
@@ -249,6 +258,15 @@ def job_report(job: JobOut) -> str:
     if data is not None or iterations is not None:
         iters = f" in {int(iterations)} iterations" if iterations is not None else ""
         out.append(f"  data sent      {human_bytes(data)}{iters}")
+    disks = r.get("disks") or {}
+    if isinstance(disks, dict) and disks:
+        out.append("  disks:")
+        for target, d in sorted(disks.items()):
+            if isinstance(d, dict):
+                mode = f", {d.get('mode')} copy" if d.get("mode") and not r.get("cold") else ""
+                out.append(f"    - {target}: {d.get('source')} -> {d.get('target')} "
+                           f"({d.get('format')}, {human_bytes(_num(d, 'capacity'))}, "
+                           f"{human_bytes(_num(d, 'target_allocation'))} allocated{mode})")
     warnings = r.get("warnings") or []
     if warnings:
         out.append("  pre-flight warnings:")

@@ -129,6 +129,13 @@ class TargetFiles:
                       f"{self.target.name}: {failure.message}")
         return left
 
+    def reserve_thick(self) -> None:
+        """QEMU's mirror gives back a target's zero areas (libvirt lets it unmap), also
+        into a preallocated file: once the VM uses a thick copy, reserve them again."""
+        for move in self.moves:
+            if move.preallocation is not None and move.created:
+                self.target.reserve_volume(move.target_path)
+
     def delete_sources(self, job: JobHandle) -> None:
         """The VM is proved to run on the targets: free the source files."""
         kept = []

@@ -217,6 +217,7 @@ class VMotion:
                 job.event(phase, message + " (seen after the migration call returned)")
         if self.files is not None:
             try:
+                self.files.reserve_thick()
                 self.files.delete_sources(job)
             except FerryError as err:
                 # The VM is safe on the destination; only space is not yet freed.

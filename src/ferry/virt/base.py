@@ -201,6 +201,10 @@ class HostConnection(Protocol):
         """(guest-visible capacity, bytes allocated on the host) of disk ``disk`` of VM ``name``."""
         ...
 
+    def reserve_volume(self, path: str) -> None:
+        """Allocate every byte of a raw volume that is still a hole, keeping its data."""
+        ...
+
     # -- cold migration: whole files ----------------------------------------
     def saved_definition(self, name: str, disks: dict[str, tuple[str, str]]) -> str:
         """VM ``name``'s persistent definition, disks ``{target: (path, format)}`` repointed."""
