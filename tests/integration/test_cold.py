@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source, fill_disk
+from conftest import LabEnv, disk_source, fill_disk, wait_until
 
 from ferry.cli.client import FerryClient
-from ferry.lab.lab import local_datastore_dir
+from ferry.lab.lab import local_datastore_dir, set_link
 from ferry.lab.layout import LAB_ROOT
 
 pytestmark = pytest.mark.lab
@@ -110,3 +110,36 @@ def test_datastore_only_conversion_to_thin_skips_zeros(
     job = FerryClient().list_jobs(limit=1)[0]
     assert (job.kind, job.state) == ("cold-migrate", "succeeded")
     assert boots_with_heartbeat(lab, "cd3")
+
+
+def test_cancel_mid_copy_leaves_the_vm_where_it_was(
+    lab: LabEnv, make_vm: Callable[..., None]
+) -> None:
+    make_vm("cd4", "--host", "host1", "--datastore", "local", "--memory", "128",
+            "--disk", "256", "--workload", "heartbeat", "--no-start")
+    fill_disk(local_datastore_dir("host1") / "cd4-disk0.qcow2", "qcow2", 64, 192)
+    client = FerryClient()
+    set_link("host1", "50mbit")  # the file crosses host1's link: half a minute
+    try:
+        job = client.migrate("cd4", "host2", "local", cold=True)
+
+        def copying() -> bool:
+            now = client.get_job(job.id)
+            assert now.state == "running", f"job ended before the test acted: {now.error}"
+            vda = (now.progress.get("disks") or {}).get("vda") or {}
+            return int(vda.get("copied", 0)) > 8 * 2**20
+
+        wait_until(copying, 60, "the copy to start")
+        client.cancel_job(job.id)
+        wait_until(lambda: client.get_job(job.id).state in ("cancelled", "failed", "succeeded"),
+                   90, "the cancel")
+    finally:
+        set_link("host1", None)
+    done = client.get_job(job.id)
+    assert done.state == "cancelled", done.error
+    assert lab.domains("host1").get("cd4") == "shut off" and "cd4" not in lab.domains("host2")
+    assert disk_source(lab.virsh("host1", "dumpxml", "--inactive", "cd4").stdout) == \
+        "/var/lib/ferry-local/cd4-disk0.qcow2"
+    assert "cd4-disk0.qcow2" in lab.volumes("host1", "local")
+    assert not [v for v in lab.volumes("host2", "local") if v.startswith("cd4")]
+    assert boots_with_heartbeat(lab, "cd4")

@@ -67,6 +67,10 @@ def test_bad_input_names_the_object(plane: ControlPlane) -> None:
         plane.start_migration("web1", "host9")
     with pytest.raises(InputError, match="already runs on host1"):
         plane.start_migration("web1", "host1")
+    with pytest.raises(InputError, match="no disk vdz"):
+        plane.start_migration("web1", None, "shared", disks=("vdz",))
+    with pytest.raises(InputError, match="format 'fat'"):
+        plane.start_migration("web1", None, "shared", "fat")
     with pytest.raises(InputError, match="unauthenticated"):
         plane.add_host("host4", "qemu+tcp://10.0.0.1/system")
     with pytest.raises(InputError, match="parameters"):

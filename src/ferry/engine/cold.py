@@ -206,12 +206,16 @@ class ColdMigration:
                         "remaining": max(0, move.capacity - sent.size)}}})
                 yield chunk
 
-        chunks = source.read_volume(source_path)
+        reading = source.read_volume(source_path)
+        chunks: Iterator[bytes | int] = reading
         if move.preallocation is not None and target_path == move.target_path:
             # libvirt deallocates the target under a hole it is sent; a thick file must
             # stay allocated, so its holes cross as zeros.
             chunks = _dense(chunks)
-        self.dest.write_volume(target_path, counted(chunks))
+        try:
+            self.dest.write_volume(target_path, counted(chunks))
+        finally:
+            reading.close()  # a cancelled or failed copy aborts the source's stream now
         back = digest_of(self.dest.read_volume(target_path))
         if (back.hexdigest(), back.size) != (sent.hexdigest(), sent.size):
             raise MigrationError(

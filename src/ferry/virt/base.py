@@ -8,7 +8,7 @@ Implementations raise only :mod:`ferry.errors` exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -219,7 +219,7 @@ class HostConnection(Protocol):
         """Copy or convert a volume of this host into ``pool`` as ``fmt``; the new path."""
         ...
 
-    def read_volume(self, path: str) -> Iterator[bytes | int]:
+    def read_volume(self, path: str) -> Generator[bytes | int, None, None]:
         """The volume file's bytes: data as bytes, holes as their length."""
         ...
 

@@ -11,7 +11,7 @@ import re
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -514,7 +514,7 @@ class LibvirtHost:
                          lambda: handle.createXMLFrom(xml, source, 0))
         return str(vol.path())
 
-    def read_volume(self, path: str) -> Iterator[bytes | int]:
+    def read_volume(self, path: str) -> Generator[bytes | int, None, None]:
         vol = self._volume(path)
         stream = self._call("open a stream", lambda: self._conn.newStream(0))
         self._call(f"read volume {path}", lambda: vol.download(
