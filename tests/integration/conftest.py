@@ -36,7 +36,13 @@ def _lab_possible() -> str | None:
     return None
 
 
+# Modules that build and tear down a lab of their own: they must run before the
+# session's shared lab exists, or their teardown would remove it from under the rest.
+OWN_LAB_MODULES = ("test_guest_boot.py", "test_lab_hosts.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in OWN_LAB_MODULES)  # stable: order kept
     reason = _lab_possible()
     if reason is None:
         return

@@ -389,14 +389,9 @@ class ControlPlane(FerryService):
             allow_postcopy=policy.allow_postcopy,
         )
         source, dest = self._conn(current.host), self._conn(dest_host)
-        files = None
-        if dest_datastore is not None:
-            # Shared-nothing: the disks travel with the memory, into new files there.
-            moves = plan_moves(current, inventory.pools_on(current.host), disk_format, disks)
-            if not moves:
-                raise InputError(f"VM {vm} has no data disk to move to {dest_datastore}")
-            files = TargetFiles(vm, moves, source, dest, dest_datastore,
-                                reopen_target=lambda: self._conn(dest_host))
+        # Shared-nothing: the disks travel with the memory, into new files there.
+        files = self._target_files(inventory, current, dest_host, dest_datastore, disk_format,
+                                   disks)
         kind = "migrate" if files is None else "migrate-with-storage"
         handle = JobHandle.create(self._store, kind, vm, current.host, dest_host)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
@@ -442,18 +437,26 @@ class ControlPlane(FerryService):
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"cold migration of {vm.name} to {where}")
         source, dest = self._conn(vm.host), self._conn(target_host)
-        files = None
-        if datastore is not None:
-            moves = plan_moves(current, inventory.pools_on(vm.host), disk_format, disks)
-            if not moves:
-                raise InputError(f"VM {vm.name} has no data disk to move to {datastore}")
-            files = TargetFiles(vm.name, moves, source, dest, datastore)
+        files = self._target_files(inventory, current, target_host, datastore, disk_format,
+                                   disks)
         handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host)
         handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
         self._record_checks(handle, findings, warnings, where)
         runner = ColdMigration(current, source, dest, files)
         hosts = {vm.host, target_host}
         return self._launch(handle, lambda: self._run_then_refresh(runner.run, handle, hosts))
+
+    def _target_files(self, inventory: Inventory, vm: VM, dest_host: str,
+                      datastore: str | None, disk_format: str,
+                      disks: tuple[str, ...]) -> TargetFiles | None:
+        """The files a move between hosts creates in ``datastore``; None: no disk moves."""
+        if datastore is None:
+            return None
+        moves = plan_moves(vm, inventory.pools_on(vm.host), disk_format, disks)
+        if not moves:
+            raise InputError(f"VM {vm.name} has no data disk to move to {datastore}")
+        return TargetFiles(vm.name, moves, self._conn(vm.host), self._conn(dest_host),
+                           datastore, reopen_target=lambda: self._conn(dest_host))
 
     def _judge_or_refuse(self, inventory: Inventory, vm: VM, request: MoveRequest,
                          what: str) -> tuple[list[Finding], list[Finding]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ferry.checks.storage import pool_holding
 from ferry.engine.jobs import JobHandle
-from ferry.errors import FerryError
+from ferry.errors import FerryError, NotFound
 from ferry.model import DISK_FORMATS, VM, Disk, Phase, Pool
 from ferry.virt.base import DiskCopy, HostConnection
 
@@ -114,6 +114,8 @@ class TargetFiles:
                 try:
                     self.target.delete_volume(self.pool, move.target_volume)
                     move.created = False
+                except NotFound:
+                    move.created = False  # already gone: nothing of ferry's is left
                 except FerryError as err:
                     failure = err
             if failure is None or self.reopen_target is None or time.monotonic() > deadline:

@@ -514,25 +514,15 @@ class LibvirtHost:
                          lambda: handle.createXMLFrom(xml, source, 0))
         return str(vol.path())
 
-    def read_volume(self, path: str) -> Generator[bytes | int, None, None]:
-        vol = self._volume(path)
+    @contextmanager
+    def _volume_stream(self, path: str, start: Callable[[Any], Any], what: str) -> Iterator[Any]:
+        """A stream on the volume at ``path``, finished on success and aborted otherwise."""
         stream = self._call("open a stream", lambda: self._conn.newStream(0))
-        self._call(f"read volume {path}", lambda: vol.download(
-            stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM))
+        self._call(f"{what} {path}", lambda: start(stream))
         done = False
         try:
-            while True:
-                got = self._call(f"read volume {path}", partial(
-                    stream.recvFlags, STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE))
-                if got == -3:  # a hole: its length, not its zeros, crosses the wire
-                    yield int(self._call(f"read volume {path}", stream.recvHole))
-                    continue
-                if isinstance(got, int):
-                    raise VirtError(f"host {self.name}: reading {path} failed ({got})")
-                if not got:
-                    break
-                yield got
-            self._call(f"read volume {path}", stream.finish)
+            yield stream
+            self._call(f"{what} {path}", stream.finish)
             done = True
         finally:
             if not done:
@@ -541,29 +531,36 @@ class LibvirtHost:
                 except libvirt.libvirtError:
                     pass  # the stream already failed
 
+    def read_volume(self, path: str) -> Generator[bytes | int, None, None]:
+        vol = self._volume(path)
+        what = "read volume"
+        with self._volume_stream(path, lambda stream: vol.download(
+                stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM), what) as stream:
+            while True:
+                got = self._call(f"{what} {path}", partial(
+                    stream.recvFlags, STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE))
+                if got == -3:  # a hole: its length, not its zeros, crosses the wire
+                    yield int(self._call(f"{what} {path}", stream.recvHole))
+                    continue
+                if isinstance(got, int):
+                    raise VirtError(f"host {self.name}: reading {path} failed ({got})")
+                if not got:
+                    break
+                yield got
+
     def write_volume(self, path: str, chunks: Iterable[bytes | int]) -> None:
         vol = self._volume(path)
-        stream = self._call("open a stream", lambda: self._conn.newStream(0))
-        self._call(f"write volume {path}", lambda: vol.upload(
-            stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM))
-        done = False
-        try:
+        what = "write volume"
+        with self._volume_stream(path, lambda stream: vol.upload(
+                stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM), what) as stream:
             for chunk in chunks:
                 if isinstance(chunk, int):
-                    self._call(f"write volume {path}", partial(stream.sendHole, chunk, 0))
-                else:
-                    left = chunk
-                    while left:
-                        sent = self._call(f"write volume {path}", partial(stream.send, left))
-                        left = left[sent:]
-            self._call(f"write volume {path}", stream.finish)
-            done = True
-        finally:
-            if not done:
-                try:
-                    stream.abort()
-                except libvirt.libvirtError:
-                    pass  # the stream already failed
+                    self._call(f"{what} {path}", partial(stream.sendHole, chunk, 0))
+                    continue
+                left = chunk
+                while left:
+                    sent = self._call(f"{what} {path}", partial(stream.send, left))
+                    left = left[sent:]
 
     def disk_size(self, name: str, disk: str) -> tuple[int, int]:
         dom = self._domain(name)
