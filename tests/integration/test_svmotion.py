@@ -40,6 +40,7 @@ def test_live_storage_migration_keeps_every_acknowledged_block(
     job = client.get_job(client.list_jobs(limit=1)[0].id)
     assert (job.kind, job.state) == ("storage-migrate", "succeeded")
     assert job.report["disks"]["vda"]["mode"] in ("background", "synchronous")
+    assert job.report["heartbeat_lost"] == 0  # the guest never stopped
     # The guest kept writing through the move, and every acknowledged block is intact.
     wait_until(lambda: collector.disk_acked("sv1") > acked_before + 100, 60,
                "disk writes after the move")

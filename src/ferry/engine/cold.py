@@ -101,6 +101,7 @@ class ColdMigration:
                 job.event(Phase.VERIFY, f"{len(self._verified)} file(s) verified",
                           sha256=self._verified)
             self._cancel_point(job)
+            self._check_powered_off()  # started meanwhile: its copies are already stale
             self._register(job)
             registered = True
             if self.files is not None:
@@ -145,7 +146,7 @@ class ColdMigration:
         source_fmt = disk.driver_format or "raw"
         move.capacity = self.source.disk_size(self.vm.name, disk.target)[0]
         pool, target = self.files.pool, self.dest
-        same_host = self.source is self.dest
+        same_host = self.source.name == self.dest.name
         if source_fmt == move.fmt:
             # The file's own bytes; for qcow2 the target is a plain container of its size.
             size = (self.source.volume_file_size(source_path) if move.fmt == "qcow2"
@@ -235,7 +236,7 @@ class ColdMigration:
                  for m in (self.files.moves if self.files else [])}
         xml = self.source.saved_definition(self.vm.name, moved)
         self.dest.define_vm(xml)
-        if self.dest is not self.source:
+        if self.dest.name != self.source.name:
             try:
                 self.source.undefine_vm(self.vm.name)
             except FerryError:
@@ -243,7 +244,7 @@ class ColdMigration:
                 raise
         job.event(Phase.REGISTER, f"{self.vm.name} defined on {self.dest.name} with its new "
                   f"files" if moved else f"{self.vm.name} defined on {self.dest.name}")
-        if self.dest is not self.source:
+        if self.dest.name != self.source.name:
             job.event(Phase.UNREGISTER, f"{self.vm.name} undefined on {self.source.name}")
 
     # -- outcome -----------------------------------------------------------

@@ -420,7 +420,7 @@ class ControlPlane(FerryService):
         runner = StorageVMotion(
             vm=current, conn=self._conn(vm.host), target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
-            disk_format=disk_format, disks=disks)
+            disk_format=disk_format, disks=disks, heartbeat=self._heartbeat)
         return self._launch(handle, lambda: self._run_then_refresh(runner.run, handle, {vm.host}))
 
     def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,

@@ -21,6 +21,7 @@ from typing import Any
 
 from ferry.engine.diskplan import DiskMove, TargetFiles, plan_moves
 from ferry.engine.jobs import JobHandle
+from ferry.engine.vmotion import HeartbeatSource
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.model import VM, JobState, Phase, Pool
 from ferry.virt.base import HostConnection
@@ -34,6 +35,7 @@ class StorageVMotion:
     pools: list[Pool]  # the host's pools, to find which volume a source file is
     disk_format: str = "same"
     disks: tuple[str, ...] = ()  # targets to move; empty: every data disk
+    heartbeat: HeartbeatSource | None = None  # the lab's: how the guest fared meanwhile
     sync_after_s: float = 60.0  # then copy in synchronous-write mode so it must converge
     # The copy is ready the moment QEMU says so; every poll between costs the move
     # time, so poll often (a cheap query) and write progress less often.
@@ -152,6 +154,9 @@ class StorageVMotion:
         job.finish(state, self._report(started), err.message)
 
     def _report(self, started: float) -> dict[str, Any]:
+        gap = self.heartbeat.largest_gap(self.vm.name, started) if self.heartbeat else None
         return {"total_ms": round((time.monotonic() - started) * 1000),
+                "heartbeat_gap_ms": round(gap.gap_ms, 1) if gap is not None else None,
+                "heartbeat_lost": gap.lost if gap is not None else None,
                 "disks": self._files.report() if self._files else {},
                 "datastore": self.target_pool}
