@@ -98,6 +98,13 @@ class FerryService:
     def update_host(self, name: str, changes: HostSettingsUpdate) -> Host:
         raise NotImplementedError
 
+    def enter_maintenance(self, name: str) -> Job:
+        """Mark the host in maintenance and start moving every VM off it (a job)."""
+        raise NotImplementedError
+
+    def exit_maintenance(self, name: str) -> Host:
+        raise NotImplementedError
+
     def check(self, request: MoveRequest) -> list[Finding]:
         """Every requirement of the move, judged now; never raises for a failing one."""
         raise NotImplementedError

@@ -188,6 +188,15 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return to_schema(HostOut, service.update_host(name, HostSettingsUpdate(
             **body.model_dump())))
 
+    @api.post("/hosts/{name}/maintenance/enter", response_model=JobOut,
+              status_code=status.HTTP_202_ACCEPTED, tags=["hosts"])
+    def enter_maintenance(name: Name) -> JobOut:
+        return to_schema(JobOut, service.enter_maintenance(name))
+
+    @api.post("/hosts/{name}/maintenance/exit", response_model=HostOut, tags=["hosts"])
+    def exit_maintenance(name: Name) -> HostOut:
+        return to_schema(HostOut, service.exit_maintenance(name))
+
     @api.post("/refresh", response_model=InventoryOut, tags=["inventory"])
     def refresh(host: Annotated[str | None, Query()] = None) -> InventoryOut:
         return to_schema(InventoryOut, service.refresh(host))

@@ -175,6 +175,12 @@ class FerryClient:
         body = {"name": name, "uri": uri, "migration_address": migration_address}
         return self._one(HostOut, self._request("POST", "/hosts", json=body))
 
+    def enter_maintenance(self, name: str) -> JobOut:
+        return self._one(JobOut, self._request("POST", f"/hosts/{_seg(name)}/maintenance/enter"))
+
+    def exit_maintenance(self, name: str) -> HostOut:
+        return self._one(HostOut, self._request("POST", f"/hosts/{_seg(name)}/maintenance/exit"))
+
     def update_host(self, name: str, **changes: Any) -> HostOut:
         return self._one(HostOut, self._request("PATCH", f"/hosts/{_seg(name)}", json=changes))
 

@@ -207,6 +207,14 @@ def progress_line(job: JobOut, width: int = 20) -> str:
                              + (f" at {human_bytes(rate)}/s" if rate is not None else "")
                              + f" (left {human_bytes(d.get('remaining'))}{mode})")
         return "  ".join(parts)
+    vms = p.get("vms")
+    if isinstance(vms, dict):
+        # An evacuation: how its moves stand.
+        states = [str(v.get("state")) for v in vms.values() if isinstance(v, dict)]
+        moved = sum(s == "succeeded" for s in states)
+        parts.append(f"{moved}/{len(states)} moved, {states.count('running')} moving, "
+                     f"{states.count('queued')} queued, {len(p.get('not_moved') or {})} stuck")
+        return "  ".join(parts)
     disk_total = _num(p, "disk_total")
     if disk_total:
         # Shared-nothing: QEMU copies the disks first, then the memory.

@@ -23,8 +23,10 @@ from ferry.engine.datastores import group_pools
 from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
 from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
+from ferry.engine.maintenance import Evacuation
 from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
+from ferry.engine.scheduler import SlotScheduler
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import (
@@ -35,7 +37,7 @@ from ferry.errors import (
     NotFound,
     RefusedError,
 )
-from ferry.model import VM, Host, Inventory, Job, JobState, Network, Phase, Pool
+from ferry.model import VM, Host, Inventory, Job, JobState, Network, Phase, Pool, VMState
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection, MigrationOptions
@@ -70,6 +72,7 @@ class ControlPlane(FerryService):
         self._refresh_wakeup = threading.Event()
         self._closed = False
         self._gatherer = FactGatherer(self._conn)
+        self._scheduler = SlotScheduler(self._slot_limit)
         store.mark_interrupted()
         threading.Thread(target=self._refresher, name="inventory-refresh", daemon=True).start()
 
@@ -273,6 +276,7 @@ class ControlPlane(FerryService):
         self.refresh()
         if request.name in {vm.name for vm in self.list_vms()}:
             raise InputError(f"a VM named {request.name} already exists")
+        self._refuse_if_in_maintenance(request.host, f"creating {request.name}")
         conn = self._conn(request.host)
         pools = [p for p in self._pools if p.host == request.host]
         if request.datastore not in {p.name for p in pools}:
@@ -288,6 +292,7 @@ class ControlPlane(FerryService):
         current = self.get_vm(vm)
         conn = self._conn(current.host)
         if action == "on":
+            self._refuse_if_in_maintenance(current.host, f"starting {vm}")
             conn.start_vm(vm)
         elif action == "off":
             conn.shutdown_vm(vm)
@@ -340,8 +345,12 @@ class ControlPlane(FerryService):
         return vm
 
     def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
-        running: dict[str, int] = {}
-        for job in self.running_jobs():
+        # Slots held now, and the moves already waiting in line for them.
+        running = self._scheduler.running_on()
+        with self._lock:
+            jobs = dict(self._jobs)
+        for job_id in self._scheduler.waiting():
+            job = jobs[job_id].job
             for host in {job.source_host, job.dest_host} - {None}:
                 assert host is not None
                 running[host] = running.get(host, 0) + 1
@@ -355,6 +364,44 @@ class ControlPlane(FerryService):
             self._store.update_host(name, **values)
             self._gatherer.forget_reachability()
         return self._host_view(self._host_record(name))
+
+    # -- maintenance mode ------------------------------------------------
+    def enter_maintenance(self, name: str) -> Job:
+        self._host_record(name)
+        self._store.update_host(name, maintenance=True)  # nothing is placed here from now
+        self._gatherer.forget_reachability()
+        inventory = self.refresh()
+        vms = [vm for vm in inventory.vms.values() if vm.host == name]
+        targets = [self._host_view(h) for h in self._store.hosts()
+                   if h.name != name and not h.maintenance]
+        handle = JobHandle.create(self._store, "evacuate", name, name, None)
+        handle.event(Phase.STATE_CHECK, f"{name} is in maintenance mode; {len(vms)} VM(s) to "
+                     f"move to {', '.join(t.name for t in targets) or 'no other host'}",
+                     vms=[vm.name for vm in vms])
+        runner = Evacuation(
+            host=name, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
+            check=self.check, job_of=self.get_job,
+            start=lambda vm, dest: self.start_migration(
+                vm.name, dest, cold=vm.state is VMState.SHUTOFF))
+        with self._lock:
+            self._jobs[handle.id] = handle
+        handle.start()
+        threading.Thread(target=lambda: self._run_then_refresh(runner.run, handle, {name}),
+                         daemon=True, name=f"evacuate-{name}").start()
+        return handle.job
+
+    def exit_maintenance(self, name: str) -> Host:
+        self._host_record(name)
+        self._store.update_host(name, maintenance=False)
+        self._gatherer.forget_reachability()
+        return self._host_view(self._host_record(name))
+
+    def _refuse_if_in_maintenance(self, host: str, what: str) -> None:
+        if self._host_record(host).maintenance:
+            raise RefusedError(f"{what} refused: host {host} is in maintenance mode", [Finding(
+                "host.maintenance", Status.ERROR, f"host {host} is in maintenance mode",
+                remedy=f"choose another host, or 'ferry host maintenance exit {host}'",
+                objects={"host": host})])
 
     # -- migration -------------------------------------------------------
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
@@ -403,8 +450,7 @@ class ControlPlane(FerryService):
             heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
             files=files,
         )
-        return self._launch(handle, lambda: self._run_then_refresh(
-            runner.run, handle, {current.host, dest_host}))
+        return self._launch(handle, runner.run, (current.host, dest_host))
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
@@ -421,7 +467,7 @@ class ControlPlane(FerryService):
             vm=current, conn=self._conn(vm.host), target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
             disk_format=disk_format, disks=disks, heartbeat=self._heartbeat)
-        return self._launch(handle, lambda: self._run_then_refresh(runner.run, handle, {vm.host}))
+        return self._launch(handle, runner.run, (vm.host,))
 
     def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
                          disk_format: str, disks: tuple[str, ...]) -> Job:
@@ -443,8 +489,7 @@ class ControlPlane(FerryService):
         handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
         self._record_checks(handle, findings, warnings, where)
         runner = ColdMigration(current, source, dest, files)
-        hosts = {vm.host, target_host}
-        return self._launch(handle, lambda: self._run_then_refresh(runner.run, handle, hosts))
+        return self._launch(handle, runner.run, (vm.host, target_host))
 
     def _target_files(self, inventory: Inventory, vm: VM, dest_host: str,
                       datastore: str | None, disk_format: str,
@@ -477,12 +522,36 @@ class ControlPlane(FerryService):
                      checked=[f.code for f in findings],
                      warnings=[finding_dict(f) for f in warnings])
 
-    def _launch(self, handle: JobHandle, run: Callable[[], None]) -> Job:
+    def _launch(self, handle: JobHandle, run: Callable[[JobHandle], None],
+                hosts: tuple[str, ...]) -> Job:
+        """Queue the move for a slot on each of ``hosts``; it starts by itself."""
         with self._lock:
             self._jobs[handle.id] = handle
-        handle.start()
-        threading.Thread(target=run, daemon=True, name=f"job-{handle.id[:8]}").start()
+        self._scheduler.submit(handle.id, hosts, lambda: self._begin(handle, run, hosts))
+        if handle.id in self._scheduler.waiting():
+            busy = self._scheduler.running_on()
+            handle.event(Phase.REQUESTED, "queued: waiting for a migration slot on " + ", ".join(
+                f"{h} ({busy.get(h, 0)} of {self._slot_limit(h)} in use)"
+                for h in dict.fromkeys(hosts)))
         return handle.job
+
+    def _slot_limit(self, host: str) -> int:
+        try:
+            return self._host_record(host).max_migrations
+        except NotFound:
+            return 2  # the seed's default; the move itself will fail on the missing host
+
+    def _begin(self, handle: JobHandle, run: Callable[[JobHandle], None],
+               hosts: tuple[str, ...]) -> None:
+        handle.start()
+
+        def work() -> None:
+            try:
+                self._run_then_refresh(run, handle, set(hosts))
+            finally:
+                self._scheduler.finished(handle.id)
+
+        threading.Thread(target=work, daemon=True, name=f"job-{handle.id[:8]}").start()
 
     def _run_then_refresh(self, run: Callable[[JobHandle], None], handle: JobHandle,
                           hosts: set[str]) -> None:
@@ -514,6 +583,10 @@ class ControlPlane(FerryService):
             if job.state.finished:
                 raise InputError(f"job {job_id} is already {job.state.value}")
             raise InputError(f"job {job_id} is not run by this server")
+        if self._scheduler.withdraw(job_id):
+            handle.event(Phase.ROLLBACK, "cancelled while waiting for a slot: nothing was done")
+            handle.finish(JobState.CANCELLED, {}, "cancelled before it started")
+            return self._store.job(job_id)
         handle.cancel()
         return self._store.job(job_id)
 

@@ -1,0 +1,50 @@
+"""Where a VM goes when its host is evacuated: pure choices over plain data.
+
+Among the hosts whose whole pre-flight report passes for the VM, the one with
+the most memory free under its limit, counting the VMs already placed there
+by the same evacuation. Ties go to the first host by name, so a plan is
+repeatable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ferry.model import VM, Host, VMState
+
+
+@dataclass(frozen=True)
+class Candidate:
+    host: str
+    blocking: tuple[str, ...]  # why not: "code: message" of each error row; empty = allowed
+    free_mib: int  # memory left under the host's limit, after what is already placed there
+
+
+def free_memory_mib(host: Host, vms: list[VM], planned_mib: int = 0) -> int:
+    """Memory a host can still give VMs: its limit (or its RAM) minus what runs or is coming."""
+    ceiling = host.memory_limit_mib if host.memory_limit_mib is not None else host.memory_mib
+    running = sum(vm.memory_mib for vm in vms
+                  if vm.host == host.name and vm.state is not VMState.SHUTOFF)
+    return ceiling - running - planned_mib
+
+
+def choose_host(vm: VM, candidates: list[Candidate]) -> Candidate | None:
+    """The allowed candidate with the most free memory that the VM fits in, or None."""
+    fitting = [c for c in candidates if not c.blocking and c.free_mib >= vm.memory_mib]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda c: (-c.free_mib, c.host))
+
+
+def why_not(vm: VM, candidates: list[Candidate]) -> str:
+    """One line per host saying why the VM cannot go there."""
+    if not candidates:
+        return "no other host is available (all others are in maintenance mode or unknown)"
+    reasons = []
+    for c in sorted(candidates, key=lambda c: c.host):
+        if c.blocking:
+            reasons.append(f"{c.host}: {'; '.join(c.blocking)}")
+        elif c.free_mib < vm.memory_mib:
+            reasons.append(f"{c.host}: {max(c.free_mib, 0)} MiB free under its limit, the VM "
+                           f"needs {vm.memory_mib} MiB")
+    return " | ".join(reasons)

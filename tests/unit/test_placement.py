@@ -1,0 +1,37 @@
+"""Placement for an evacuation: allowed hosts only, the most free memory under the limit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from preflight_fixtures import host, vm
+
+from ferry.engine.placement import Candidate, choose_host, free_memory_mib, why_not
+from ferry.model import VMState
+
+
+def test_the_allowed_host_with_most_free_memory_wins_and_ties_go_by_name() -> None:
+    web = vm()  # 2 GiB
+    chosen = choose_host(web, [Candidate("h3", (), 8000), Candidate("h2", (), 9000),
+                               Candidate("h4", ("cpu.incompatible: lacks aes",), 60000)])
+    assert chosen is not None and chosen.host == "h2"
+    tie = choose_host(web, [Candidate("h3", (), 9000), Candidate("h2", (), 9000)])
+    assert tie is not None and tie.host == "h2"
+
+
+def test_nowhere_to_go_says_why_for_each_host() -> None:
+    web = vm()
+    candidates = [Candidate("h2", ("storage.not-shared: disk vda is on local@host1",), 9000),
+                  Candidate("h3", (), 1024)]
+    assert choose_host(web, candidates) is None
+    reason = why_not(web, candidates)
+    assert "h2: storage.not-shared" in reason and "h3: 1024 MiB free" in reason
+
+
+def test_free_memory_counts_running_vms_the_limit_and_what_is_planned() -> None:
+    h2 = replace(host("host2", memory_mib=16384), memory_limit_mib=8192)
+    vms = [vm(name="a", host="host2"), vm(name="b", host="host2", state=VMState.SHUTOFF),
+           vm(name="c", host="host3")]
+    assert free_memory_mib(h2, vms) == 8192 - 2048
+    assert free_memory_mib(h2, vms, planned_mib=1024) == 8192 - 2048 - 1024
+    assert free_memory_mib(host("host2", memory_mib=16384), vms) == 16384 - 2048
