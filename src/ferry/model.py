@@ -106,6 +106,7 @@ class Host:
     memory_limit_mib: int | None = None  # admin's cap for VMs on this host; None = all of it
     migration_interface: str | None = None  # the NIC carrying migration traffic
     migration_network_isolated: bool = False  # admin's word that that network is isolated
+    cluster: str | None = None  # the cluster the host belongs to, if any
     connected: bool = False
     error: str | None = None
     hostname: str | None = None
@@ -118,6 +119,15 @@ class Host:
     libvirt_version: str | None = None
     hypervisor_version: str | None = None
     cpu_features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A named group of hosts, managed together (the seed's cluster)."""
+
+    name: str
+    hosts: tuple[str, ...] = ()
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)

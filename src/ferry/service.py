@@ -13,7 +13,7 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.errors import InputError
-from ferry.model import VM, Host, Inventory, Job, Network, Pool
+from ferry.model import VM, Cluster, Host, Inventory, Job, Network, Pool
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,23 @@ class FerryService:
         raise NotImplementedError
 
     def update_host(self, name: str, changes: HostSettingsUpdate) -> Host:
+        raise NotImplementedError
+
+    def create_cluster(self, name: str) -> Cluster:
+        raise NotImplementedError
+
+    def list_clusters(self) -> list[Cluster]:
+        raise NotImplementedError
+
+    def delete_cluster(self, name: str) -> None:
+        """Refused while the cluster has hosts."""
+        raise NotImplementedError
+
+    def add_cluster_host(self, cluster: str, host: str) -> Cluster:
+        """A host is in one cluster at most."""
+        raise NotImplementedError
+
+    def remove_cluster_host(self, cluster: str, host: str) -> Cluster:
         raise NotImplementedError
 
     def enter_maintenance(self, name: str) -> Job:

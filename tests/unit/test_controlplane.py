@@ -126,3 +126,24 @@ def test_cancel_before_switchover(plane: ControlPlane, world: FakeWorld) -> None
     assert "web1" in world.host("host1").vms and "web1" not in world.host("host2").vms
     with pytest.raises(InputError, match="already cancelled"):
         plane.cancel_job(job.id)
+
+
+def test_a_host_belongs_to_one_cluster_at_a_time(plane: ControlPlane) -> None:
+    plane.create_cluster("prod")
+    plane.create_cluster("evc-new")
+    assert plane.add_cluster_host("prod", "host1").hosts == ("host1",)
+    with pytest.raises(InputError, match="host1 is in cluster prod: remove it from prod first"):
+        plane.add_cluster_host("evc-new", "host1")
+    with pytest.raises(InputError, match="host2 is not in cluster prod"):
+        plane.remove_cluster_host("prod", "host2")
+    with pytest.raises(NotFound, match="no host named host9"):
+        plane.add_cluster_host("prod", "host9")
+    with pytest.raises(NotFound, match="no cluster named nope"):
+        plane.add_cluster_host("nope", "host2")
+    with pytest.raises(InputError, match="invalid cluster name"):
+        plane.create_cluster("bad name")
+    assert plane.remove_cluster_host("prod", "host1").hosts == ()
+    assert plane.add_cluster_host("evc-new", "host1").hosts == ("host1",)
+    assert [h.cluster for h in plane.list_hosts() if h.name == "host1"] == ["evc-new"]
+    plane.delete_cluster("prod")
+    assert [c.name for c in plane.list_clusters()] == ["evc-new"]

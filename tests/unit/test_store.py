@@ -228,6 +228,30 @@ def test_removing_an_unknown_host_is_not_found_and_names_it(store: Store) -> Non
     assert [h.name for h in store.hosts()] == ["host1"]
 
 
+# -- clusters -----------------------------------------------------------------
+def test_clusters_list_their_hosts_and_refuse_deletion_while_they_have_any(store: Store) -> None:
+    store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
+    store.add_host(Host(name="host2", uri="qemu+tls://10.0.0.2/system"))
+    store.add_cluster("prod")
+    store.add_cluster("evc-new")
+    with pytest.raises(InputError, match=r"\bprod\b.*already exists"):
+        store.add_cluster("prod")
+    store.update_host("host2", cluster="prod")
+    store.update_host("host1", cluster="prod")
+
+    assert [(c.name, c.hosts) for c in store.clusters()] == [
+        ("evc-new", ()), ("prod", ("host1", "host2"))]
+    assert [h.cluster for h in store.hosts()] == ["prod", "prod"]
+    with pytest.raises(InputError, match=r"prod still has host\(s\) host1, host2"):
+        store.remove_cluster("prod")
+    store.update_host("host1", cluster=None)
+    store.update_host("host2", cluster=None)
+    store.remove_cluster("prod")
+    with pytest.raises(NotFound, match=r"\bprod\b"):
+        store.cluster("prod")
+    assert [c.name for c in store.clusters()] == ["evc-new"]
+
+
 # -- jobs ---------------------------------------------------------------------
 def test_job_round_trip_with_events_progress_and_report(store: Store) -> None:
     job = make_job("job-1")

@@ -21,6 +21,9 @@ from ferry.api.schemas import (
     NAME_PATTERN,
     CheckCreate,
     CheckOut,
+    ClusterCreate,
+    ClusterHostAdd,
+    ClusterOut,
     DatastoreOut,
     ErrorBody,
     FindingOut,
@@ -187,6 +190,27 @@ def create_app(service: FerryService, token: str) -> FastAPI:
     def update_host(name: Name, body: HostUpdate) -> HostOut:
         return to_schema(HostOut, service.update_host(name, HostSettingsUpdate(
             **body.model_dump())))
+
+    @api.get("/clusters", response_model=list[ClusterOut], tags=["clusters"])
+    def list_clusters() -> list[ClusterOut]:
+        return [to_schema(ClusterOut, c) for c in service.list_clusters()]
+
+    @api.post("/clusters", response_model=ClusterOut, status_code=status.HTTP_201_CREATED,
+              tags=["clusters"])
+    def create_cluster(body: ClusterCreate) -> ClusterOut:
+        return to_schema(ClusterOut, service.create_cluster(body.name))
+
+    @api.delete("/clusters/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["clusters"])
+    def delete_cluster(name: Name) -> None:
+        service.delete_cluster(name)
+
+    @api.post("/clusters/{name}/hosts", response_model=ClusterOut, tags=["clusters"])
+    def add_cluster_host(name: Name, body: ClusterHostAdd) -> ClusterOut:
+        return to_schema(ClusterOut, service.add_cluster_host(name, body.host))
+
+    @api.delete("/clusters/{name}/hosts/{host}", response_model=ClusterOut, tags=["clusters"])
+    def remove_cluster_host(name: Name, host: Name) -> ClusterOut:
+        return to_schema(ClusterOut, service.remove_cluster_host(name, host))
 
     @api.post("/hosts/{name}/maintenance/enter", response_model=JobOut,
               status_code=status.HTTP_202_ACCEPTED, tags=["hosts"])

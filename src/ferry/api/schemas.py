@@ -41,6 +41,7 @@ class HostOut(Out):
     maintenance: bool = False
     max_migrations: int = 2
     memory_limit_mib: int | None = None
+    cluster: str | None = None
     connected: bool = False
     error: str | None = None
     hostname: str | None = None
@@ -198,6 +199,20 @@ class Health(BaseModel):
 
 
 # ----------------------------------------------------------------- requests
+
+
+class ClusterOut(Out):
+    name: str
+    hosts: list[str] = []
+    created_at: float = 0.0
+
+
+class ClusterCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class ClusterHostAdd(BaseModel):
+    host: str = Field(pattern=NAME_PATTERN)
 
 
 class HostCreate(BaseModel):

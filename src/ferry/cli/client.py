@@ -15,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from ferry import config
 from ferry.api.schemas import (
     CheckOut,
+    ClusterOut,
     DatastoreOut,
     FindingOut,
     HostOut,
@@ -189,6 +190,24 @@ class FerryClient:
 
     def remove_host(self, name: str) -> None:
         self._request("DELETE", f"/hosts/{_seg(name)}")
+
+    # ------------------------------------------------------------ clusters
+    def list_clusters(self) -> list[ClusterOut]:
+        return self._many(ClusterOut, self._request("GET", "/clusters"))
+
+    def create_cluster(self, name: str) -> ClusterOut:
+        return self._one(ClusterOut, self._request("POST", "/clusters", json={"name": name}))
+
+    def delete_cluster(self, name: str) -> None:
+        self._request("DELETE", f"/clusters/{_seg(name)}")
+
+    def add_cluster_host(self, cluster: str, host: str) -> ClusterOut:
+        return self._one(ClusterOut, self._request(
+            "POST", f"/clusters/{_seg(cluster)}/hosts", json={"host": host}))
+
+    def remove_cluster_host(self, cluster: str, host: str) -> ClusterOut:
+        return self._one(ClusterOut, self._request(
+            "DELETE", f"/clusters/{_seg(cluster)}/hosts/{_seg(host)}"))
 
     def refresh(self, host: str | None = None) -> InventoryOut:
         params = {"host": host} if host else None

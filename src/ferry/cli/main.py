@@ -51,8 +51,8 @@ sleep: Callable[[float], None] = time.sleep
 # Optional modules (the lead's serve/lab/demo) that add subcommands; each one
 # that exists must define register(commands: Commands) -> None.
 EXTENSION_MODULES: tuple[str, ...] = (
-    "ferry.cli.preflight", "ferry.cli.maintenance", "ferry.cli.serve", "ferry.cli.lab",
-    "ferry.cli.demo")
+    "ferry.cli.preflight", "ferry.cli.maintenance", "ferry.cli.cluster", "ferry.cli.serve",
+    "ferry.cli.lab", "ferry.cli.demo")
 
 
 class Commands:

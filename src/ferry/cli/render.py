@@ -77,11 +77,11 @@ def hosts_table(hosts: Sequence[HostOut]) -> str:
             state = "disconnected"
         memory = f"{human_mib(h.free_memory_mib)} free of {human_mib(h.memory_mib)}"
         rows.append(
-            (h.name, state, h.cpus or "-", memory, h.libvirt_version, h.migration_address,
-             h.error or h.uri)
+            (h.name, h.cluster or "-", state, h.cpus or "-", memory, h.libvirt_version,
+             h.migration_address, h.error or h.uri)
         )
-    return table(("NAME", "STATE", "CPUS", "MEMORY", "LIBVIRT", "MIGRATION ADDR", "URI / ERROR"),
-                 rows)
+    return table(("NAME", "CLUSTER", "STATE", "CPUS", "MEMORY", "LIBVIRT", "MIGRATION ADDR",
+                  "URI / ERROR"), rows)
 
 
 def vms_table(vms: Sequence[VMOut]) -> str:

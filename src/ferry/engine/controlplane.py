@@ -37,7 +37,18 @@ from ferry.errors import (
     NotFound,
     RefusedError,
 )
-from ferry.model import VM, Host, Inventory, Job, JobState, Network, Phase, Pool, VMState
+from ferry.model import (
+    VM,
+    Cluster,
+    Host,
+    Inventory,
+    Job,
+    JobState,
+    Network,
+    Phase,
+    Pool,
+    VMState,
+)
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection, MigrationOptions
@@ -186,7 +197,8 @@ class ControlPlane(FerryService):
                        maintenance=record.maintenance, max_migrations=record.max_migrations,
                        memory_limit_mib=record.memory_limit_mib,
                        migration_interface=record.migration_interface,
-                       migration_network_isolated=record.migration_network_isolated)
+                       migration_network_isolated=record.migration_network_isolated,
+                       cluster=record.cluster)
 
     # -- inventory -------------------------------------------------------
     def _refresh_host(self, record: Host) -> tuple[list[VM], list[Pool], list[Network]]:
@@ -364,6 +376,37 @@ class ControlPlane(FerryService):
             self._store.update_host(name, **values)
             self._gatherer.forget_reachability()
         return self._host_view(self._host_record(name))
+
+    # -- clusters --------------------------------------------------------
+    def create_cluster(self, name: str) -> Cluster:
+        validate.name("cluster", name)
+        self._store.add_cluster(name)
+        return self._store.cluster(name)
+
+    def list_clusters(self) -> list[Cluster]:
+        return self._store.clusters()
+
+    def delete_cluster(self, name: str) -> None:
+        self._store.remove_cluster(name)
+
+    def add_cluster_host(self, cluster: str, host: str) -> Cluster:
+        self._store.cluster(cluster)
+        record = self._host_record(host)
+        if record.cluster == cluster:
+            raise InputError(f"host {host} is already in cluster {cluster}")
+        if record.cluster is not None:
+            raise InputError(f"host {host} is in cluster {record.cluster}: remove it from "
+                             f"{record.cluster} first ('ferry cluster remove-host "
+                             f"{record.cluster} {host}')")
+        self._store.update_host(host, cluster=cluster)
+        return self._store.cluster(cluster)
+
+    def remove_cluster_host(self, cluster: str, host: str) -> Cluster:
+        self._store.cluster(cluster)
+        if self._host_record(host).cluster != cluster:
+            raise InputError(f"host {host} is not in cluster {cluster}")
+        self._store.update_host(host, cluster=None)
+        return self._store.cluster(cluster)
 
     # -- maintenance mode ------------------------------------------------
     def enter_maintenance(self, name: str) -> Job:

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from ferry.errors import InputError, NotFound
-from ferry.model import Host, Job, JobEvent, JobState
+from ferry.model import Cluster, Host, Job, JobEvent, JobState
 
 metadata = MetaData()
 
@@ -51,6 +51,14 @@ hosts_table = Table(
     Column("memory_limit_mib", Integer),
     Column("migration_interface", String(64)),
     Column("migration_network_isolated", Boolean, nullable=False, default=False),
+    Column("cluster", String(64)),
+)
+
+clusters_table = Table(
+    "clusters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
 )
 
 jobs_table = Table(
@@ -85,7 +93,7 @@ events_table = Table(
 
 _HOST_FIELDS = ("name", "uri", "migration_address", "migration_enabled", "maintenance",
                 "max_migrations", "memory_limit_mib", "migration_interface",
-                "migration_network_isolated")
+                "migration_network_isolated", "cluster")
 
 
 class Store:
@@ -149,6 +157,46 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(hosts_table).order_by(hosts_table.c.name)).mappings()
             return [Host(**{f: row[f] for f in _HOST_FIELDS}) for row in rows]
+
+    # -- clusters ----------------------------------------------------------
+    def add_cluster(self, name: str) -> None:
+        with self._lock, self.engine.begin() as conn:
+            exists = conn.execute(
+                select(clusters_table.c.name).where(clusters_table.c.name == name)).first()
+            if exists:
+                raise InputError(f"cluster {name} already exists")
+            try:
+                conn.execute(insert(clusters_table).values(name=name, created_at=time.time()))
+            except IntegrityError:
+                raise InputError(f"cluster {name} already exists") from None
+
+    def remove_cluster(self, name: str) -> None:
+        with self._lock, self.engine.begin() as conn:
+            members = [r.name for r in conn.execute(
+                select(hosts_table.c.name).where(hosts_table.c.cluster == name)
+                .order_by(hosts_table.c.name))]
+            if members:
+                raise InputError(f"cluster {name} still has host(s) {', '.join(members)}: "
+                                 "remove them from it first")
+            result = conn.execute(delete(clusters_table).where(clusters_table.c.name == name))
+            if result.rowcount == 0:
+                raise NotFound(f"no cluster named {name}")
+
+    def clusters(self) -> list[Cluster]:
+        with self.engine.connect() as conn:
+            members: dict[str, list[str]] = {}
+            for row in conn.execute(select(hosts_table.c.name, hosts_table.c.cluster)
+                                    .order_by(hosts_table.c.name)):
+                if row.cluster is not None:
+                    members.setdefault(row.cluster, []).append(row.name)
+            rows = conn.execute(select(clusters_table).order_by(clusters_table.c.name))
+            return [Cluster(r.name, tuple(members.get(r.name, ())), r.created_at) for r in rows]
+
+    def cluster(self, name: str) -> Cluster:
+        for cluster in self.clusters():
+            if cluster.name == name:
+                return cluster
+        raise NotFound(f"no cluster named {name}")
 
     # -- jobs --------------------------------------------------------------
     def add_job(self, job: Job) -> None:

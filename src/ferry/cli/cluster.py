@@ -1,0 +1,61 @@
+"""``ferry cluster ...``: named groups of hosts."""
+
+from __future__ import annotations
+
+import argparse
+
+from ferry.cli.main import Commands, Context
+
+
+def _create(args: argparse.Namespace, ctx: Context) -> int:
+    cluster = ctx.client.create_cluster(args.name)
+    print(f"cluster {cluster.name} created; add hosts with 'ferry cluster add-host "
+          f"{cluster.name} HOST'")
+    return 0
+
+
+def _list(_args: argparse.Namespace, ctx: Context) -> int:
+    clusters = ctx.client.list_clusters()
+    if not clusters:
+        print("no clusters")
+        return 0
+    width = max(len("CLUSTER"), *(len(c.name) for c in clusters))
+    print(f"{'CLUSTER'.ljust(width)}  HOSTS")
+    for cluster in clusters:
+        print(f"{cluster.name.ljust(width)}  {', '.join(cluster.hosts) or '-'}")
+    return 0
+
+
+def _delete(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.client.delete_cluster(args.name)
+    print(f"cluster {args.name} deleted")
+    return 0
+
+
+def _add_host(args: argparse.Namespace, ctx: Context) -> int:
+    cluster = ctx.client.add_cluster_host(args.cluster, args.host)
+    print(f"cluster {cluster.name}: {', '.join(cluster.hosts)}")
+    return 0
+
+
+def _remove_host(args: argparse.Namespace, ctx: Context) -> int:
+    cluster = ctx.client.remove_cluster_host(args.cluster, args.host)
+    print(f"cluster {cluster.name}: {', '.join(cluster.hosts) or 'no hosts'}")
+    return 0
+
+
+def register(commands: Commands) -> None:
+    commands.group("cluster", "Clusters: named groups of hosts")
+    p = commands.add("create", _create, "Create an empty cluster", group="cluster")
+    p.add_argument("name")
+    commands.add("list", _list, "List clusters and their hosts", group="cluster")
+    p = commands.add("delete", _delete, "Delete a cluster that has no hosts", group="cluster")
+    p.add_argument("name")
+    p = commands.add("add-host", _add_host, "Put a host in a cluster (one cluster per host)",
+                     group="cluster")
+    p.add_argument("cluster")
+    p.add_argument("host")
+    p = commands.add("remove-host", _remove_host, "Take a host out of its cluster",
+                     group="cluster")
+    p.add_argument("cluster")
+    p.add_argument("host")
