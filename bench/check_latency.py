@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import time
+
+from benchlib import free_port
 
 from ferry import config
 from ferry.cli.client import ApiError, FerryClient
@@ -31,9 +32,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=30)
     args = parser.parse_args()
     lab = lab_up(hosts=3)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     os.environ["FERRY_URL"] = f"http://127.0.0.1:{port}"
     server = build_server(config.ServerSettings("127.0.0.1", port, config.database_url()))
     server.start_in_background()

@@ -20,29 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from typing import Any
+
+from benchlib import free_port, wait_job
 
 from ferry import config
 from ferry.cli.client import ApiError, FerryClient
 from ferry.lab.lab import lab_up
 from ferry.server import build_server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_job(client: FerryClient, job_id: str) -> Any:
-    while True:
-        job = client.get_job(job_id)
-        if job.state.value in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
 
 
 def most_at_once(jobs: list[Any]) -> dict[str, int]:

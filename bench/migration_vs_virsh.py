@@ -19,12 +19,13 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
+
+from benchlib import free_port, wait_job
 
 from ferry import config
 from ferry.cli.client import ApiError, FerryClient
@@ -35,18 +36,6 @@ from ferry.server import build_server
 VM = "bench-vm"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_job(client: FerryClient, job_id: str) -> Any:
-    while True:
-        job = client.get_job(job_id)
-        if job.state.value in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.25)
 
 
 def ferry_round(client: FerryClient, collector: HeartbeatCollector, dest: str) -> dict[str, Any]:

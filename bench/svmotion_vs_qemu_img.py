@@ -72,7 +72,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -80,6 +79,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import free_port, wait_job
 
 HOST = "host1"
 VM = "bsv-sv"
@@ -95,11 +96,6 @@ GIB = 2**30
 MIB = 2**20
 O_DIRECT = 0o40000  # x86-64
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def in_host(*argv: str, check: bool = True) -> Any:
@@ -197,13 +193,6 @@ class MirrorWatch(threading.Thread):
         finally:
             self.conn.close()
 
-
-def wait_job(client: Any, job_id: str) -> Any:
-    while True:
-        job = client.get_job(job_id)
-        if job.state.value in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
 
 
 def remove_vm(client: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ferry.cli import render
 from ferry.cli.main import Commands, Context
 
 
@@ -16,13 +17,8 @@ def _create(args: argparse.Namespace, ctx: Context) -> int:
 
 def _list(_args: argparse.Namespace, ctx: Context) -> int:
     clusters = ctx.client.list_clusters()
-    if not clusters:
-        print("no clusters")
-        return 0
-    width = max(len("CLUSTER"), *(len(c.name) for c in clusters))
-    print(f"{'CLUSTER'.ljust(width)}  HOSTS")
-    for cluster in clusters:
-        print(f"{cluster.name.ljust(width)}  {', '.join(cluster.hosts) or '-'}")
+    print(render.table(("CLUSTER", "HOSTS"), [(c.name, ", ".join(c.hosts) or "-")
+                                              for c in clusters]) if clusters else "no clusters")
     return 0
 
 
