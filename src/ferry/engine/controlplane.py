@@ -7,7 +7,6 @@ datastore identity is proved by probe on every refresh.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.maintenance import Evacuation
 from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
-from ferry.engine.scheduler import SlotScheduler
+from ferry.engine.runner import JobRunner
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import (
@@ -43,7 +42,6 @@ from ferry.model import (
     Host,
     Inventory,
     Job,
-    JobState,
     Network,
     Phase,
     Pool,
@@ -52,8 +50,6 @@ from ferry.model import (
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection, MigrationOptions
-
-log = logging.getLogger(__name__)
 
 LifecycleListener = Callable[[str, str, str], None]
 
@@ -76,14 +72,13 @@ class ControlPlane(FerryService):
         self._vms: dict[str, VM] = {}
         self._pools: list[Pool] = []
         self._networks: list[Network] = []
-        self._jobs: dict[str, JobHandle] = {}
         self._listeners: dict[int, LifecycleListener] = {}
         self._next_listener = 0
         self._dirty_hosts: set[str] = set()
         self._refresh_wakeup = threading.Event()
         self._closed = False
         self._gatherer = FactGatherer(self._conn)
-        self._scheduler = SlotScheduler(self._slot_limit)
+        self._runner = JobRunner(store, self._slot_limit, self.refresh)
         store.mark_interrupted()
         threading.Thread(target=self._refresher, name="inventory-refresh", daemon=True).start()
 
@@ -357,16 +352,7 @@ class ControlPlane(FerryService):
         return vm
 
     def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
-        # Slots held now, and the moves already waiting in line for them.
-        running = self._scheduler.running_on()
-        with self._lock:
-            jobs = dict(self._jobs)
-        for job_id in self._scheduler.waiting():
-            job = jobs[job_id].job
-            for host in {job.source_host, job.dest_host} - {None}:
-                assert host is not None
-                running[host] = running.get(host, 0) + 1
-        facts = self._gatherer.gather(inventory, vm, request, running)
+        facts = self._gatherer.gather(inventory, vm, request, self._runner.slots_taken())
         return preflight(facts)
 
     def update_host(self, name: str, changes: HostSettingsUpdate) -> Host:
@@ -426,12 +412,7 @@ class ControlPlane(FerryService):
             check=self.check, job_of=self.get_job,
             start=lambda vm, dest: self.start_migration(
                 vm.name, dest, cold=vm.state is VMState.SHUTOFF))
-        with self._lock:
-            self._jobs[handle.id] = handle
-        handle.start()
-        threading.Thread(target=lambda: self._run_then_refresh(runner.run, handle, {name}),
-                         daemon=True, name=f"evacuate-{name}").start()
-        return handle.job
+        return self._runner.coordinate(handle, runner.run, (name,))
 
     def exit_maintenance(self, name: str) -> Host:
         self._host_record(name)
@@ -493,7 +474,7 @@ class ControlPlane(FerryService):
             heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
             files=files,
         )
-        return self._launch(handle, runner.run, (current.host, dest_host))
+        return self._runner.launch(handle, runner.run, (current.host, dest_host))
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
@@ -510,7 +491,7 @@ class ControlPlane(FerryService):
             vm=current, conn=self._conn(vm.host), target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
             disk_format=disk_format, disks=disks, heartbeat=self._heartbeat)
-        return self._launch(handle, runner.run, (vm.host,))
+        return self._runner.launch(handle, runner.run, (vm.host,))
 
     def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
                          disk_format: str, disks: tuple[str, ...]) -> Job:
@@ -532,7 +513,7 @@ class ControlPlane(FerryService):
         handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
         self._record_checks(handle, findings, warnings, where)
         runner = ColdMigration(current, source, dest, files)
-        return self._launch(handle, runner.run, (vm.host, target_host))
+        return self._runner.launch(handle, runner.run, (vm.host, target_host))
 
     def _target_files(self, inventory: Inventory, vm: VM, dest_host: str,
                       datastore: str | None, disk_format: str,
@@ -565,52 +546,11 @@ class ControlPlane(FerryService):
                      checked=[f.code for f in findings],
                      warnings=[finding_dict(f) for f in warnings])
 
-    def _launch(self, handle: JobHandle, run: Callable[[JobHandle], None],
-                hosts: tuple[str, ...]) -> Job:
-        """Queue the move for a slot on each of ``hosts``; it starts by itself."""
-        with self._lock:
-            self._jobs[handle.id] = handle
-        self._scheduler.submit(handle.id, hosts, lambda: self._begin(handle, run, hosts))
-        if handle.id in self._scheduler.waiting():
-            busy = self._scheduler.running_on()
-            handle.event(Phase.REQUESTED, "queued: waiting for a migration slot on " + ", ".join(
-                f"{h} ({busy.get(h, 0)} of {self._slot_limit(h)} in use)"
-                for h in dict.fromkeys(hosts)))
-        return handle.job
-
     def _slot_limit(self, host: str) -> int:
         try:
             return self._host_record(host).max_migrations
         except NotFound:
             return 2  # the seed's default; the move itself will fail on the missing host
-
-    def _begin(self, handle: JobHandle, run: Callable[[JobHandle], None],
-               hosts: tuple[str, ...]) -> None:
-        handle.start()
-
-        def work() -> None:
-            try:
-                self._run_then_refresh(run, handle, set(hosts))
-            finally:
-                self._scheduler.finished(handle.id)
-
-        threading.Thread(target=work, daemon=True, name=f"job-{handle.id[:8]}").start()
-
-    def _run_then_refresh(self, run: Callable[[JobHandle], None], handle: JobHandle,
-                          hosts: set[str]) -> None:
-        try:
-            run(handle)
-        except Exception as err:  # a bug must not leave the job "running" forever
-            log.exception("job %s of %s crashed", handle.id, handle.job.vm)
-            handle.event(Phase.ROLLBACK, f"ferry failed internally: {err!r}; check where "
-                         f"{handle.job.vm} is with 'ferry vm show {handle.job.vm}'")
-            handle.finish(JobState.FAILED, handle.job.report, f"internal error: {err!r}")
-        finally:
-            for host in sorted(hosts):
-                try:
-                    self.refresh(host)
-                except FerryError:
-                    continue  # the next refresh shows the host's state
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         return self._store.jobs(limit)
@@ -619,23 +559,10 @@ class ControlPlane(FerryService):
         return self._store.job(job_id)
 
     def cancel_job(self, job_id: str) -> Job:
-        with self._lock:
-            handle = self._jobs.get(job_id)
-        if handle is None:
-            job = self._store.job(job_id)
-            if job.state.finished:
-                raise InputError(f"job {job_id} is already {job.state.value}")
-            raise InputError(f"job {job_id} is not run by this server")
-        if self._scheduler.withdraw(job_id):
-            handle.event(Phase.ROLLBACK, "cancelled while waiting for a slot: nothing was done")
-            handle.finish(JobState.CANCELLED, {}, "cancelled before it started")
-            return self._store.job(job_id)
-        handle.cancel()
-        return self._store.job(job_id)
+        return self._runner.cancel(job_id)
 
     def running_jobs(self) -> list[Job]:
-        with self._lock:
-            return [h.job for h in self._jobs.values() if not h.job.state.finished]
+        return self._runner.unfinished()
 
     def close(self) -> None:
         self._closed = True
