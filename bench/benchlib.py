@@ -1,10 +1,16 @@
-"""What every benchmark here needs: a free local port for its own server, a job awaited."""
+"""What every benchmark here needs: its own ferry server on the lab, a job awaited."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from typing import Any
+
+from ferry import config
+from ferry.cli.client import FerryClient
+from ferry.lab.lab import LabState, lab_up
+from ferry.server import Server, build_server
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -22,3 +28,19 @@ def wait_job(client: Any, job_id: str, poll_s: float = 0.1) -> Any:
         if job.state.value in FINISHED:
             return job
         time.sleep(poll_s)
+
+
+def ferry_on_lab(hosts: int = 3) -> tuple[LabState, Server, FerryClient]:
+    """The lab (brought up if it is not), a ferry server of this process on a free port,
+    and a client of it with every lab host registered."""
+    lab = lab_up(hosts=hosts)
+    port = free_port()
+    os.environ["FERRY_URL"] = f"http://127.0.0.1:{port}"
+    server = build_server(config.ServerSettings("127.0.0.1", port, config.database_url()))
+    server.start_in_background()
+    client = FerryClient()
+    known = {h.name for h in client.list_hosts()}
+    for host in lab.hosts:
+        if host.name not in known:
+            client.add_host(host.name, host.uri)
+    return lab, server, client

@@ -12,17 +12,13 @@ Needs root; brings the lab up (3 hosts) if it is not.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
-from benchlib import free_port
+from benchlib import ferry_on_lab
 
-from ferry import config
-from ferry.cli.client import ApiError, FerryClient
-from ferry.lab.lab import lab_up
-from ferry.server import build_server
+from ferry.cli.client import ApiError
 
 VM = "bench-check"
 
@@ -31,17 +27,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=30)
     args = parser.parse_args()
-    lab = lab_up(hosts=3)
-    port = free_port()
-    os.environ["FERRY_URL"] = f"http://127.0.0.1:{port}"
-    server = build_server(config.ServerSettings("127.0.0.1", port, config.database_url()))
-    server.start_in_background()
-    client = FerryClient()
+    _lab, server, client = ferry_on_lab()
     try:
-        known = {h.name for h in client.list_hosts()}
-        for host in lab.hosts:
-            if host.name not in known:
-                client.add_host(host.name, host.uri)
         try:
             client.delete_vm(VM)
         except ApiError:

@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
-from benchlib import free_port, wait_job
+from benchlib import ferry_on_lab, wait_job
 
-from ferry import config
-from ferry.cli.client import ApiError, FerryClient
-from ferry.lab.lab import lab_up
-from ferry.server import build_server
+from ferry.cli.client import ApiError
 
 
 def most_at_once(jobs: list[Any]) -> dict[str, int]:
@@ -49,21 +45,12 @@ def main() -> int:
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    lab = lab_up(hosts=3)
-    port = free_port()
-    os.environ["FERRY_URL"] = f"http://127.0.0.1:{port}"
-    server = build_server(config.ServerSettings("127.0.0.1", port, config.database_url()))
-    server.start_in_background()
+    _lab, server, client = ferry_on_lab()
     collector = server.collector
     assert collector is not None
-    client = FerryClient()
     names = [f"bev{n}" for n in range(1, args.vms + 1)]
     result: dict[str, Any] = {"vms": args.vms, "memory_mib": args.memory}
     try:
-        known = {h.name for h in client.list_hosts()}
-        for host in lab.hosts:
-            if host.name not in known:
-                client.add_host(host.name, host.uri)
         client.exit_maintenance("host1")
         for name in names:
             try:

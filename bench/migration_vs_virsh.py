@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -25,13 +24,11 @@ import sys
 import time
 from typing import Any
 
-from benchlib import free_port, wait_job
+from benchlib import ferry_on_lab, wait_job
 
-from ferry import config
 from ferry.cli.client import ApiError, FerryClient
 from ferry.lab.collector import HeartbeatCollector
-from ferry.lab.lab import LabState, client_uri, lab_up, set_link
-from ferry.server import build_server
+from ferry.lab.lab import LabState, client_uri, set_link
 
 VM = "bench-vm"
 
@@ -123,20 +120,11 @@ def main() -> int:
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    lab = lab_up(hosts=3)
-    port = free_port()
-    os.environ["FERRY_URL"] = f"http://127.0.0.1:{port}"
-    server = build_server(config.ServerSettings("127.0.0.1", port, config.database_url()))
-    server.start_in_background()
+    lab, server, client = ferry_on_lab()
     assert server.collector is not None
     collector = server.collector
-    client = FerryClient()
     rows: list[dict[str, Any]] = []
     try:
-        known = {h.name for h in client.list_hosts()}
-        for host in lab.hosts:
-            if host.name not in known:
-                client.add_host(host.name, host.uri)
         try:
             client.get_vm(VM)
             client.delete_vm(VM)
