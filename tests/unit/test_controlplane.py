@@ -67,8 +67,10 @@ def test_bad_input_names_the_object(plane: ControlPlane) -> None:
         plane.start_migration("web1", "host9")
     with pytest.raises(InputError, match="already runs on host1"):
         plane.start_migration("web1", "host1")
-    with pytest.raises(InputError, match="no disk vdz"):
+    with pytest.raises(RefusedError) as refused:  # the pre-flight row names the disk
         plane.start_migration("web1", None, "shared", disks=("vdz",))
+    assert [(f.code, f.objects.get("disk")) for f in refused.value.findings] == [
+        ("storage.disk-unknown", "vdz")]
     with pytest.raises(InputError, match="format 'fat'"):
         plane.start_migration("web1", None, "shared", "fat")
     with pytest.raises(InputError, match="unauthenticated"):

@@ -330,10 +330,6 @@ class ControlPlane(FerryService):
 
     def _validate_move(self, request: MoveRequest) -> VM:
         vm = self.get_vm(request.vm)
-        unknown = sorted(set(request.disks) - {d.target for d in vm.disks})
-        if unknown:
-            raise InputError(f"VM {vm.name} has no disk {', '.join(unknown)}: its disks are "
-                             f"{', '.join(d.target for d in vm.disks) or 'none'}")
         hosts = {h.name for h in self._store.hosts()}
         if request.dest_host is not None and request.dest_host not in hosts:
             raise NotFound(f"no host named {request.dest_host}")

@@ -58,6 +58,7 @@ class FakeHost:
         self.downtimes: list[int] = []
         self.abort = threading.Event()
         self.cpu_verdict = CpuVerdict(True)
+        self.disk_bytes: tuple[int, int] = (2**30, 2**28)  # every disk's (capacity, allocation)
         self.links: dict[str, LinkFacts] = {}
         self.busy_disks: list[str] = []
         self.reachable_peers: set[str] | None = None  # None: every peer answers
@@ -185,6 +186,12 @@ class FakeHost:
 
     def block_jobs(self, name: str) -> list[str]:
         return list(self.busy_disks)
+
+    def disk_size(self, name: str, disk: str) -> tuple[int, int]:
+        vm = self.vms.get(name)
+        if vm is None or disk not in {d.target for d in vm.disks}:
+            raise NotFound(f"host {self.name}: VM {name} has no disk {disk}")
+        return self.disk_bytes
 
     def block_device_present(self, path: str) -> bool:
         return path in self.block_devices
