@@ -86,30 +86,36 @@ def test_host_and_datastore_with_conversion_to_thick_eager_keeps_the_guest_data(
     assert boots_with_heartbeat(lab, "cd2")
 
 
-def test_datastore_only_conversion_to_thin_skips_zeros(
-    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+@pytest.mark.parametrize("dest", ["host1", "host2"])
+def test_conversion_to_thin_skips_zeros(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path, dest: str
 ) -> None:
-    make_vm("cd3", "--host", "host1", "--datastore", "shared", "--memory", "128",
+    # On one host libvirt converts directly; to another host a verified raw staging copy
+    # crosses first and is converted there.
+    vm = f"cd3{dest[-1]}"
+    make_vm(vm, "--host", "host1", "--datastore", "shared", "--memory", "128",
             "--disk", "256", "--disk-format", "raw", "--workload", "heartbeat", "--no-start")
-    source = SHARED / "cd3-disk0.raw"
+    source = SHARED / f"{vm}-disk0.raw"
     fill_disk(source, "raw", 64, 16)
     before = tmp_path / "before.raw"
     shutil.copyfile(source, before)
+    where = ["--datastore", "local"] + (["--host", dest] if dest != "host1" else [])
 
-    result = lab.ferry("migrate", "cd3", "--datastore", "local", "--format", "thin", "--cold")
+    result = lab.ferry("migrate", vm, *where, "--format", "thin", "--cold")
 
     assert result.code == 0, result.err
-    target = local_datastore_dir("host1") / "cd3-vda.qcow2"
-    assert disk_source(lab.virsh("host1", "dumpxml", "--inactive", "cd3").stdout) == \
-        "/var/lib/ferry-local/cd3-vda.qcow2"
+    target = local_datastore_dir(dest) / f"{vm}-vda.qcow2"
+    assert disk_source(lab.virsh(dest, "dumpxml", "--inactive", vm).stdout) == \
+        f"/var/lib/ferry-local/{vm}-vda.qcow2"
     assert not source.exists()
+    assert not [v for v in lab.volumes(dest, "local") if "staging" in v]
     compared = qemu_img_compare(before, "raw", target, "qcow2")
     assert compared.returncode == 0, compared.stdout + compared.stderr
     # 16 MiB of data in a 256 MiB disk: the zeros were not written.
     assert allocated(target) < 24 * 2**20
     job = FerryClient().list_jobs(limit=1)[0]
     assert (job.kind, job.state) == ("cold-migrate", "succeeded")
-    assert boots_with_heartbeat(lab, "cd3")
+    assert boots_with_heartbeat(lab, vm)
 
 
 def test_cancel_mid_copy_leaves_the_vm_where_it_was(
@@ -143,3 +149,30 @@ def test_cancel_mid_copy_leaves_the_vm_where_it_was(
     assert "cd4-disk0.qcow2" in lab.volumes("host1", "local")
     assert not [v for v in lab.volumes("host2", "local") if v.startswith("cd4")]
     assert boots_with_heartbeat(lab, "cd4")
+
+
+def test_host_and_datastore_keeping_the_format_streams_and_verifies_the_file(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+) -> None:
+    make_vm("cd5", "--host", "host1", "--datastore", "local", "--memory", "128",
+            "--disk", "128", "--workload", "heartbeat", "--no-start")
+    source = local_datastore_dir("host1") / "cd5-disk0.qcow2"
+    fill_disk(source, "qcow2", 64, 16)
+    before = tmp_path / "before.qcow2"
+    shutil.copyfile(source, before)
+
+    result = lab.ferry("migrate", "cd5", "--host", "host2", "--datastore", "local", "--cold",
+                       "--json")
+
+    assert result.code == 0, result.err
+    job = json.loads(result.out)
+    assert job["report"]["verified_sha256"]["vda"]
+    target = local_datastore_dir("host2") / "cd5-vda.qcow2"
+    assert disk_source(lab.virsh("host2", "dumpxml", "--inactive", "cd5").stdout) == \
+        "/var/lib/ferry-local/cd5-vda.qcow2"
+    assert "cd5" not in lab.domains("host1")
+    assert "cd5-disk0.qcow2" not in lab.volumes("host1", "local")
+    # The file crossed as it was: same bytes, and its holes stayed holes.
+    assert target.read_bytes() == before.read_bytes()
+    assert target.stat().st_blocks * 512 < 24 * 2**20
+    assert boots_with_heartbeat(lab, "cd5")
