@@ -122,12 +122,44 @@ class Host:
 
 
 @dataclass(frozen=True)
+class EvcMode:
+    """The one CPU a cluster presents to every VM started in it (the seed's EVC baseline)."""
+
+    requested: str  # what the admin asked for: "auto", or a CPU model's name
+    model: str  # the named CPU model the definition is built on
+    vendor: str | None  # None: a named mode on hosts that were not asked
+    cpu_xml: str  # the guest <cpu> definition ferry gives VMs started in the cluster
+    features: tuple[str, ...]  # every feature the definition gives a guest, model expanded
+    enabled_at: float = 0.0
+
+
+@dataclass(frozen=True)
 class Cluster:
     """A named group of hosts, managed together (the seed's cluster)."""
 
     name: str
     hosts: tuple[str, ...] = ()
     created_at: float = 0.0
+    evc: EvcMode | None = None
+
+
+@dataclass(frozen=True)
+class EvcHostView:
+    """One host of an EVC cluster as ``ferry cluster evc show`` lists it."""
+
+    host: str
+    model: str | None = None  # the host CPU it can give guests
+    vendor: str | None = None
+    hidden: tuple[str, ...] = ()  # features the host has that the mode hides from VMs
+    missing: tuple[str, ...] = ()  # features the mode needs that the host lacks
+    error: str | None = None  # why the host could not be asked
+
+
+@dataclass(frozen=True)
+class EvcReport:
+    cluster: str
+    mode: EvcMode | None
+    hosts: tuple[EvcHostView, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.errors import InputError
-from ferry.model import VM, Cluster, Host, Inventory, Job, Network, Pool
+from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Job, Network, Pool
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,17 @@ class FerryService:
         raise NotImplementedError
 
     def remove_cluster_host(self, cluster: str, host: str) -> Cluster:
+        raise NotImplementedError
+
+    def enable_evc(self, cluster: str, mode: str) -> EvcReport:
+        """``mode``: "auto" (the hosts' baseline) or a CPU model; refused naming offenders."""
+        raise NotImplementedError
+
+    def disable_evc(self, cluster: str) -> EvcReport:
+        raise NotImplementedError
+
+    def evc_report(self, cluster: str) -> EvcReport:
+        """The mode, and per host what it hides from VMs."""
         raise NotImplementedError
 
     def enter_maintenance(self, name: str) -> Job:

@@ -14,6 +14,9 @@ from ferry.errors import InputError, NotFound, RefusedError
 from ferry.model import (
     VM,
     Disk,
+    EvcHostView,
+    EvcMode,
+    EvcReport,
     Host,
     Interface,
     Inventory,
@@ -47,6 +50,9 @@ REFUSAL = [
     Finding("network.missing", Status.ERROR, "network Production is missing on kvm2",
             "define network Production on kvm2", {"network": "Production", "host": "kvm2"}),
 ]
+
+EVC_REPORT = EvcReport("prod", EvcMode("auto", "Westmere", "Intel", "<cpu/>", ("aes", "sse2"), 1.0),
+                       (EvcHostView("kvm1", "SandyBridge", "Intel", hidden=("avx",)),))
 
 
 def make_job(state: JobState = JobState.QUEUED, **kw: Any) -> Job:
@@ -120,6 +126,20 @@ class FakeService(FerryService):
 
     def cancel_job(self, job_id: str) -> Job:
         return make_job(JobState.CANCELLING)
+
+    def enable_evc(self, cluster: str, mode: str) -> EvcReport:
+        if mode == "Penryn":
+            raise RefusedError(f"EVC mode Penryn on cluster {cluster} refused", [Finding(
+                "evc.vm-beyond-mode", Status.ERROR, "VM web1 on kvm1 uses CPU features EVC "
+                "mode Penryn hides: aes", "power off web1", {"vm": "web1", "features": "aes"})])
+        self.calls.append(("enable_evc", (cluster, mode)))
+        return EVC_REPORT
+
+    def evc_report(self, cluster: str) -> EvcReport:
+        return EVC_REPORT
+
+    def disable_evc(self, cluster: str) -> EvcReport:
+        return EvcReport(cluster, None)
 
     def close(self) -> None:
         pass
@@ -257,6 +277,25 @@ def test_refused_migration_is_409_with_findings(client: TestClient) -> None:
         "remedy": "define network Production on kvm2",
         "objects": {"network": "Production", "host": "kvm2"},
     }
+
+
+def test_evc_is_enabled_shown_and_refused_with_findings(client: TestClient,
+                                                        service: FakeService) -> None:
+    resp = client.put("/api/v1/clusters/prod/evc", headers=AUTH, json={"mode": "auto"})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["mode"]["model"] == "Westmere" and body["mode"]["features"] == ["aes", "sse2"]
+    assert body["hosts"] == [{"host": "kvm1", "model": "SandyBridge", "vendor": "Intel",
+                              "hidden": ["avx"], "missing": [], "error": None}]
+    assert service.calls[-1] == ("enable_evc", ("prod", "auto"))
+    refused = client.put("/api/v1/clusters/prod/evc", headers=AUTH, json={"mode": "Penryn"})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["findings"][0]["objects"]["vm"] == "web1"
+    bad = client.put("/api/v1/clusters/prod/evc", headers=AUTH, json={"mode": "<cpu/>"})
+    assert bad.status_code == 422 and "mode" in bad.text
+    assert client.get("/api/v1/clusters/prod/evc", headers=AUTH).json()["mode"]["vendor"] == (
+        "Intel")
+    assert client.delete("/api/v1/clusters/prod/evc", headers=AUTH).json()["mode"] is None
 
 
 def test_jobs(client: TestClient, service: FakeService) -> None:

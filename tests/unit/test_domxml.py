@@ -1,4 +1,5 @@
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 from ferry.model import VMState
 from ferry.virt.domxml import (
@@ -8,6 +9,7 @@ from ferry.virt.domxml import (
     build_domain_xml,
     parse_domain,
     retarget_disks,
+    with_cpu,
 )
 
 SPEC = DomainSpec(
@@ -98,3 +100,19 @@ def test_retarget_names_a_disk_the_vm_does_not_have() -> None:
         assert err.args[0] == "vdz"
     else:
         raise AssertionError("an unknown disk was accepted")
+
+
+def test_with_cpu_swaps_the_model_and_keeps_the_vms_own_topology() -> None:
+    xml = build_domain_xml(SPEC).replace(
+        "</cpu>", "<topology sockets='1' dies='1' cores='2' threads='1'/></cpu>")
+    mode = ("<cpu mode='custom' match='exact'><model fallback='forbid'>Westmere</model>"
+            "<vendor>Intel</vendor><feature policy='disable' name='aes'/></cpu>")
+    cpu = ET.fromstring(with_cpu(xml, mode)).find("cpu")
+    assert cpu is not None
+    assert cpu.findtext("model") == "Westmere" and cpu.findtext("vendor") == "Intel"
+    assert [(f.get("policy"), f.get("name")) for f in cpu.findall("feature")] == [
+        ("disable", "aes")]
+    topology = cpu.find("topology")
+    assert topology is not None and topology.get("cores") == "2"
+    no_cpu = build_domain_xml(replace(SPEC, cpu_model=None))
+    assert ET.fromstring(with_cpu(no_cpu, mode)).findtext("cpu/model") == "Westmere"

@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from ferry.errors import InputError, NotFound
-from ferry.model import Host, Job, JobEvent, JobState
+from ferry.model import EvcMode, Host, Job, JobEvent, JobState
 from ferry.store.db import Store, metadata
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -250,6 +250,19 @@ def test_clusters_list_their_hosts_and_refuse_deletion_while_they_have_any(store
     with pytest.raises(NotFound, match=r"\bprod\b"):
         store.cluster("prod")
     assert [c.name for c in store.clusters()] == ["evc-new"]
+
+
+def test_a_cluster_keeps_its_evc_mode_until_it_is_disabled(store: Store) -> None:
+    store.add_cluster("evc")
+    mode = EvcMode(requested="auto", model="Westmere", vendor="Intel",
+                   cpu_xml="<cpu mode='custom' match='exact'><model>Westmere</model></cpu>",
+                   features=("aes", "sse4.2"), enabled_at=1.5)
+    store.set_cluster_evc("evc", mode)
+    assert store.cluster("evc").evc == mode
+    store.set_cluster_evc("evc", None)
+    assert store.cluster("evc").evc is None
+    with pytest.raises(NotFound, match=r"\bnope\b"):
+        store.set_cluster_evc("nope", mode)
 
 
 # -- jobs ---------------------------------------------------------------------

@@ -26,6 +26,8 @@ from ferry.api.schemas import (
     ClusterOut,
     DatastoreOut,
     ErrorBody,
+    EvcEnable,
+    EvcReportOut,
     FindingOut,
     Health,
     HostCreate,
@@ -211,6 +213,18 @@ def create_app(service: FerryService, token: str) -> FastAPI:
     @api.delete("/clusters/{name}/hosts/{host}", response_model=ClusterOut, tags=["clusters"])
     def remove_cluster_host(name: Name, host: Name) -> ClusterOut:
         return to_schema(ClusterOut, service.remove_cluster_host(name, host))
+
+    @api.get("/clusters/{name}/evc", response_model=EvcReportOut, tags=["clusters"])
+    def evc_report(name: Name) -> EvcReportOut:
+        return to_schema(EvcReportOut, service.evc_report(name))
+
+    @api.put("/clusters/{name}/evc", response_model=EvcReportOut, tags=["clusters"])
+    def enable_evc(name: Name, body: EvcEnable) -> EvcReportOut:
+        return to_schema(EvcReportOut, service.enable_evc(name, body.mode))
+
+    @api.delete("/clusters/{name}/evc", response_model=EvcReportOut, tags=["clusters"])
+    def disable_evc(name: Name) -> EvcReportOut:
+        return to_schema(EvcReportOut, service.disable_evc(name))
 
     @api.post("/hosts/{name}/maintenance/enter", response_model=JobOut,
               status_code=status.HTTP_202_ACCEPTED, tags=["hosts"])

@@ -201,10 +201,40 @@ class Health(BaseModel):
 # ----------------------------------------------------------------- requests
 
 
+class EvcModeOut(Out):
+    requested: str
+    model: str
+    vendor: str | None = None
+    cpu_xml: str
+    features: list[str] = []
+    enabled_at: float = 0.0
+
+
 class ClusterOut(Out):
     name: str
     hosts: list[str] = []
     created_at: float = 0.0
+    evc: EvcModeOut | None = None
+
+
+class EvcHostOut(Out):
+    host: str
+    model: str | None = None
+    vendor: str | None = None
+    hidden: list[str] = []
+    missing: list[str] = []
+    error: str | None = None
+
+
+class EvcReportOut(Out):
+    cluster: str
+    mode: EvcModeOut | None = None
+    hosts: list[EvcHostOut] = []
+
+
+class EvcEnable(BaseModel):
+    # "auto", or a CPU model as libvirt names it (Westmere, EPYC-Rome, ...)
+    mode: str = Field(default="auto", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ClusterCreate(BaseModel):

@@ -89,3 +89,36 @@ def passthrough_identical(facts: PreflightFacts) -> list[Finding]:
     return [Finding("cpu.passthrough", Status.PASS,
                     f"VM {vm.name} uses host-passthrough and {source} and {dest} have identical "
                     "CPUs", objects=objects)]
+
+
+def evc_mode_fits(facts: PreflightFacts) -> list[Finding]:
+    """A running VM moving into an EVC cluster must not use features the cluster's mode hides.
+
+    Otherwise the VM would run there with a CPU the other hosts of the cluster
+    are not guaranteed to offer, and the cluster's promise (every VM can move to
+    every host) would not hold for it.
+    """
+    vm = facts.vm
+    fit = facts.evc
+    if fit is None:
+        return [Finding("cpu.evc-mode", Status.NOT_APPLICABLE,
+                        f"host {facts.dest} is in no cluster with EVC",
+                        objects={"vm": vm.name, "host": facts.dest})]
+    objects = {"vm": vm.name, "host": facts.dest, "cluster": fit.cluster, "mode": fit.mode}
+    if fit.beyond is None:
+        return [Finding("cpu.evc-mode-unverified", Status.WARNING,
+                        f"whether VM {vm.name}'s CPU fits EVC mode {fit.mode} of cluster "
+                        f"{fit.cluster} was not verified{': ' + fit.detail if fit.detail else ''}",
+                        remedy=f"refresh host {facts.dest}", objects=objects)]
+    if fit.beyond:
+        features = ", ".join(fit.beyond)
+        return [Finding(
+            "cpu.evc-mode", Status.ERROR,
+            f"VM {vm.name} uses CPU features that EVC mode {fit.mode} of cluster {fit.cluster} "
+            f"hides: {features}",
+            remedy=f"power {vm.name} off and move it cold ('--cold'): ferry starts it in "
+                   f"{fit.cluster} with the mode's CPU",
+            objects={**objects, "features": features})]
+    return [Finding("cpu.evc-mode", Status.PASS,
+                    f"VM {vm.name}'s CPU fits EVC mode {fit.mode} of cluster {fit.cluster}",
+                    objects=objects)]

@@ -54,6 +54,25 @@ class CpuVerdict:
 
 
 @dataclass(frozen=True)
+class CpuFeatures:
+    """A CPU definition as libvirt expands it: its model and every feature it gives a guest."""
+
+    model: str
+    vendor: str | None
+    features: frozenset[str]
+
+
+@dataclass(frozen=True)
+class EvcFit:
+    """Whether a running VM's CPU fits the EVC mode of the cluster it would move into."""
+
+    cluster: str
+    mode: str  # the mode's CPU model
+    beyond: tuple[str, ...] | None  # features the VM uses that the mode hides; None: unknown
+    detail: str = ""  # why ``beyond`` is unknown
+
+
+@dataclass(frozen=True)
 class LinkFacts:
     """The host's migration interface as libvirt reports it."""
 
@@ -117,6 +136,7 @@ class PreflightFacts:
     # disk target -> (capacity, allocation) in bytes, for the target-space check;
     # a disk missing here is reported as not verified.
     disk_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    evc: EvcFit | None = None  # the destination is in an EVC cluster the VM is not already in
 
     @property
     def dest(self) -> str:

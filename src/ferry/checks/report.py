@@ -76,6 +76,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 cpu.cpu_compatible, HOST_LIVE),
     Requirement("cpu.passthrough", "identical host CPUs for a host-passthrough VM",
                 cpu.passthrough_identical, HOST_LIVE),
+    Requirement("cpu.evc-mode", "a VM entering an EVC cluster uses no feature its mode hides",
+                cpu.evc_mode_fits, HOST_LIVE),
     Requirement("storage.shared", "every file the VM uses is on storage the destination sees",
                 vmotion.storage_shared, HOST_ANY, "the VM uses no files on the host"),
     Requirement("network.present", "every network exists on the destination, same name",

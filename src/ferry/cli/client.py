@@ -17,6 +17,7 @@ from ferry.api.schemas import (
     CheckOut,
     ClusterOut,
     DatastoreOut,
+    EvcReportOut,
     FindingOut,
     HostOut,
     InventoryOut,
@@ -200,6 +201,16 @@ class FerryClient:
 
     def delete_cluster(self, name: str) -> None:
         self._request("DELETE", f"/clusters/{_seg(name)}")
+
+    def evc_report(self, cluster: str) -> EvcReportOut:
+        return self._one(EvcReportOut, self._request("GET", f"/clusters/{_seg(cluster)}/evc"))
+
+    def enable_evc(self, cluster: str, mode: str) -> EvcReportOut:
+        return self._one(EvcReportOut, self._request(
+            "PUT", f"/clusters/{_seg(cluster)}/evc", json={"mode": mode}))
+
+    def disable_evc(self, cluster: str) -> EvcReportOut:
+        return self._one(EvcReportOut, self._request("DELETE", f"/clusters/{_seg(cluster)}/evc"))
 
     def add_cluster_host(self, cluster: str, host: str) -> ClusterOut:
         return self._one(ClusterOut, self._request(

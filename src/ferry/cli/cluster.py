@@ -17,8 +17,23 @@ def _create(args: argparse.Namespace, ctx: Context) -> int:
 
 def _list(_args: argparse.Namespace, ctx: Context) -> int:
     clusters = ctx.client.list_clusters()
-    print(render.table(("CLUSTER", "HOSTS"), [(c.name, ", ".join(c.hosts) or "-")
-                                              for c in clusters]) if clusters else "no clusters")
+    print(render.table(("CLUSTER", "EVC MODE", "HOSTS"), [
+        (c.name, c.evc.model if c.evc else "off", ", ".join(c.hosts) or "-")
+        for c in clusters]) if clusters else "no clusters")
+    return 0
+
+
+def _evc(args: argparse.Namespace, ctx: Context) -> int:
+    if args.action == "enable":
+        report = ctx.client.enable_evc(args.cluster, args.mode)
+    elif args.action == "disable":
+        report = ctx.client.disable_evc(args.cluster)
+    else:
+        report = ctx.client.evc_report(args.cluster)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(render.evc_report(report))
     return 0
 
 
@@ -47,6 +62,15 @@ def register(commands: Commands) -> None:
     commands.add("list", _list, "List clusters and their hosts", group="cluster")
     p = commands.add("delete", _delete, "Delete a cluster that has no hosts", group="cluster")
     p.add_argument("name")
+    p = commands.add(
+        "evc", _evc, "Enhanced VMotion Compatibility: one CPU for every VM of the cluster",
+        group="cluster")
+    p.add_argument("action", choices=["enable", "disable", "show"])
+    p.add_argument("cluster")
+    p.add_argument("--mode", default="auto",
+                   help="enable: 'auto' (the baseline of the cluster's hosts, migratable "
+                        "features only) or a CPU model libvirt knows, e.g. Westmere")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p = commands.add("add-host", _add_host, "Put a host in a cluster (one cluster per host)",
                      group="cluster")
     p.add_argument("cluster")

@@ -6,6 +6,7 @@ testable without a terminal or a server.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from ferry.api.schemas import (
     CheckOut,
     DatastoreOut,
+    EvcReportOut,
     FindingOut,
     HostOut,
     JobOut,
@@ -178,6 +180,29 @@ def jobs_table(jobs: Sequence[JobOut]) -> str:
         for j in jobs
     ]
     return table(("ID", "KIND", "VM", "HOSTS", "STATE", "PHASE", "CREATED", "DURATION"), rows)
+
+
+def evc_report(report: EvcReportOut) -> str:
+    """A cluster's EVC mode and, per host, what the mode hides from its VMs."""
+    mode = report.mode
+    if mode is None:
+        return f"cluster {report.cluster}: EVC is off"
+    asked = "" if mode.requested == mode.model else f", asked as '{mode.requested}'"
+    lines = [f"cluster {report.cluster}: EVC mode {mode.model} ({mode.vendor or 'any vendor'}"
+             f"{asked}), {len(mode.features)} CPU features given to every VM it starts"]
+    if not report.hosts:
+        lines.append("  no hosts yet")
+    for host in report.hosts:
+        if host.error:
+            lines.append(f"  {host.host}: not asked ({host.error})")
+            continue
+        lines.append(f"  {host.host}: host CPU {host.model} ({host.vendor or 'vendor unknown'}); "
+                     f"the mode hides {len(host.hidden)} feature(s) from its VMs")
+        if host.hidden:
+            lines.extend(_indent(textwrap.fill(", ".join(host.hidden), 90), "      "))
+        if host.missing:
+            lines.append(f"    cannot run the mode: lacks {', '.join(host.missing)}")
+    return "\n".join(lines)
 
 
 def finding_line(f: FindingOut) -> str:

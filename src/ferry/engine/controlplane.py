@@ -20,6 +20,7 @@ from ferry.checks.report import preflight
 from ferry.engine.cold import ColdMigration
 from ferry.engine.datastores import group_pools
 from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
+from ferry.engine.evc import EvcService
 from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.maintenance import Evacuation
@@ -39,6 +40,7 @@ from ferry.errors import (
 from ferry.model import (
     VM,
     Cluster,
+    EvcReport,
     Host,
     Inventory,
     Job,
@@ -77,7 +79,10 @@ class ControlPlane(FerryService):
         self._dirty_hosts: set[str] = set()
         self._refresh_wakeup = threading.Event()
         self._closed = False
-        self._gatherer = FactGatherer(self._conn)
+        self._evc = EvcService(store.clusters, store.set_cluster_evc, self._conn,
+                               self._guest_type_on)
+        self._cluster_lock = threading.Lock()  # membership and EVC change one at a time
+        self._gatherer = FactGatherer(self._conn, self._evc.fit)
         self._runner = JobRunner(store, self._slot_limit, self.refresh)
         store.mark_interrupted()
         threading.Thread(target=self._refresher, name="inventory-refresh", daemon=True).start()
@@ -288,10 +293,10 @@ class ControlPlane(FerryService):
         pools = [p for p in self._pools if p.host == request.host]
         if request.datastore not in {p.name for p in pools}:
             raise NotFound(f"host {request.host} has no datastore named {request.datastore}")
-        domain_type = self._guest_domain_type or (
-            "kvm" if "kvm" in conn.facts().domain_types else "qemu")
+        evc = self._evc.mode_of_host(request.host)
         create_lab_vm(conn, request, [p.name for p in pools],
-                      next_lab_address(self.list_vms()), domain_type)
+                      next_lab_address(self.list_vms()), self._guest_type_on(request.host),
+                      cpu_xml=evc[1].cpu_xml if evc else None)
         self.refresh(request.host)
         return self.get_vm(request.name)
 
@@ -300,6 +305,9 @@ class ControlPlane(FerryService):
         conn = self._conn(current.host)
         if action == "on":
             self._refuse_if_in_maintenance(current.host, f"starting {vm}")
+            definition = self._evc.definition_for_start(conn, vm)
+            if definition is not None:  # its host's cluster has EVC: start it at the mode
+                conn.define_vm(definition)
             conn.start_vm(vm)
         elif action == "off":
             conn.shutdown_vm(vm)
@@ -372,23 +380,57 @@ class ControlPlane(FerryService):
         self._store.remove_cluster(name)
 
     def add_cluster_host(self, cluster: str, host: str) -> Cluster:
-        self._store.cluster(cluster)
-        record = self._host_record(host)
-        if record.cluster == cluster:
-            raise InputError(f"host {host} is already in cluster {cluster}")
-        if record.cluster is not None:
-            raise InputError(f"host {host} is in cluster {record.cluster}: remove it from "
-                             f"{record.cluster} first ('ferry cluster remove-host "
-                             f"{record.cluster} {host}')")
-        self._store.update_host(host, cluster=cluster)
-        return self._store.cluster(cluster)
+        with self._cluster_lock:
+            target = self._store.cluster(cluster)
+            record = self._host_record(host)
+            if record.cluster == cluster:
+                raise InputError(f"host {host} is already in cluster {cluster}")
+            if record.cluster is not None:
+                raise InputError(f"host {host} is in cluster {record.cluster}: remove it from "
+                                 f"{record.cluster} first ('ferry cluster remove-host "
+                                 f"{record.cluster} {host}')")
+            if target.evc is not None:
+                self._refresh_vms(host)
+                running = [vm.name for vm in self.list_vms()
+                           if vm.host == host and vm.state is not VMState.SHUTOFF]
+                findings = self._evc.judge_join(target, host, running)
+                if errors(findings):
+                    raise RefusedError(f"adding host {host} to EVC cluster {cluster} refused",
+                                       findings)
+            self._store.update_host(host, cluster=cluster)
+            return self._store.cluster(cluster)
 
     def remove_cluster_host(self, cluster: str, host: str) -> Cluster:
+        with self._cluster_lock:
+            self._store.cluster(cluster)
+            if self._host_record(host).cluster != cluster:
+                raise InputError(f"host {host} is not in cluster {cluster}")
+            self._store.update_host(host, cluster=None)
+            return self._store.cluster(cluster)
+
+    def enable_evc(self, cluster: str, mode: str) -> EvcReport:
+        with self._cluster_lock:
+            self._store.cluster(cluster)
+            inventory = self.refresh()
+            hosts = sorted(inventory.hosts)
+            self._evc.enable(cluster, mode, inventory, hosts[0] if hosts else None)
+        return self._evc.report(cluster)
+
+    def disable_evc(self, cluster: str) -> EvcReport:
+        with self._cluster_lock:
+            self._store.cluster(cluster)
+            self._evc.disable(cluster)
+        return self._evc.report(cluster)
+
+    def evc_report(self, cluster: str) -> EvcReport:
         self._store.cluster(cluster)
-        if self._host_record(host).cluster != cluster:
-            raise InputError(f"host {host} is not in cluster {cluster}")
-        self._store.update_host(host, cluster=None)
-        return self._store.cluster(cluster)
+        return self._evc.report(cluster)
+
+    def _guest_type_on(self, host: str) -> str:
+        """The virtualization type ferry gives guests on ``host``."""
+        if self._guest_domain_type:
+            return self._guest_domain_type
+        return "kvm" if "kvm" in self._conn(host).facts().domain_types else "qemu"
 
     # -- maintenance mode ------------------------------------------------
     def enter_maintenance(self, name: str) -> Job:

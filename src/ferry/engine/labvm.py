@@ -16,7 +16,7 @@ from ferry.lab.guest import GuestWorkloads, guest_cmdline
 from ferry.model import VM, Pool, VMState
 from ferry.service import VMCreateRequest
 from ferry.virt.base import HostConnection
-from ferry.virt.domxml import DiskSpec, DomainSpec, NicSpec, build_domain_xml
+from ferry.virt.domxml import DiskSpec, DomainSpec, NicSpec, build_domain_xml, with_cpu
 
 
 def find_guest_image(conn: HostConnection, pools: list[str]) -> tuple[str, str]:
@@ -48,9 +48,12 @@ def random_mac() -> str:
 
 def create_lab_vm(
     conn: HostConnection, request: VMCreateRequest, image_pools: list[str],
-    address: str, domain_type: str,
+    address: str, domain_type: str, cpu_xml: str | None = None,
 ) -> None:
-    """Create the data disk, define the domain and (optionally) start it; undo on failure."""
+    """Create the data disk, define the domain and (optionally) start it; undo on failure.
+
+    ``cpu_xml``, an EVC mode's CPU, replaces the best model the host offers.
+    """
     kernel, initrd = find_guest_image(conn, image_pools)
     platform = conn.guest_platform(domain_type)
     if not platform.cpu_models:
@@ -82,7 +85,8 @@ def create_lab_vm(
             disks=disks,
             nics=(NicSpec(network=request.network, mac=random_mac()),),
         )
-        conn.define_vm(build_domain_xml(spec))
+        definition = build_domain_xml(spec)
+        conn.define_vm(with_cpu(definition, cpu_xml) if cpu_xml else definition)
     except FerryError:
         if created:
             conn.delete_volume(request.datastore, volume)

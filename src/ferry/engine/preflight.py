@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ferry.checks.facts import (
     CpuVerdict,
+    EvcFit,
     HostSettings,
     LinkFacts,
     MoveKind,
@@ -41,6 +42,8 @@ def committed(inventory: Inventory, host: str, exclude: str) -> tuple[int, int]:
 @dataclass
 class FactGatherer:
     conn: Callable[[str], HostConnection]
+    # (running VM, destination) -> how its CPU fits the destination's EVC mode, if any
+    evc_fit: Callable[[VM, str], EvcFit | None] = lambda _vm, _dest: None
     _reach_cache: dict[tuple[str, str], tuple[float, Reachability]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,8 +56,10 @@ class FactGatherer:
         live_host_move = request.kind in (MoveKind.HOST, MoveKind.BOTH) and dest != source
         cpu: CpuVerdict | None = None
         reach: Reachability | None = None
+        evc: EvcFit | None = None
         if live_host_move:
             cpu = self._cpu(dest, vm)
+            evc = self.evc_fit(vm, dest)
             reach = self.reachability(source, dest, inventory.hosts[dest].uri)
         links: dict[str, LinkFacts] = {}
         for host in sorted(hosts):
@@ -107,6 +112,7 @@ class FactGatherer:
             encrypted_transport=False,
             memory_committed_mib=memory,
             vcpus_committed=vcpus,
+            evc=evc,
         )
 
     def _cpu(self, dest: str, vm: VM) -> CpuVerdict | None:

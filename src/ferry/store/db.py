@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from ferry.errors import InputError, NotFound
-from ferry.model import Cluster, Host, Job, JobEvent, JobState
+from ferry.model import Cluster, EvcMode, Host, Job, JobEvent, JobState
 
 metadata = MetaData()
 
@@ -59,6 +59,7 @@ clusters_table = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),
+    Column("evc", Text),  # the EVC mode as JSON; NULL: EVC is off
 )
 
 jobs_table = Table(
@@ -190,7 +191,16 @@ class Store:
                 if row.cluster is not None:
                     members.setdefault(row.cluster, []).append(row.name)
             rows = conn.execute(select(clusters_table).order_by(clusters_table.c.name))
-            return [Cluster(r.name, tuple(members.get(r.name, ())), r.created_at) for r in rows]
+            return [Cluster(r.name, tuple(members.get(r.name, ())), r.created_at,
+                            _evc_from_json(r.evc)) for r in rows]
+
+    def set_cluster_evc(self, name: str, mode: EvcMode | None) -> None:
+        value = json.dumps(asdict(mode)) if mode is not None else None
+        with self._lock, self.engine.begin() as conn:
+            result = conn.execute(update(clusters_table).where(clusters_table.c.name == name)
+                                  .values(evc=value))
+            if result.rowcount == 0:
+                raise NotFound(f"no cluster named {name}")
 
     def cluster(self, name: str) -> Cluster:
         for cluster in self.clusters():
@@ -243,6 +253,14 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _evc_from_json(value: str | None) -> EvcMode | None:
+    if value is None:
+        return None
+    fields = json.loads(value)
+    fields["features"] = tuple(fields["features"])
+    return EvcMode(**fields)
 
 
 def _sql_literal(value: object) -> str:

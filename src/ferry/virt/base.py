@@ -8,11 +8,11 @@ Implementations raise only :mod:`ferry.errors` exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
+from ferry.checks.facts import CpuFeatures, CpuVerdict, LinkFacts, Reachability
 from ferry.model import VM, Network, Pool
 
 
@@ -91,6 +91,30 @@ class MigrationStats:
     disk_remaining: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def from_job_stats(cls, raw: dict[str, Any]) -> MigrationStats:
+        """Read libvirt's job statistics (``virDomainGetJobStats``'s typed parameters)."""
+        page_size = int(raw.get("memory_page_size", 4096) or 4096)
+        return cls(
+            elapsed_ms=int(raw.get("time_elapsed", 0)),
+            memory_total=int(raw.get("memory_total", 0)),
+            memory_processed=int(raw.get("memory_processed", 0)),
+            memory_remaining=int(raw.get("memory_remaining", 0)),
+            data_total=int(raw.get("data_total", 0)),
+            data_processed=int(raw.get("data_processed", 0)),
+            data_remaining=int(raw.get("data_remaining", 0)),
+            dirty_rate_bps=int(raw.get("memory_dirty_rate", 0)) * page_size,
+            memory_bps=int(raw.get("memory_bps", 0)),
+            iteration=int(raw.get("memory_iteration", 0)),
+            downtime_ms=int(raw["downtime"]) if "downtime" in raw else None,
+            setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
+            postcopy_requests=int(raw.get("memory_postcopy_requests", 0)),
+            throttle_pct=int(raw.get("auto_converge_throttle", 0)),
+            disk_total=int(raw.get("disk_total", 0)),
+            disk_processed=int(raw.get("disk_processed", 0)),
+            disk_remaining=int(raw.get("disk_remaining", 0)),
+        )
+
 
 @dataclass(frozen=True)
 class BlockJob:
@@ -109,6 +133,18 @@ LifecycleCallback = Callable[[str, str, str], None]
 
 IterationCallback = Callable[[int], None]
 """Called with the pre-copy iteration number when libvirt starts a new one."""
+
+
+class CpuFunctions(Protocol):
+    """libvirt's CPU functions: expand a definition, compute a common baseline."""
+
+    def expand_cpu(self, cpu_xml: str) -> CpuFeatures:
+        """The definition's model expanded into every feature it gives a guest."""
+        ...
+
+    def baseline_cpu(self, cpu_xmls: Sequence[str]) -> str:
+        """A guest CPU definition all of ``cpu_xmls`` can run, migratable features only."""
+        ...
 
 
 class HostConnection(Protocol):
@@ -178,6 +214,24 @@ class HostConnection(Protocol):
     # -- facts for the pre-flight checks ---------------------------------
     def compare_cpu(self, domain_type: str, cpu_xml: str) -> CpuVerdict:
         """This host's own verdict on running a guest CPU definition."""
+        ...
+
+    # -- CPU definitions (EVC) ----------------------------------------------
+    def host_cpu(self, domain_type: str) -> str:
+        """The most this host can give a ``domain_type`` guest, as a guest CPU definition."""
+        ...
+
+    def vm_cpu(self, name: str) -> str | None:
+        """The CPU definition VM ``name`` runs with, as a migration carries it to a host.
+
+        Not the live ``<cpu>``: libvirt adds there what the hypervisor gave
+        beyond the model, which another host's model of the same name gives too.
+        None when the definition names no CPU.
+        """
+        ...
+
+    def cpu_functions(self, domain_type: str) -> CpuFunctions:
+        """libvirt's CPU functions as this host's hypervisor knows them."""
         ...
 
     def interface_link(self, name: str) -> LinkFacts | None:

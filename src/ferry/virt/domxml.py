@@ -168,6 +168,41 @@ def retarget_disks(xml: str, files: dict[str, tuple[str, str]]) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+# Children of <cpu> that describe the CPU model; the rest (topology, numa,
+# cache) belong to the VM and survive a change of model.
+_CPU_MODEL_TAGS = ("model", "vendor", "feature")
+
+
+def with_cpu(xml: str, cpu_xml: str) -> str:
+    """``xml`` with its CPU model replaced by the guest CPU definition ``cpu_xml``.
+
+    The VM's own topology, NUMA cells and cache settings are kept.
+    """
+    root = ET.fromstring(xml)
+    new = ET.fromstring(cpu_xml)
+    for child in list(new):
+        if child.tag not in _CPU_MODEL_TAGS:
+            new.remove(child)
+    old = root.find("cpu")
+    if old is not None:
+        for child in old:
+            if child.tag not in _CPU_MODEL_TAGS:
+                new.append(child)
+        index = list(root).index(old)
+        root.remove(old)
+        root.insert(index, new)
+    else:
+        os_node = root.find("os")
+        root.insert(list(root).index(os_node) + 1 if os_node is not None else len(root), new)
+    return ET.tostring(root, encoding="unicode")
+
+
+def cpu_definition(xml: str) -> str | None:
+    """The ``<cpu>`` element of a domain definition, if it has one."""
+    node = ET.fromstring(xml).find("cpu")
+    return ET.tostring(node, encoding="unicode") if node is not None else None
+
+
 def pool_path(xml: str) -> str | None:
     return _text(ET.fromstring(xml).find("target/path"))
 

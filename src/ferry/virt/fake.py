@@ -16,6 +16,7 @@ from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
 from ferry.errors import MigrationCancelled, NotFound, VirtError
 from ferry.model import VM, Network, Pool, VMState
 from ferry.virt.base import (
+    CpuFunctions,
     GuestPlatform,
     HostFacts,
     IterationCallback,
@@ -63,6 +64,10 @@ class FakeHost:
         self.busy_disks: list[str] = []
         self.reachable_peers: set[str] | None = None  # None: every peer answers
         self.cpu_features: tuple[str, ...] = ("sse2", "vmx")
+        # EVC: the host CPU guests can get, and libvirt's CPU functions to judge it with
+        # (a test gives it ferry.virt.libvirt_host.CpuCatalog, libvirt's own CPU map).
+        self.host_cpu_xml = "<cpu><arch>x86_64</arch><model>Westmere</model></cpu>"
+        self.cpu_catalog: CpuFunctions | None = None
         self.block_devices: set[str] = set()
         self._current: MigrationStats | None = None
         world.hosts[name] = self
@@ -180,6 +185,20 @@ class FakeHost:
 
     def compare_cpu(self, domain_type: str, cpu_xml: str) -> CpuVerdict:
         return self.cpu_verdict
+
+    def host_cpu(self, domain_type: str) -> str:
+        return self.host_cpu_xml
+
+    def vm_cpu(self, name: str) -> str | None:
+        vm = self.vms.get(name)
+        if vm is None:
+            raise NotFound(f"host {self.name}: no VM named {name}")
+        return vm.cpu_xml
+
+    def cpu_functions(self, domain_type: str) -> CpuFunctions:
+        if self.cpu_catalog is None:
+            raise VirtError(f"fake host {self.name} was given no CPU catalog")
+        return self.cpu_catalog
 
     def interface_link(self, name: str) -> LinkFacts | None:
         return self.links.get(name)

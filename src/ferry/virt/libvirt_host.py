@@ -7,11 +7,10 @@ know libvirt's error codes.
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -21,19 +20,21 @@ from xml.sax.saxutils import escape, quoteattr
 import libvirt
 
 from ferry import config
-from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
+from ferry.checks.facts import CpuFeatures, CpuVerdict, LinkFacts, Reachability
 from ferry.errors import (
     ConfigError,
     FerryError,
+    HostError,
     HostUnreachable,
     MigrationCancelled,
     NotFound,
     VirtError,
 )
 from ferry.model import VM, Network, Pool, VMState
-from ferry.virt import domxml
+from ferry.virt import cpuxml, domxml
 from ferry.virt.base import (
     BlockJob,
+    CpuFunctions,
     GuestPlatform,
     HostFacts,
     IterationCallback,
@@ -43,15 +44,6 @@ from ferry.virt.base import (
 )
 
 T = TypeVar("T")
-
-# Preferred named CPU models, most capable first; the first one domcapabilities
-# calls usable wins. Hard-coding one model fails: qemu64 carries svm, which TCG lacks.
-_PREFERRED_MODELS = (
-    "Skylake-Client-noTSX-IBRS", "Broadwell-noTSX", "Haswell-noTSX", "IvyBridge", "SandyBridge",
-    "Westmere", "Nehalem", "Penryn", "core2duo", "EPYC", "Opteron_G3", "kvm64", "qemu64",
-)
-
-_MISSING_FEATURES = re.compile(r"required features?: ([\w\s,.-]+)")
 
 _UNREACHABLE_CODES = {
     libvirt.VIR_ERR_NO_CONNECT,
@@ -196,17 +188,8 @@ class LibvirtHost:
     def guest_platform(self, domain_type: str = "qemu") -> GuestPlatform:
         xml = self._call("domain capabilities", lambda: self._conn.getDomainCapabilities(
             None, "x86_64", None, domain_type, 0))
-        root = ET.fromstring(xml)
-        usable = [
-            m.text or ""
-            for m in root.findall("cpu/mode[@name='custom']/model")
-            if m.get("usable") == "yes"
-        ]
-        ranked = [m for m in _PREFERRED_MODELS if m in usable] + [
-            m for m in usable if m not in _PREFERRED_MODELS
-        ]
-        machine = root.findtext("machine", "pc")
-        return GuestPlatform(domain_type=domain_type, machine=machine, cpu_models=tuple(ranked))
+        machine, models = cpuxml.usable_models(xml)
+        return GuestPlatform(domain_type=domain_type, machine=machine, cpu_models=models)
 
     # -- inventory -------------------------------------------------------
     def _vm_from_domain(self, dom: Any) -> VM:
@@ -409,7 +392,7 @@ class LibvirtHost:
             return None
         if not raw or raw.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None
-        return stats_from_libvirt(raw)
+        return MigrationStats.from_job_stats(raw)
 
     def migration_stats(self, name: str) -> MigrationStats | None:
         return self._job_stats(name, 0)
@@ -448,10 +431,26 @@ class LibvirtHost:
             if err.get_error_code() != libvirt.VIR_ERR_CPU_INCOMPATIBLE:
                 raise translate(err, f"host {self.name}: compare CPU") from err
             detail = err.get_error_message() or str(err)
-            found = _MISSING_FEATURES.search(detail)
-            missing = tuple(f.strip() for f in found.group(1).split(",")) if found else ()
-            return CpuVerdict(False, missing, detail)
+            return CpuVerdict(False, cpuxml.missing_features(detail), detail)
         return CpuVerdict(result != libvirt.VIR_CPU_COMPARE_INCOMPATIBLE)
+
+    # -- CPU definitions (EVC) ----------------------------------------------
+    def host_cpu(self, domain_type: str) -> str:
+        xml = self._call("domain capabilities", lambda: self._conn.getDomainCapabilities(
+            None, "x86_64", None, domain_type, 0))
+        cpu = cpuxml.host_model(xml)
+        if cpu is None:
+            raise HostError(f"host {self.name}: the hypervisor describes no host CPU for "
+                            f"{domain_type} guests (no host-model CPU)")
+        return cpu
+
+    def vm_cpu(self, name: str) -> str | None:
+        dom = self._domain(name)
+        xml = self._call(f"VM {name}", partial(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+        return domxml.cpu_definition(xml)
+
+    def cpu_functions(self, domain_type: str) -> CpuFunctions:
+        return _HypervisorCpu(self._conn, self.name, domain_type)
 
     def interface_link(self, name: str) -> LinkFacts | None:
         try:
@@ -675,32 +674,57 @@ class LibvirtHost:
             pass  # closing a dead connection is not an error worth raising
 
 
-def stats_from_libvirt(raw: dict[str, Any]) -> MigrationStats:
-    page_size = int(raw.get("memory_page_size", 4096) or 4096)
-    return MigrationStats(
-        elapsed_ms=int(raw.get("time_elapsed", 0)),
-        memory_total=int(raw.get("memory_total", 0)),
-        memory_processed=int(raw.get("memory_processed", 0)),
-        memory_remaining=int(raw.get("memory_remaining", 0)),
-        data_total=int(raw.get("data_total", 0)),
-        data_processed=int(raw.get("data_processed", 0)),
-        data_remaining=int(raw.get("data_remaining", 0)),
-        dirty_rate_bps=int(raw.get("memory_dirty_rate", 0)) * page_size,
-        memory_bps=int(raw.get("memory_bps", 0)),
-        iteration=int(raw.get("memory_iteration", 0)),
-        downtime_ms=int(raw["downtime"]) if "downtime" in raw else None,
-        setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
-        postcopy_requests=int(raw.get("memory_postcopy_requests", 0)),
-        throttle_pct=int(raw.get("auto_converge_throttle", 0)),
-        disk_total=int(raw.get("disk_total", 0)),
-        disk_processed=int(raw.get("disk_processed", 0)),
-        disk_remaining=int(raw.get("disk_remaining", 0)),
-    )
-
-
 def _version(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 def open_host(name: str, uri: str) -> LibvirtHost:
     return LibvirtHost(name, uri)
+
+
+class _HypervisorCpu:
+    """libvirt's CPU functions as one host's hypervisor knows its CPU models."""
+
+    def __init__(self, conn: Any, host: str, domain_type: str) -> None:
+        self._conn = conn
+        self._host = host
+        self._domain_type = domain_type
+
+    def _baseline(self, what: str, cpu_xmls: Sequence[str], flags: int) -> str:
+        with _libvirt_call(f"host {self._host}: {what}"):
+            return str(self._conn.baselineHypervisorCPU(
+                None, "x86_64", None, self._domain_type, list(cpu_xmls), flags))
+
+    def expand_cpu(self, cpu_xml: str) -> CpuFeatures:
+        return cpuxml.expanded(self._baseline(
+            "expand CPU model", [cpu_xml], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES))
+
+    def baseline_cpu(self, cpu_xmls: Sequence[str]) -> str:
+        return self._baseline("CPU baseline", cpu_xmls,
+                              libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE)
+
+
+class CpuCatalog:
+    """libvirt's CPU map without a hypervisor (the host-CPU API), over any connection.
+
+    It knows every model and vendor libvirt knows, but not what a hypervisor
+    can run, so its baseline keeps non-migratable features. ferry judges
+    hosts with :class:`LibvirtHost`; this serves where there is no host to
+    ask, such as checking EVC rules against recorded CPU descriptions.
+    """
+
+    def __init__(self, uri: str = "test:///default") -> None:
+        with _libvirt_call(f"cannot open {uri}"):
+            self._conn: Any = libvirt.open(uri)
+
+    def expand_cpu(self, cpu_xml: str) -> CpuFeatures:
+        with _libvirt_call("expand CPU model"):
+            return cpuxml.expanded(self._conn.baselineCPU(
+                [cpuxml.as_host_cpu(cpu_xml)], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES))
+
+    def baseline_cpu(self, cpu_xmls: Sequence[str]) -> str:
+        with _libvirt_call("CPU baseline"):
+            return str(self._conn.baselineCPU([cpuxml.as_host_cpu(x) for x in cpu_xmls], 0))
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,195 @@
+"""EVC on a cluster: computing a mode, asking hosts about it, giving it to VMs (the IO half).
+
+The rules are pure (:mod:`ferry.checks.evc`); this module gathers what they
+judge. Each host describes the most it can give a guest (libvirt's
+host-model CPU for the guests' virtualization type) and its own libvirt
+expands definitions into features, computes baselines (migratable features
+only) and compares a mode with what it can run.
+
+A mode is fixed when it is enabled: an ``auto`` mode is the baseline of the
+hosts in the cluster then, so a host that joins later must support it, as
+in vSphere, rather than lower it under VMs already running.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from ferry.checks import evc as rules
+from ferry.checks.facts import EvcFit
+from ferry.checks.finding import Finding, errors
+from ferry.errors import FerryError, InputError, RefusedError, VirtError
+from ferry.model import VM, Cluster, EvcHostView, EvcMode, EvcReport, Inventory, VMState
+from ferry.virt import cpuxml, domxml
+from ferry.virt.base import HostConnection
+
+AUTO = "auto"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# What QEMU gives an x86_64 guest whose definition names no CPU at all.
+DEFAULT_GUEST_MODEL = "qemu64"
+# CPU modes in which a guest sees its host's own CPU, whatever a mode says.
+HOST_CPU_MODES = ("host-passthrough", "maximum")
+
+
+class EvcService:
+    """Enable, disable, show, and the EVC side of joins, starts and pre-flight."""
+
+    def __init__(self, clusters: Callable[[], list[Cluster]],
+                 save: Callable[[str, EvcMode | None], None],
+                 conn: Callable[[str], HostConnection],
+                 domain_type: Callable[[str], str]) -> None:
+        self._clusters = clusters
+        self._save = save
+        self._conn = conn
+        self._domain_type = domain_type
+
+    # -- looking up ------------------------------------------------------
+    def cluster(self, name: str) -> Cluster:
+        for cluster in self._clusters():
+            if cluster.name == name:
+                return cluster
+        raise InputError(f"no cluster named {name}")
+
+    def mode_of_host(self, host: str) -> tuple[str, EvcMode] | None:
+        """(cluster, mode) when ``host`` is in a cluster with EVC on."""
+        for cluster in self._clusters():
+            if host in cluster.hosts and cluster.evc is not None:
+                return cluster.name, cluster.evc
+        return None
+
+    # -- asking hosts ------------------------------------------------------
+    def _host_cpu(self, host: str, mode: EvcMode | None = None) -> rules.HostCpu:
+        conn = self._conn(host)
+        domain_type = self._domain_type(host)
+        definition = conn.host_cpu(domain_type)
+        cpu = conn.cpu_functions(domain_type).expand_cpu(definition)
+        verdict = conn.compare_cpu(domain_type, mode.cpu_xml) if mode is not None else None
+        return rules.HostCpu(host, cpu, verdict, definition)
+
+    def _vm_cpu(self, vm: VM, on_host: str) -> rules.VmCpu:
+        """The CPU the VM was started with, expanded by ``on_host``'s libvirt."""
+        if vm.cpu_mode in HOST_CPU_MODES:
+            return rules.VmCpu(vm.name, vm.host, None, vm.cpu_mode)
+        if vm.state is VMState.SHUTOFF:
+            definition = vm.cpu_xml
+        else:
+            definition = self._conn(vm.host).vm_cpu(vm.name)
+        functions = self._conn(on_host).cpu_functions(self._domain_type(on_host))
+        expanded = functions.expand_cpu(definition or cpuxml.named_model(DEFAULT_GUEST_MODEL))
+        return rules.VmCpu(vm.name, vm.host, expanded, vm.cpu_mode)
+
+    def _mode(self, requested: str, hosts: list[rules.HostCpu], ask: str) -> EvcMode:
+        """The mode ``requested`` means, computed by host ``ask``'s libvirt."""
+        functions = self._conn(ask).cpu_functions(self._domain_type(ask))
+        if requested == AUTO:
+            definition = functions.baseline_cpu([h.definition for h in hosts])
+        else:
+            definition = cpuxml.named_model(requested)
+        try:
+            expanded = functions.expand_cpu(definition)
+        except VirtError as err:
+            raise InputError(f"CPU model {requested} is not one libvirt on {ask} knows "
+                             f"({err.message})") from None
+        return EvcMode(requested=requested, model=expanded.model or cpuxml.model_of(definition),
+                       vendor=expanded.vendor or rules.majority_vendor(hosts),
+                       cpu_xml=definition, features=tuple(sorted(expanded.features)),
+                       enabled_at=time.time())
+
+    # -- enable, disable, show ----------------------------------------------
+    def enable(self, name: str, requested: str, inventory: Inventory,
+               any_host: str | None) -> tuple[Cluster, list[Finding]]:
+        """Compute and judge the mode; store it if nothing refuses. ``any_host`` computes a
+        named mode for a cluster with no hosts yet."""
+        cluster = self.cluster(name)
+        if requested != AUTO and not _MODEL_NAME.match(requested):
+            raise InputError(f"invalid CPU model name {requested!r}")
+        if cluster.evc is not None:
+            raise InputError(f"cluster {name} already has EVC mode {cluster.evc.model}: "
+                             f"disable it first ('ferry cluster evc disable {name}')")
+        members = sorted(cluster.hosts)
+        if requested == AUTO and not members:
+            raise InputError(f"cluster {name} has no hosts to compute an 'auto' mode from: "
+                             "name a CPU model (--mode MODEL), or add hosts first")
+        ask = members[0] if members else any_host
+        if ask is None:
+            raise InputError("no host is registered to compute the mode with")
+        hosts = [self._host_cpu(h) for h in members]
+        vendor_errors = rules.vendors(name, hosts)
+        if vendor_errors:  # libvirt cannot compute a baseline across vendors at all
+            raise RefusedError(f"EVC on cluster {name} refused", vendor_errors)
+        mode = self._mode(requested, hosts, ask)
+        hosts = [self._host_cpu(h, mode) for h in members]
+        running = [self._vm_cpu(vm, vm.host) for vm in inventory.vms.values()
+                   if vm.host in members and vm.state is not VMState.SHUTOFF]
+        findings = rules.judge_enable(name, mode, hosts, running)
+        if errors(findings):
+            raise RefusedError(f"EVC mode {mode.model} on cluster {name} refused", findings)
+        self._save(name, mode)
+        return self.cluster(name), findings
+
+    def disable(self, name: str) -> Cluster:
+        cluster = self.cluster(name)
+        if cluster.evc is None:
+            raise InputError(f"cluster {name} does not have EVC enabled")
+        self._save(name, None)
+        return self.cluster(name)
+
+    def report(self, name: str) -> EvcReport:
+        cluster = self.cluster(name)
+        mode = cluster.evc
+        if mode is None:
+            return EvcReport(name, None)
+        views: list[EvcHostView] = []
+        for host in sorted(cluster.hosts):
+            try:
+                found = self._host_cpu(host, mode)
+            except FerryError as err:
+                views.append(EvcHostView(host, error=err.message))
+                continue
+            views.append(EvcHostView(host, found.cpu.model, found.cpu.vendor,
+                                     rules.hidden_features(mode, found),
+                                     rules.missing_features(mode, found)))
+        return EvcReport(name, mode, tuple(views))
+
+    # -- joins, starts, moves ---------------------------------------------
+    def judge_join(self, cluster: Cluster, host: str, running_vms: list[str]) -> list[Finding]:
+        """Findings on ``host`` joining ``cluster`` (nothing to judge without EVC)."""
+        mode = cluster.evc
+        if mode is None:
+            return []
+        members = [h for h in sorted(cluster.hosts) if h != host]
+        member_vendor = None
+        if members and mode.vendor is None:
+            member_vendor = self._host_cpu(members[0]).cpu.vendor
+        return rules.judge_join(cluster.name, mode, self._host_cpu(host, mode), member_vendor,
+                                running_vms)
+
+    def definition_for_start(self, conn: HostConnection, vm: str) -> str | None:
+        """VM ``vm``'s saved definition with the cluster's mode, if its host has one and the
+        definition does not already carry it."""
+        found = self.mode_of_host(conn.name)
+        if found is None:
+            return None
+        saved = conn.saved_definition(vm, {})
+        wanted = domxml.with_cpu(saved, found[1].cpu_xml)
+        if domxml.cpu_definition(wanted) == domxml.cpu_definition(saved):
+            return None
+        return wanted
+
+    def fit(self, vm: VM, dest: str) -> EvcFit | None:
+        """For the pre-flight: does the running VM's CPU fit ``dest``'s EVC mode?"""
+        found = self.mode_of_host(dest)
+        if found is None:
+            return None
+        cluster, mode = found
+        try:
+            cpu = self._vm_cpu(vm, dest)
+        except FerryError as err:
+            return EvcFit(cluster, mode.model, None, err.message)
+        beyond = rules.vm_beyond_mode(mode, cpu)
+        if beyond is None:
+            return EvcFit(cluster, mode.model, (f"the host's own CPU ({vm.cpu_mode})",))
+        return EvcFit(cluster, mode.model, beyond)
+
