@@ -160,6 +160,7 @@ class EvcReport:
     cluster: str
     mode: EvcMode | None
     hosts: tuple[EvcHostView, ...] = ()
+    warnings: tuple[str, ...] = ()  # what holds but an admin should know (emulated hosts)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,8 @@ def test_a_vm_beyond_the_mode_blocks_enable_and_vms_start_at_the_mode(
     shown = ok(lab.ferry("cluster", "evc", "show", name)).out
     mode = shown.split("EVC mode ", 1)[1].split(" ", 1)[0]
     assert f"EVC mode {mode}" in enabled and "asked as 'auto'" in shown
+    # The lab's guests are emulated (TCG): enabling says so for each host, and allows it.
+    assert "warning: host host2 runs VMs emulated (TCG)" in enabled
     assert "host2: host CPU" in shown and "host3: host CPU" in shown
     listed = ok(lab.ferry("cluster", "list")).out
     assert any(line.split()[:2] == [name, mode] for line in listed.splitlines())

@@ -230,6 +230,7 @@ class EvcReportOut(Out):
     cluster: str
     mode: EvcModeOut | None = None
     hosts: list[EvcHostOut] = []
+    warnings: list[str] = []
 
 
 class EvcEnable(BaseModel):

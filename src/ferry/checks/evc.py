@@ -11,7 +11,12 @@ so a VM can move between any of its hosts. The seed's requirements become:
   it would lose an instruction it already uses, so it must be powered off or
   moved out first;
 - a host joins an EVC cluster only with no VM running on it
-  (``evc.host-has-vms``), as the seed's maintenance-mode workflow has it.
+  (``evc.host-has-vms``), as the seed's maintenance-mode workflow has it;
+- the seed's firmware settings: a host without hardware virtualization
+  (Intel VT, AMD-V) runs guests emulated, which ferry allows with a warning
+  (``evc.host-emulated``; the lab is such a host); a host whose firmware
+  hides NX/XD lacks ``nx``, and the remedy of ``evc.host-unsupported`` says
+  where to switch it on.
 
 Feature sets come from libvirt's own CPU map (a model expanded into its
 features); these functions only compare them.
@@ -35,6 +40,7 @@ class HostCpu:
     cpu: CpuFeatures
     verdict: CpuVerdict | None = None  # the host's libvirt on the mode; None: not asked
     definition: str = ""  # the host's CPU as libvirt described it (input to a baseline)
+    hardware_virtualization: bool | None = None  # guests there run on KVM; None: not asked
 
 
 @dataclass(frozen=True)
@@ -102,14 +108,29 @@ def host_runs_mode(cluster: str, mode: EvcMode, host: HostCpu) -> Finding:
     if refused:
         lacks = _listing(missing) if missing else "features libvirt did not name"
         detail = f" ({host.verdict.detail})" if host.verdict and host.verdict.detail else ""
+        firmware = ("enable No Execute (AMD) or Execute Disable (Intel) in its firmware "
+                    "settings, or " if "nx" in missing else "")
         return Finding(
             "evc.host-unsupported", Status.ERROR,
             f"host {host.host} cannot run EVC mode {mode.model}: its CPU lacks {lacks}{detail}",
-            remedy=f"choose a mode every host supports ('--mode auto' computes one), or keep "
-                   f"{host.host} out of cluster {cluster}",
+            remedy=f"{firmware}choose a mode every host supports ('--mode auto' computes one), "
+                   f"or keep {host.host} out of cluster {cluster}",
             objects={**objects, "features": _listing(missing)})
     return Finding("evc.host-supported", Status.PASS,
                    f"host {host.host} can run EVC mode {mode.model}", objects=objects)
+
+
+def host_emulated(cluster: str, host: HostCpu) -> list[Finding]:
+    """A warning when the host has no hardware virtualization: its guests run emulated."""
+    if host.hardware_virtualization is not False:
+        return []
+    return [Finding(
+        "evc.host-emulated", Status.WARNING,
+        f"host {host.host} runs VMs emulated (TCG), much slower: it offers no usable hardware "
+        "virtualization (KVM), because Intel VT or AMD-V is off in its firmware, absent, or "
+        "unusable there",
+        remedy=f"enable Intel VT or AMD-V in {host.host}'s firmware (BIOS) settings",
+        objects={"cluster": cluster, "host": host.host})]
 
 
 def vm_beyond_mode(mode: EvcMode, vm: VmCpu) -> tuple[str, ...] | None:
@@ -145,7 +166,9 @@ def judge_enable(cluster: str, mode: EvcMode, hosts: list[HostCpu],
                  running: list[VmCpu]) -> list[Finding]:
     """Every finding on enabling ``mode`` on the cluster; any error refuses it."""
     findings = vendors(cluster, hosts)
-    findings += [host_runs_mode(cluster, mode, h) for h in sorted(hosts, key=lambda h: h.host)]
+    for host in sorted(hosts, key=lambda h: h.host):
+        findings.append(host_runs_mode(cluster, mode, host))
+        findings += host_emulated(cluster, host)
     findings += [vm_fits_mode(cluster, mode, vm)
                  for vm in sorted(running, key=lambda v: (v.host, v.vm))]
     return findings
@@ -156,6 +179,7 @@ def judge_join(cluster: str, mode: EvcMode, host: HostCpu, cluster_vendor: str |
     """Every finding on adding ``host`` to a cluster with EVC mode ``mode``."""
     findings = vendors(cluster, [host], expected=mode.vendor or cluster_vendor)
     findings.append(host_runs_mode(cluster, mode, host))
+    findings += host_emulated(cluster, host)
     if running_vms:
         findings.append(Finding(
             "evc.host-has-vms", Status.ERROR,

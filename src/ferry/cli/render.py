@@ -202,6 +202,7 @@ def evc_report(report: EvcReportOut) -> str:
             lines.extend(_indent(textwrap.fill(", ".join(host.hidden), 90), "      "))
         if host.missing:
             lines.append(f"    cannot run the mode: lacks {', '.join(host.missing)}")
+    lines += [f"  warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 
 

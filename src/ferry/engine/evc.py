@@ -66,7 +66,8 @@ class EvcService:
         definition = conn.host_cpu(domain_type)
         cpu = conn.cpu_functions(domain_type).expand_cpu(definition)
         verdict = conn.compare_cpu(domain_type, mode.cpu_xml) if mode is not None else None
-        return rules.HostCpu(host, cpu, verdict, definition)
+        return rules.HostCpu(host, cpu, verdict, definition,
+                             hardware_virtualization=domain_type == "kvm")
 
     def _vm_cpu(self, vm: VM, on_host: str) -> rules.VmCpu:
         """The CPU the VM was started with, expanded by ``on_host``'s libvirt."""
@@ -142,6 +143,7 @@ class EvcService:
         if mode is None:
             return EvcReport(name, None)
         views: list[EvcHostView] = []
+        warnings: list[str] = []
         for host in sorted(cluster.hosts):
             try:
                 found = self._host_cpu(host, mode)
@@ -151,7 +153,8 @@ class EvcService:
             views.append(EvcHostView(host, found.cpu.model, found.cpu.vendor,
                                      rules.hidden_features(mode, found),
                                      rules.missing_features(mode, found)))
-        return EvcReport(name, mode, tuple(views))
+            warnings += [f"{f.message} ({f.remedy})" for f in rules.host_emulated(name, found)]
+        return EvcReport(name, mode, tuple(views), tuple(warnings))
 
     # -- joins, starts, moves ---------------------------------------------
     def judge_join(self, cluster: Cluster, host: str, running_vms: list[str]) -> list[Finding]:
