@@ -447,7 +447,7 @@ class ControlPlane(FerryService):
                      vms=[vm.name for vm in vms])
         runner = Evacuation(
             host=name, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
-            check=self.check, job_of=self.get_job,
+            check=self.check, job_of=self.get_job, cancel=self.cancel_job,
             start=lambda vm, dest: self.start_migration(
                 vm.name, dest, cold=vm.state is VMState.SHUTOFF))
         return self._runner.coordinate(handle, runner.run, (name,))

@@ -7,6 +7,10 @@ among those whose whole pre-flight report passes. The moves go through the
 per-host migration slots like any other, so several run at once within the
 limits. One VM that cannot move does not stop the others; the report says what
 moved where, and what could not move and why.
+
+Cancelling the evacuation places no further VM and withdraws its moves still
+waiting for a slot; moves already running finish (each can be cancelled as a
+job of its own). The host stays in maintenance.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Evacuation:
     check: Callable[[MoveRequest], list[Finding]]
     start: Callable[[VM, str], Job]  # starts (queues) the move of a VM to a host
     job_of: Callable[[str], Job]
+    cancel: Callable[[str], Job]  # cancels a move's job (withdraws it while queued)
     poll_seconds: float = 0.5
     _planned: dict[str, int] = field(default_factory=dict)  # host -> MiB placed there
     _moves: dict[str, dict[str, Any]] = field(default_factory=dict)  # vm -> where, job, state
@@ -56,7 +61,12 @@ class Evacuation:
         report = {"host": self.host, "moved": moved, "not_moved": dict(self._stuck),
                   "jobs": {name: m["job"] for name, m in self._moves.items()},
                   "total_ms": round((time.monotonic() - started) * 1000)}
-        if self._stuck:
+        if job.cancel_requested.is_set():
+            job.event(Phase.ROLLBACK, f"evacuation cancelled: {len(moved)} VM(s) moved off "
+                      f"{self.host}, {len(self._stuck)} still there", not_moved=self._stuck)
+            job.finish(JobState.CANCELLED, report,
+                       f"cancelled: {len(self._stuck)} VM(s) still on {self.host}")
+        elif self._stuck:
             job.event(Phase.DONE, f"{len(moved)} VM(s) moved off {self.host}; "
                       f"{len(self._stuck)} could not move", not_moved=self._stuck)
             job.finish(JobState.FAILED, report,
@@ -96,8 +106,26 @@ class Evacuation:
         job.event(Phase.REGISTER, f"{vm.name} -> {chosen.host} ({'cold' if cold else 'live'}, "
                   f"{chosen.free_mib} MiB free there), job {child.id}")
 
+    def _withdraw_queued(self, job: JobHandle) -> None:
+        withdrawn = []
+        for vm, move in self._moves.items():
+            if move["state"] != JobState.QUEUED.value:
+                continue
+            try:
+                self.cancel(move["job"])
+            except FerryError:
+                continue  # it has just started: it finishes like the running ones
+            withdrawn.append(vm)
+        job.event(Phase.ROLLBACK, f"cancel: {len(withdrawn)} queued move(s) withdrawn"
+                  f"{' (' + ', '.join(withdrawn) + ')' if withdrawn else ''}; moves already "
+                  "running finish")
+
     def _wait(self, job: JobHandle) -> None:
+        withdrawn = False
         while True:
+            if job.cancel_requested.is_set() and not withdrawn:
+                self._withdraw_queued(job)
+                withdrawn = True
             open_moves = 0
             for vm, move in self._moves.items():
                 if move["state"] in ("succeeded", "failed", "cancelled"):
