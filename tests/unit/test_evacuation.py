@@ -14,7 +14,7 @@ from ferry.checks.finding import Finding
 from ferry.engine.jobs import JobHandle
 from ferry.engine.maintenance import Evacuation
 from ferry.errors import InputError
-from ferry.model import Job, JobState
+from ferry.model import VM, Job, JobState
 from ferry.store.db import Store
 
 
@@ -25,8 +25,8 @@ class Moves:
         self.jobs: dict[str, Job] = {}
         self.release = threading.Event()
 
-    def start(self, target_vm: object, dest: str) -> Job:
-        name = getattr(target_vm, "name")
+    def start(self, target_vm: VM, dest: str) -> Job:
+        name = target_vm.name
         state = JobState.RUNNING if not self.jobs else JobState.QUEUED
         job = Job(id=f"job-{name}", kind="migrate", vm=name, source_host="host1",
                   dest_host=dest, state=state, phase="requested", created_at=0.0)
