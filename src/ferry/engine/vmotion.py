@@ -77,9 +77,10 @@ class VMotion:
             self._watch(job, worker, samples, actions)
             ended_mono = time.monotonic()
             if not outcome:
-                # libvirt delivers the source's "undefined" event asynchronously,
-                # often just after the migration call has returned.
-                self._unregistered.wait(2.0)
+                # libvirt delivers the source's last event asynchronously, often
+                # just after the migration call has returned; _completed() asks
+                # both hosts anyway, so this only keeps the event's own time.
+                self._unregistered.wait(0.5)
         except FerryError as err:
             outcome.append(err)
         finally:
@@ -120,6 +121,8 @@ class VMotion:
                                     f"paused on {source} for the final copy (switchover)"),
             (dest, "resumed"): (Phase.RESUMED, f"running on {dest}"),
             (source, "undefined"): (Phase.UNREGISTER, f"unregistered from {source}"),
+            (source, "migrated-away"): (Phase.UNREGISTER,
+                                        f"stopped on {source} and unregistered there"),
         }
 
         def on_event(host: str, vm: str, event: str) -> None:

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -312,8 +313,11 @@ def prepare_host_files(host: LabHostLayout, ca: tls.Issued) -> None:
         f"  mount --bind {wrapper} {QEMU_BINARY}",
         "fi",
     ]
+    # libvirtd runs under ferry.lab.reaper, which reaps exited QEMU processes at
+    # once, as a real host's init does.
     lines.append(
-        f"exec libvirtd --listen --pid-file {shlex.quote(str(pid_file(host)))}"
+        f"exec {shlex.quote(sys.executable)} -m ferry.lab.reaper "
+        f"libvirtd --listen --pid-file {shlex.quote(str(pid_file(host)))}"
         " -f /etc/libvirt/libvirtd.conf"
     )
     (root / "start.sh").write_text("\n".join(lines) + "\n")
@@ -330,12 +334,13 @@ def qemu_real(host: LabHostLayout) -> Path:
     return host.root_dir / "qemu-real"
 
 
-def start_libvirtd(host: LabHostLayout) -> int:
+def start_libvirtd(host: LabHostLayout, timeout: float = 30.0) -> int:
     """Start the host's libvirtd detached; returns its pid.
 
     ``ip netns exec`` already gives the command a fresh mount namespace with
-    slave propagation, so the bind mounts in start.sh stay inside this host,
-    and the shell execs libvirtd: the pid we get is libvirtd's.
+    slave propagation, so the bind mounts in start.sh stay inside this host.
+    libvirtd is a child of the reaper the shell execs, so its pid is read from
+    the pid file libvirtd writes as it starts.
     """
     pid_file(host).unlink(missing_ok=True)
     with open(log_file(host), "ab") as log:
@@ -347,7 +352,16 @@ def start_libvirtd(host: LabHostLayout) -> int:
             start_new_session=True,
             close_fds=True,
         )
-    return proc.pid
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = libvirtd_pid(host)
+        if pid is not None:
+            return pid
+        if proc.poll() is not None:
+            raise LabError(f"{host.name}: libvirtd exited during start-up:\n{_log_tail(host)}")
+        time.sleep(0.05)
+    raise LabError(f"{host.name}: libvirtd wrote no pid file in {timeout:.0f}s:\n"
+                   f"{_log_tail(host)}")
 
 
 def _log_tail(host: LabHostLayout, lines: int = 15) -> str:

@@ -129,7 +129,13 @@ class BlockJob:
 
 
 LifecycleCallback = Callable[[str, str, str], None]
-"""Called with (host name, VM name, event) when a VM's lifecycle changes."""
+"""Called with (host name, VM name, event) when a VM's lifecycle changes.
+
+Events: defined, undefined, started, suspended, resumed, stopped, shutdown,
+pmsuspended, crashed, and migrated-away (stopped on the source because a
+migration finished: its last event there, since libvirt sends no "undefined"
+when a migration removes the source's definition).
+"""
 
 IterationCallback = Callable[[int], None]
 """Called with the pre-copy iteration number when libvirt starts a new one."""

@@ -414,8 +414,12 @@ class LibvirtHost:
 
     # -- events ----------------------------------------------------------
     def subscribe_lifecycle(self, callback: LifecycleCallback) -> None:
-        def lifecycle(_conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
-            callback(self.name, dom.name(), _LIFECYCLE.get(event, str(event)))
+        def lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            name = _LIFECYCLE.get(event, str(event))
+            if (event, detail) == (libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                                   libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED):
+                name = "migrated-away"
+            callback(self.name, dom.name(), name)
 
         cid = self._call("subscribe to VM events", lambda: self._conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None))
