@@ -72,11 +72,17 @@ def main() -> int:
         if evacuation.state.value != "succeeded":
             raise SystemExit(f"evacuation failed: {evacuation.error}")
         placement = evacuation.report["moved"]
+        t0 = evacuation.created_at
+        result["evacuation_events"] = [(round(e.at - t0, 3), e.message)
+                                       for e in client.get_job(evacuation.id).events]
         moves = [client.get_job(j) for j in evacuation.report["jobs"].values()]
         result["placement"] = placement
         result["evacuation_peak"] = most_at_once(moves)
         result["evacuation_move_s"] = sorted(
             round((m.finished_at or 0) - (m.started_at or 0), 2) for m in moves)
+        result["evacuation_moves"] = sorted(
+            (m.vm, round(m.created_at - t0, 3), round((m.started_at or 0) - t0, 3),
+             round((m.finished_at or 0) - t0, 3)) for m in moves)
         client.exit_maintenance("host1")
         back = [client.migrate(name, "host1").id for name in names]
         for job_id in back:

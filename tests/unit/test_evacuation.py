@@ -25,7 +25,7 @@ class Moves:
         self.jobs: dict[str, Job] = {}
         self.release = threading.Event()
 
-    def start(self, target_vm: VM, dest: str) -> Job:
+    def start(self, target_vm: VM, dest: str, _findings: list[Finding]) -> Job:
         name = target_vm.name
         state = JobState.RUNNING if not self.jobs else JobState.QUEUED
         job = Job(id=f"job-{name}", kind="migrate", vm=name, source_host="host1",

@@ -83,7 +83,9 @@ class ControlPlane(FerryService):
                                self._guest_type_on)
         self._cluster_lock = threading.Lock()  # membership and EVC change one at a time
         self._gatherer = FactGatherer(self._conn, self._evc.fit)
-        self._runner = JobRunner(store, self._slot_limit, self.refresh)
+        # After a job, where its VM now is; every move refreshes fully (datastore
+        # probes included) before it is judged, so that need not be done here too.
+        self._runner = JobRunner(store, self._slot_limit, self._refresh_vms)
         store.mark_interrupted()
         threading.Thread(target=self._refresher, name="inventory-refresh", daemon=True).start()
 
@@ -448,8 +450,7 @@ class ControlPlane(FerryService):
         runner = Evacuation(
             host=name, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
             check=self.check, job_of=self.get_job, cancel=self.cancel_job,
-            start=lambda vm, dest: self.start_migration(
-                vm.name, dest, cold=vm.state is VMState.SHUTOFF))
+            start=self._start_placed)
         return self._runner.coordinate(handle, runner.run, (name,))
 
     def exit_maintenance(self, name: str) -> Host:
@@ -486,6 +487,27 @@ class ControlPlane(FerryService):
         current = inventory.vms.get(vm, current)
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"migration of {vm} to {dest_host}")
+        return self._launch_live(inventory, current, request, findings, warnings)
+
+    def _start_placed(self, vm: VM, dest_host: str, findings: list[Finding]) -> Job:
+        """An evacuation's move to the host it chose on ``findings``, judged a moment ago
+        on the inventory the evacuation refreshed: judging again would only repeat it."""
+        if vm.state is VMState.SHUTOFF:
+            return self.start_migration(vm.name, dest_host, cold=True)
+        blocking = errors(findings)
+        if blocking:
+            raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
+                               f"{len(blocking)} requirement(s) not met", blocking)
+        request = MoveRequest(vm.name, dest_host=dest_host)
+        return self._launch_live(self.inventory(), self.get_vm(vm.name), request, findings,
+                                 [f for f in findings if f.status is Status.WARNING])
+
+    def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
+                     findings: list[Finding], warnings: list[Finding]) -> Job:
+        """Queue a judged live move (host, or host and datastore) on the slots."""
+        vm, dest_host, dest_datastore = current.name, request.dest_host, request.dest_datastore
+        disk_format, disks = request.disk_format, request.disks
+        assert dest_host is not None
         dest_record = self._host_record(dest_host)
         policy = POLICIES["default"]
         options = MigrationOptions(

@@ -29,11 +29,16 @@ class JobHandle:
     @classmethod
     def create(cls, store: Store, kind: str, vm: str, source: str, dest: str | None) -> JobHandle:
         now = time.time()
+        if kind == "evacuate":
+            asked = f"evacuation of host {source} requested"
+        elif dest in (None, source):
+            asked = f"{kind} of {vm} on {source} requested"
+        else:
+            asked = f"{kind} of {vm} from {source} to {dest} requested"
         job = Job(
             id=str(uuid.uuid4()), kind=kind, vm=vm, source_host=source, dest_host=dest,
             state=JobState.QUEUED, phase=Phase.REQUESTED.value, created_at=now,
-            events=(JobEvent(now, Phase.REQUESTED.value,
-                             f"migration of {vm} from {source} to {dest} requested"),),
+            events=(JobEvent(now, Phase.REQUESTED.value, asked),),
         )
         store.add_job(job)
         return cls(store, job)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +36,11 @@ class Evacuation:
     targets: list[Host]  # hosts a VM may go to: registered, not this one, not in maintenance
     all_vms: list[VM]  # every VM, for the memory already used on each target
     check: Callable[[MoveRequest], list[Finding]]
-    start: Callable[[VM, str], Job]  # starts (queues) the move of a VM to a host
+    # starts (queues) the move of a VM to a host, given that host's pre-flight findings
+    start: Callable[[VM, str, list[Finding]], Job]
     job_of: Callable[[str], Job]
     cancel: Callable[[str], Job]  # cancels a move's job (withdraws it while queued)
-    poll_seconds: float = 0.5
+    poll_seconds: float = 0.2
     _planned: dict[str, int] = field(default_factory=dict)  # host -> MiB placed there
     _moves: dict[str, dict[str, Any]] = field(default_factory=dict)  # vm -> where, job, state
     _stuck: dict[str, str] = field(default_factory=dict)  # vm -> why it could not move
@@ -79,12 +81,16 @@ class Evacuation:
     def _place(self, job: JobHandle, vm: VM) -> None:
         cold = vm.state is VMState.SHUTOFF
         candidates = []
-        for target in self.targets:
-            try:
-                findings = self.check(MoveRequest(vm.name, dest_host=target.name, cold=cold))
-            except FerryError as err:
-                candidates.append(Candidate(target.name, (err.message,), 0))
+        judged: dict[str, list[Finding]] = {}
+        # Each target judges at once: the source is busy with the moves already
+        # running, and placing a VM one host after another left slots idle.
+        with ThreadPoolExecutor(max_workers=max(1, len(self.targets))) as pool:
+            verdicts = list(pool.map(lambda t: self._judge(vm, t.name, cold), self.targets))
+        for target, verdict in zip(self.targets, verdicts, strict=True):
+            if isinstance(verdict, FerryError):
+                candidates.append(Candidate(target.name, (verdict.message,), 0))
                 continue
+            findings = judged[target.name] = verdict
             blocking = tuple(f"{f.code}: {f.message}" for f in errors(findings))
             free = free_memory_mib(target, self.all_vms, self._planned.get(target.name, 0))
             candidates.append(Candidate(target.name, blocking, free))
@@ -94,7 +100,7 @@ class Evacuation:
             job.event(Phase.COMPATIBILITY, f"{vm.name} cannot move: {self._stuck[vm.name]}")
             return
         try:
-            child = self.start(vm, chosen.host)
+            child = self.start(vm, chosen.host, judged[chosen.host])
         except FerryError as err:
             self._stuck[vm.name] = f"{chosen.host} refused it: {err.message}"
             job.event(Phase.COMPATIBILITY, f"{vm.name} cannot move: {self._stuck[vm.name]}")
@@ -119,6 +125,12 @@ class Evacuation:
         job.event(Phase.ROLLBACK, f"cancel: {len(withdrawn)} queued move(s) withdrawn"
                   f"{' (' + ', '.join(withdrawn) + ')' if withdrawn else ''}; moves already "
                   "running finish")
+
+    def _judge(self, vm: VM, target: str, cold: bool) -> list[Finding] | FerryError:
+        try:
+            return self.check(MoveRequest(vm.name, dest_host=target, cold=cold))
+        except FerryError as err:
+            return err
 
     def _wait(self, job: JobHandle) -> None:
         withdrawn = False

@@ -51,8 +51,11 @@ class JobRunner:
         with self._lock:
             self._jobs[handle.id] = handle
         handle.start()
-        threading.Thread(target=lambda: self._run(run, handle, hosts), daemon=True,
-                         name=f"job-{handle.id[:8]}").start()
+        def work() -> None:
+            self._run(run, handle)
+            self._refresh_all(hosts)
+
+        threading.Thread(target=work, daemon=True, name=f"job-{handle.id[:8]}").start()
         return handle.job
 
     def cancel(self, job_id: str) -> Job:
@@ -91,13 +94,16 @@ class JobRunner:
 
         def work() -> None:
             try:
-                self._run(run, handle, hosts)
+                self._run(run, handle)
             finally:
+                # The slots go first: the next move in line need not wait for the
+                # refresh, which only updates ferry's own view of the hosts.
                 self._scheduler.finished(handle.id)
+                self._refresh_all(hosts)
 
         threading.Thread(target=work, daemon=True, name=f"job-{handle.id[:8]}").start()
 
-    def _run(self, run: JobBody, handle: JobHandle, hosts: tuple[str, ...]) -> None:
+    def _run(self, run: JobBody, handle: JobHandle) -> None:
         try:
             run(handle)
         except Exception as err:  # a bug must not leave the job "running" forever
@@ -105,9 +111,10 @@ class JobRunner:
             handle.event(Phase.ROLLBACK, f"ferry failed internally: {err!r}; check where "
                          f"{handle.job.vm} is with 'ferry vm show {handle.job.vm}'")
             handle.finish(JobState.FAILED, handle.job.report, f"internal error: {err!r}")
-        finally:
-            for host in sorted(set(hosts)):
-                try:
-                    self._refresh(host)
-                except FerryError:
-                    continue  # the next refresh shows the host's state
+
+    def _refresh_all(self, hosts: tuple[str, ...]) -> None:
+        for host in sorted(set(hosts)):
+            try:
+                self._refresh(host)
+            except FerryError:
+                continue  # the next refresh shows the host's state
