@@ -17,6 +17,7 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding, Status, errors, finding_dict
 from ferry.checks.report import preflight
+from ferry.engine.clusters import ClusterService
 from ferry.engine.cold import ColdMigration
 from ferry.engine.datastores import group_pools
 from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
@@ -81,7 +82,7 @@ class ControlPlane(FerryService):
         self._closed = False
         self._evc = EvcService(store.clusters, store.set_cluster_evc, self._conn,
                                self._guest_type_on)
-        self._cluster_lock = threading.Lock()  # membership and EVC change one at a time
+        self._clusters = ClusterService(store, self._evc, self._running_on, self.refresh)
         self._gatherer = FactGatherer(self._conn, self._evc.fit)
         # After a job, where its VM now is; every move refreshes fully (datastore
         # probes included) before it is judged, so that need not be done here too.
@@ -369,11 +370,9 @@ class ControlPlane(FerryService):
             self._gatherer.forget_reachability()
         return self._host_view(self._host_record(name))
 
-    # -- clusters --------------------------------------------------------
+    # -- clusters (ferry.engine.clusters) -----------------------------------
     def create_cluster(self, name: str) -> Cluster:
-        validate.name("cluster", name)
-        self._store.add_cluster(name)
-        return self._store.cluster(name)
+        return self._clusters.create(name)
 
     def list_clusters(self) -> list[Cluster]:
         return self._store.clusters()
@@ -382,51 +381,25 @@ class ControlPlane(FerryService):
         self._store.remove_cluster(name)
 
     def add_cluster_host(self, cluster: str, host: str) -> Cluster:
-        with self._cluster_lock:
-            target = self._store.cluster(cluster)
-            record = self._host_record(host)
-            if record.cluster == cluster:
-                raise InputError(f"host {host} is already in cluster {cluster}")
-            if record.cluster is not None:
-                raise InputError(f"host {host} is in cluster {record.cluster}: remove it from "
-                                 f"{record.cluster} first ('ferry cluster remove-host "
-                                 f"{record.cluster} {host}')")
-            if target.evc is not None:
-                self._refresh_vms(host)
-                running = [vm.name for vm in self.list_vms()
-                           if vm.host == host and vm.state is not VMState.SHUTOFF]
-                findings = self._evc.judge_join(target, host, running)
-                if errors(findings):
-                    raise RefusedError(f"adding host {host} to EVC cluster {cluster} refused",
-                                       findings)
-            self._store.update_host(host, cluster=cluster)
-            return self._store.cluster(cluster)
+        return self._clusters.add_host(cluster, host)
 
     def remove_cluster_host(self, cluster: str, host: str) -> Cluster:
-        with self._cluster_lock:
-            self._store.cluster(cluster)
-            if self._host_record(host).cluster != cluster:
-                raise InputError(f"host {host} is not in cluster {cluster}")
-            self._store.update_host(host, cluster=None)
-            return self._store.cluster(cluster)
+        return self._clusters.remove_host(cluster, host)
 
     def enable_evc(self, cluster: str, mode: str) -> EvcReport:
-        with self._cluster_lock:
-            self._store.cluster(cluster)
-            inventory = self.refresh()
-            hosts = sorted(inventory.hosts)
-            self._evc.enable(cluster, mode, inventory, hosts[0] if hosts else None)
-        return self._evc.report(cluster)
+        return self._clusters.enable_evc(cluster, mode)
 
     def disable_evc(self, cluster: str) -> EvcReport:
-        with self._cluster_lock:
-            self._store.cluster(cluster)
-            self._evc.disable(cluster)
-        return self._evc.report(cluster)
+        return self._clusters.disable_evc(cluster)
 
     def evc_report(self, cluster: str) -> EvcReport:
-        self._store.cluster(cluster)
-        return self._evc.report(cluster)
+        return self._clusters.evc_report(cluster)
+
+    def _running_on(self, host: str) -> list[str]:
+        """The VMs running on ``host`` now, reread from it."""
+        self._refresh_vms(host)
+        return [vm.name for vm in self.list_vms()
+                if vm.host == host and vm.state is not VMState.SHUTOFF]
 
     def _guest_type_on(self, host: str) -> str:
         """The virtualization type ferry gives guests on ``host``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ferry.checks import evc as rules
 from ferry.checks.facts import EvcFit
@@ -65,9 +66,14 @@ class EvcService:
         domain_type = self._domain_type(host)
         definition = conn.host_cpu(domain_type)
         cpu = conn.cpu_functions(domain_type).expand_cpu(definition)
-        verdict = conn.compare_cpu(domain_type, mode.cpu_xml) if mode is not None else None
-        return rules.HostCpu(host, cpu, verdict, definition,
-                             hardware_virtualization=domain_type == "kvm")
+        found = rules.HostCpu(host, cpu, None, definition,
+                              hardware_virtualization=domain_type == "kvm")
+        return self._with_verdict(found, mode) if mode is not None else found
+
+    def _with_verdict(self, host: rules.HostCpu, mode: EvcMode) -> rules.HostCpu:
+        """``host`` with its own libvirt's verdict on running ``mode``."""
+        verdict = self._conn(host.host).compare_cpu(self._domain_type(host.host), mode.cpu_xml)
+        return replace(host, verdict=verdict)
 
     def _vm_cpu(self, vm: VM, on_host: str) -> rules.VmCpu:
         """The CPU the VM was started with, expanded by ``on_host``'s libvirt."""
@@ -121,7 +127,7 @@ class EvcService:
         if vendor_errors:  # libvirt cannot compute a baseline across vendors at all
             raise RefusedError(f"EVC on cluster {name} refused", vendor_errors)
         mode = self._mode(requested, hosts, ask)
-        hosts = [self._host_cpu(h, mode) for h in members]
+        hosts = [self._with_verdict(h, mode) for h in hosts]
         running = [self._vm_cpu(vm, vm.host) for vm in inventory.vms.values()
                    if vm.host in members and vm.state is not VMState.SHUTOFF]
         findings = rules.judge_enable(name, mode, hosts, running)
