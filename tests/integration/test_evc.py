@@ -159,3 +159,12 @@ def test_the_seeds_workflow_hosts_move_one_by_one_into_a_new_evc_cluster(
     for vm, host in homes.items():
         assert lab.domains(host).get(vm) == "running"
         assert all(vm not in lab.domains(other) for other in lab.hosts if other != host)
+
+    # host1 is now in a cluster: its evacuation keeps the VMs in it, on host2, never host3.
+    try:
+        ok(lab.ferry("host", "maintenance", "enter", "host1"))
+        assert all(lab.domains("host2").get(vm) == "running" for vm in ("wf1", "wf2"))
+        assert not any(vm in lab.domains("host3") for vm in homes)
+    finally:
+        ok(lab.ferry("host", "maintenance", "exit", "host1"))
+    heartbeats_continue(lab, list(homes))

@@ -6,7 +6,13 @@ from dataclasses import replace
 
 from preflight_fixtures import host, vm
 
-from ferry.engine.placement import Candidate, choose_host, free_memory_mib, why_not
+from ferry.engine.placement import (
+    Candidate,
+    choose_host,
+    evacuation_scope,
+    free_memory_mib,
+    why_not,
+)
 from ferry.model import VMState
 
 
@@ -35,3 +41,18 @@ def test_free_memory_counts_running_vms_the_limit_and_what_is_planned() -> None:
     assert free_memory_mib(h2, vms) == 8192 - 2048
     assert free_memory_mib(h2, vms, planned_mib=1024) == 8192 - 2048 - 1024
     assert free_memory_mib(host("host2", memory_mib=16384), vms) == 16384 - 2048
+
+
+def test_a_host_in_a_cluster_is_evacuated_within_it_and_a_lone_one_anywhere() -> None:
+    hosts = [replace(host("host1"), cluster="prod"), replace(host("host2"), cluster="prod"),
+             replace(host("host3"), cluster="prod", maintenance=True),
+             replace(host("host4"), cluster="test"), host("host5")]
+    scope = evacuation_scope(hosts[0], hosts)
+    assert [h.name for h in scope.hosts] == ["host2"]
+    assert scope.description == "the other hosts of cluster prod"
+    lone = evacuation_scope(hosts[4], hosts)
+    assert [h.name for h in lone.hosts] == ["host1", "host2", "host4"]
+    alone = evacuation_scope(hosts[3], hosts)
+    assert alone.hosts == []
+    assert why_not(vm(), [], alone.description) == (
+        "nowhere to go: the other hosts of cluster test (none is out of maintenance mode)")

@@ -25,6 +25,7 @@ from ferry.engine.evc import EvcService
 from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.maintenance import Evacuation
+from ferry.engine.placement import evacuation_scope
 from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
 from ferry.engine.runner import JobRunner
@@ -409,21 +410,22 @@ class ControlPlane(FerryService):
 
     # -- maintenance mode ------------------------------------------------
     def enter_maintenance(self, name: str) -> Job:
-        self._host_record(name)
+        record = self._host_record(name)
         self._store.update_host(name, maintenance=True)  # nothing is placed here from now
         self._gatherer.forget_reachability()
         inventory = self.refresh()
         vms = [vm for vm in inventory.vms.values() if vm.host == name]
-        targets = [self._host_view(h) for h in self._store.hosts()
-                   if h.name != name and not h.maintenance]
+        scope = evacuation_scope(record, self._store.hosts())
+        targets = [self._host_view(h) for h in scope.hosts]
         handle = JobHandle.create(self._store, "evacuate", name, name, None)
         handle.event(Phase.STATE_CHECK, f"{name} is in maintenance mode; {len(vms)} VM(s) to "
-                     f"move to {', '.join(t.name for t in targets) or 'no other host'}",
+                     f"move to {scope.description}: "
+                     f"{', '.join(t.name for t in targets) or 'none available'}",
                      vms=[vm.name for vm in vms])
         runner = Evacuation(
             host=name, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
             check=self.check, job_of=self.get_job, cancel=self.cancel_job,
-            start=self._start_placed)
+            start=self._start_placed, scope=scope.description)
         return self._runner.coordinate(handle, runner.run, (name,))
 
     def exit_maintenance(self, name: str) -> Host:

@@ -40,6 +40,7 @@ class Evacuation:
     start: Callable[[VM, str, list[Finding]], Job]
     job_of: Callable[[str], Job]
     cancel: Callable[[str], Job]  # cancels a move's job (withdraws it while queued)
+    scope: str = "every other host"  # where ``targets`` come from, for the report
     poll_seconds: float = 0.2
     _planned: dict[str, int] = field(default_factory=dict)  # host -> MiB placed there
     _moves: dict[str, dict[str, Any]] = field(default_factory=dict)  # vm -> where, job, state
@@ -96,7 +97,7 @@ class Evacuation:
             candidates.append(Candidate(target.name, blocking, free))
         chosen = choose_host(vm, candidates)
         if chosen is None:
-            self._stuck[vm.name] = why_not(vm, candidates)
+            self._stuck[vm.name] = why_not(vm, candidates, self.scope)
             job.event(Phase.COMPATIBILITY, f"{vm.name} cannot move: {self._stuck[vm.name]}")
             return
         try:

@@ -1,5 +1,9 @@
 """Where a VM goes when its host is evacuated: pure choices over plain data.
 
+A host in a cluster is evacuated to the other hosts of its cluster, as DRS
+does in vSphere: a cluster is the admin's unit of placement (its networks,
+its EVC mode, its licences), so VMs do not leave it unasked. A host in no
+cluster is evacuated to every other host. Hosts in maintenance take nothing.
 Among the hosts whose whole pre-flight report passes for the VM, the one with
 the most memory free under its limit, counting the VMs already placed there
 by the same evacuation. Ties go to the first host by name, so a plan is
@@ -20,6 +24,21 @@ class Candidate:
     free_mib: int  # memory left under the host's limit, after what is already placed there
 
 
+@dataclass(frozen=True)
+class Scope:
+    hosts: list[Host]  # where the evacuation may send VMs
+    description: str  # for a person: "the other hosts of cluster prod"
+
+
+def evacuation_scope(host: Host, hosts: list[Host]) -> Scope:
+    """The hosts an evacuation of ``host`` may send VMs to."""
+    others = [h for h in hosts if h.name != host.name and not h.maintenance]
+    if host.cluster is None:
+        return Scope(others, "every other host")
+    return Scope([h for h in others if h.cluster == host.cluster],
+                 f"the other hosts of cluster {host.cluster}")
+
+
 def free_memory_mib(host: Host, vms: list[VM], planned_mib: int = 0) -> int:
     """Memory a host can still give VMs: its limit (or its RAM) minus what runs or is coming."""
     ceiling = host.memory_limit_mib if host.memory_limit_mib is not None else host.memory_mib
@@ -36,10 +55,10 @@ def choose_host(vm: VM, candidates: list[Candidate]) -> Candidate | None:
     return min(fitting, key=lambda c: (-c.free_mib, c.host))
 
 
-def why_not(vm: VM, candidates: list[Candidate]) -> str:
+def why_not(vm: VM, candidates: list[Candidate], scope: str = "every other host") -> str:
     """One line per host saying why the VM cannot go there."""
     if not candidates:
-        return "no other host is available (all others are in maintenance mode or unknown)"
+        return f"nowhere to go: {scope} (none is out of maintenance mode)"
     reasons = []
     for c in sorted(candidates, key=lambda c: c.host):
         if c.blocking:
