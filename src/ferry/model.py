@@ -161,6 +161,9 @@ class EvcReport:
     mode: EvcMode | None
     hosts: tuple[EvcHostView, ...] = ()
     warnings: tuple[str, ...] = ()  # what holds but an admin should know (emulated hosts)
+    # running VMs of the cluster whose CPU is not the mode's (started before EVC, or moved
+    # in live): they keep it until ferry starts them again
+    not_at_mode: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -100,11 +100,14 @@ def test_a_vm_beyond_the_mode_blocks_enable_and_vms_start_at_the_mode(
     listed = ok(lab.ferry("cluster", "list")).out
     assert any(line.split()[:2] == [name, mode] for line in listed.splitlines())
 
+    assert "running with another CPU until ferry starts them again: evcvm" in shown
+
     # Started again through ferry, the VM runs with the mode's CPU, and boots.
     ok(lab.ferry("vm", "stop", "evcvm", "--force"))
     started_at = time.monotonic()
     ok(lab.ferry("vm", "start", "evcvm"))
     assert live_cpu_model(lab, "host2", "evcvm") == mode
+    assert "another CPU" not in ok(lab.ferry("cluster", "evc", "show", name)).out
     assert lab.collector.wait_for_heartbeat("evcvm", 90, after=started_at)
     # A move inside the cluster passes the EVC row and really happens.
     ok(lab.ferry("migrate", "evcvm", "--host", "host3"))

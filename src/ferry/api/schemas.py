@@ -231,6 +231,7 @@ class EvcReportOut(Out):
     mode: EvcModeOut | None = None
     hosts: list[EvcHostOut] = []
     warnings: list[str] = []
+    not_at_mode: list[str] = []
 
 
 class EvcEnable(BaseModel):

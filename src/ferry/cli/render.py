@@ -202,6 +202,9 @@ def evc_report(report: EvcReportOut) -> str:
             lines.extend(_indent(textwrap.fill(", ".join(host.hidden), 90), "      "))
         if host.missing:
             lines.append(f"    cannot run the mode: lacks {', '.join(host.missing)}")
+    if report.not_at_mode:
+        lines.append(f"  running with another CPU until ferry starts them again: "
+                     f"{', '.join(report.not_at_mode)}")
     lines += [f"  warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 

@@ -21,11 +21,12 @@ from ferry.store.db import Store
 
 class ClusterService:
     def __init__(self, store: Store, evc: EvcService, running_on: Callable[[str], list[str]],
-                 refresh: Callable[[], Inventory]) -> None:
+                 refresh: Callable[[], Inventory], inventory: Callable[[], Inventory]) -> None:
         self._store = store
         self._evc = evc
         self._running_on = running_on  # host -> VMs running there, reread from the host
         self._refresh = refresh
+        self._inventory = inventory  # as last refreshed
         self._lock = threading.Lock()
 
     def create(self, name: str) -> Cluster:
@@ -71,14 +72,17 @@ class ClusterService:
             inventory = self._refresh()
             hosts = sorted(inventory.hosts)
             self._evc.enable(cluster, mode, inventory, hosts[0] if hosts else None)
-        return self._evc.report(cluster)
+        return self._report(cluster)
 
     def disable_evc(self, cluster: str) -> EvcReport:
         with self._lock:
             self._store.cluster(cluster)
             self._evc.disable(cluster)
-        return self._evc.report(cluster)
+        return self._report(cluster)
 
     def evc_report(self, cluster: str) -> EvcReport:
         self._store.cluster(cluster)
-        return self._evc.report(cluster)
+        return self._report(cluster)
+
+    def _report(self, cluster: str) -> EvcReport:
+        return self._evc.report(cluster, list(self._inventory().vms.values()))

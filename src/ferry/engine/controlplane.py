@@ -83,7 +83,8 @@ class ControlPlane(FerryService):
         self._closed = False
         self._evc = EvcService(store.clusters, store.set_cluster_evc, self._conn,
                                self._guest_type_on)
-        self._clusters = ClusterService(store, self._evc, self._running_on, self.refresh)
+        self._clusters = ClusterService(store, self._evc, self._running_on, self.refresh,
+                                        self.inventory)
         self._gatherer = FactGatherer(self._conn, self._evc.fit)
         # After a job, where its VM now is; every move refreshes fully (datastore
         # probes included) before it is judged, so that need not be done here too.

@@ -143,7 +143,8 @@ class EvcService:
         self._save(name, None)
         return self.cluster(name)
 
-    def report(self, name: str) -> EvcReport:
+    def report(self, name: str, vms: list[VM] | None = None) -> EvcReport:
+        """The mode, each host's view of it, and which of ``vms`` run with another CPU."""
         cluster = self.cluster(name)
         mode = cluster.evc
         if mode is None:
@@ -160,7 +161,18 @@ class EvcService:
                                      rules.hidden_features(mode, found),
                                      rules.missing_features(mode, found)))
             warnings += [f"{f.message} ({f.remedy})" for f in rules.host_emulated(name, found)]
-        return EvcReport(name, mode, tuple(views), tuple(warnings))
+        elsewhere: list[str] = []
+        for vm in vms or []:
+            if vm.host not in cluster.hosts or vm.state is VMState.SHUTOFF:
+                continue
+            try:
+                cpu = self._vm_cpu(vm, vm.host)
+            except FerryError as err:
+                warnings.append(f"the CPU of VM {vm.name} was not read: {err.message}")
+                continue
+            if cpu.cpu is None or cpu.cpu.features != frozenset(mode.features):
+                elsewhere.append(vm.name)
+        return EvcReport(name, mode, tuple(views), tuple(warnings), tuple(sorted(elsewhere)))
 
     # -- joins, starts, moves ---------------------------------------------
     def judge_join(self, cluster: Cluster, host: str, running_vms: list[str]) -> list[Finding]:
