@@ -122,9 +122,7 @@ def test_a_mode_one_host_cannot_run_is_refused_naming_it(plane: ControlPlane) ->
     assert finding.objects["host"] == "intel-core2-e6850"
     assert "avx" in finding.objects["features"].split(", ")
     assert "cannot run EVC mode SandyBridge" in finding.message
-    # the two newer hosts do run it
-    passed = {f.objects["host"] for f in err.value.findings if f.code == "evc.host-supported"}
-    assert passed == {"intel-core-i5-2500", "intel-xeon-e5-2630"}
+    assert [f.code for f in err.value.findings] == ["evc.host-unsupported"]  # errors only
     assert plane.enable_evc("old", "Conroe").mode is not None  # the E6850 is a Conroe
 
 

@@ -51,10 +51,10 @@ class ClusterService:
                                  f"{current} first ('ferry cluster remove-host {current} "
                                  f"{host}')")
             if target.evc is not None:
-                findings = self._evc.judge_join(target, host, self._running_on(host))
-                if errors(findings):
-                    raise RefusedError(f"adding host {host} to EVC cluster {cluster} refused",
-                                       findings)
+                blocking = errors(self._evc.judge_join(target, host, self._running_on(host)))
+                if blocking:
+                    raise RefusedError(f"adding host {host} to EVC cluster {cluster} refused: "
+                                       f"{len(blocking)} requirement(s) not met", blocking)
             self._store.update_host(host, cluster=cluster)
             return self._store.cluster(cluster)
 

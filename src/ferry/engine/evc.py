@@ -131,8 +131,10 @@ class EvcService:
         running = [self._vm_cpu(vm, vm.host) for vm in inventory.vms.values()
                    if vm.host in members and vm.state is not VMState.SHUTOFF]
         findings = rules.judge_enable(name, mode, hosts, running)
-        if errors(findings):
-            raise RefusedError(f"EVC mode {mode.model} on cluster {name} refused", findings)
+        blocking = errors(findings)
+        if blocking:
+            raise RefusedError(f"EVC mode {mode.model} on cluster {name} refused: "
+                               f"{len(blocking)} requirement(s) not met", blocking)
         self._save(name, mode)
         return self.cluster(name), findings
 
