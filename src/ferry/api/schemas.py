@@ -236,7 +236,7 @@ class EvcReportOut(Out):
 
 class EvcEnable(BaseModel):
     # "auto", or a CPU model as libvirt names it (Westmere, EPYC-Rome, ...)
-    mode: str = Field(default="auto", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    mode: str = Field(default="auto", pattern=NAME_PATTERN)
 
 
 class ClusterCreate(BaseModel):

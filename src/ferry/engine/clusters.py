@@ -14,7 +14,7 @@ from collections.abc import Callable
 from ferry import validate
 from ferry.checks.finding import errors
 from ferry.engine.evc import EvcService
-from ferry.errors import InputError, NotFound, RefusedError
+from ferry.errors import InputError, RefusedError
 from ferry.model import Cluster, EvcReport, Inventory
 from ferry.store.db import Store
 
@@ -34,16 +34,10 @@ class ClusterService:
         self._store.add_cluster(name)
         return self._store.cluster(name)
 
-    def _host_cluster(self, host: str) -> str | None:
-        for record in self._store.hosts():
-            if record.name == host:
-                return record.cluster
-        raise NotFound(f"no host named {host}")
-
     def add_host(self, cluster: str, host: str) -> Cluster:
         with self._lock:
             target = self._store.cluster(cluster)
-            current = self._host_cluster(host)
+            current = self._store.host(host).cluster
             if current == cluster:
                 raise InputError(f"host {host} is already in cluster {cluster}")
             if current is not None:
@@ -61,7 +55,7 @@ class ClusterService:
     def remove_host(self, cluster: str, host: str) -> Cluster:
         with self._lock:
             self._store.cluster(cluster)
-            if self._host_cluster(host) != cluster:
+            if self._store.host(host).cluster != cluster:
                 raise InputError(f"host {host} is not in cluster {cluster}")
             self._store.update_host(host, cluster=None)
             return self._store.cluster(cluster)

@@ -81,8 +81,7 @@ class ControlPlane(FerryService):
         self._dirty_hosts: set[str] = set()
         self._refresh_wakeup = threading.Event()
         self._closed = False
-        self._evc = EvcService(store.clusters, store.set_cluster_evc, self._conn,
-                               self._guest_type_on)
+        self._evc = EvcService(store, self._conn, self._guest_type_on)
         self._clusters = ClusterService(store, self._evc, self._running_on, self.refresh,
                                         self.inventory)
         self._gatherer = FactGatherer(self._conn, self._evc.fit)
@@ -117,10 +116,7 @@ class ControlPlane(FerryService):
             conn.close()
 
     def _host_record(self, name: str) -> Host:
-        for host in self._store.hosts():
-            if host.name == name:
-                return host
-        raise NotFound(f"no host named {name}")
+        return self._store.host(name)
 
     def _on_lifecycle(self, host: str, vm: str, event: str) -> None:
         with self._lock:

@@ -13,21 +13,21 @@ in vSphere, rather than lower it under VMs already running.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from ferry import validate
 from ferry.checks import evc as rules
 from ferry.checks.facts import EvcFit
 from ferry.checks.finding import Finding, errors
 from ferry.errors import FerryError, InputError, RefusedError, VirtError
 from ferry.model import VM, Cluster, EvcHostView, EvcMode, EvcReport, Inventory, VMState
+from ferry.store.db import Store
 from ferry.virt import cpuxml, domxml
 from ferry.virt.base import HostConnection
 
 AUTO = "auto"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # What QEMU gives an x86_64 guest whose definition names no CPU at all.
 DEFAULT_GUEST_MODEL = "qemu64"
 # CPU modes in which a guest sees its host's own CPU, whatever a mode says.
@@ -37,25 +37,16 @@ HOST_CPU_MODES = ("host-passthrough", "maximum")
 class EvcService:
     """Enable, disable, show, and the EVC side of joins, starts and pre-flight."""
 
-    def __init__(self, clusters: Callable[[], list[Cluster]],
-                 save: Callable[[str, EvcMode | None], None],
-                 conn: Callable[[str], HostConnection],
+    def __init__(self, store: Store, conn: Callable[[str], HostConnection],
                  domain_type: Callable[[str], str]) -> None:
-        self._clusters = clusters
-        self._save = save
+        self._store = store
         self._conn = conn
         self._domain_type = domain_type
 
     # -- looking up ------------------------------------------------------
-    def cluster(self, name: str) -> Cluster:
-        for cluster in self._clusters():
-            if cluster.name == name:
-                return cluster
-        raise InputError(f"no cluster named {name}")
-
     def mode_of_host(self, host: str) -> tuple[str, EvcMode] | None:
         """(cluster, mode) when ``host`` is in a cluster with EVC on."""
-        for cluster in self._clusters():
+        for cluster in self._store.clusters():
             if host in cluster.hosts and cluster.evc is not None:
                 return cluster.name, cluster.evc
         return None
@@ -106,12 +97,12 @@ class EvcService:
 
     # -- enable, disable, show ----------------------------------------------
     def enable(self, name: str, requested: str, inventory: Inventory,
-               any_host: str | None) -> tuple[Cluster, list[Finding]]:
+               any_host: str | None) -> None:
         """Compute and judge the mode; store it if nothing refuses. ``any_host`` computes a
         named mode for a cluster with no hosts yet."""
-        cluster = self.cluster(name)
-        if requested != AUTO and not _MODEL_NAME.match(requested):
-            raise InputError(f"invalid CPU model name {requested!r}")
+        cluster = self._store.cluster(name)
+        if requested != AUTO:
+            validate.name("CPU model", requested)
         if cluster.evc is not None:
             raise InputError(f"cluster {name} already has EVC mode {cluster.evc.model}: "
                              f"disable it first ('ferry cluster evc disable {name}')")
@@ -135,19 +126,16 @@ class EvcService:
         if blocking:
             raise RefusedError(f"EVC mode {mode.model} on cluster {name} refused: "
                                f"{len(blocking)} requirement(s) not met", blocking)
-        self._save(name, mode)
-        return self.cluster(name), findings
+        self._store.set_cluster_evc(name, mode)
 
-    def disable(self, name: str) -> Cluster:
-        cluster = self.cluster(name)
-        if cluster.evc is None:
+    def disable(self, name: str) -> None:
+        if self._store.cluster(name).evc is None:
             raise InputError(f"cluster {name} does not have EVC enabled")
-        self._save(name, None)
-        return self.cluster(name)
+        self._store.set_cluster_evc(name, None)
 
     def report(self, name: str, vms: list[VM] | None = None) -> EvcReport:
         """The mode, each host's view of it, and which of ``vms`` run with another CPU."""
-        cluster = self.cluster(name)
+        cluster = self._store.cluster(name)
         mode = cluster.evc
         if mode is None:
             return EvcReport(name, None)

@@ -159,6 +159,14 @@ class Store:
             rows = conn.execute(select(hosts_table).order_by(hosts_table.c.name)).mappings()
             return [Host(**{f: row[f] for f in _HOST_FIELDS}) for row in rows]
 
+    def host(self, name: str) -> Host:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(hosts_table).where(hosts_table.c.name == name)).mappings()
+            found = row.first()
+        if found is None:
+            raise NotFound(f"no host named {name}")
+        return Host(**{f: found[f] for f in _HOST_FIELDS})
+
     # -- clusters ----------------------------------------------------------
     def add_cluster(self, name: str) -> None:
         with self._lock, self.engine.begin() as conn:
