@@ -2,6 +2,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 
 from ferry.model import VMState
+from ferry.virt import cpuxml
 from ferry.virt.domxml import (
     DiskSpec,
     DomainSpec,
@@ -116,3 +117,15 @@ def test_with_cpu_swaps_the_model_and_keeps_the_vms_own_topology() -> None:
     assert topology is not None and topology.get("cores") == "2"
     no_cpu = build_domain_xml(replace(SPEC, cpu_model=None))
     assert ET.fromstring(with_cpu(no_cpu, mode)).findtext("cpu/model") == "Westmere"
+
+
+def test_same_model_ignores_what_libvirt_adds_when_it_stores_a_cpu() -> None:
+    asked = ("<cpu mode='custom' match='exact'><model fallback='forbid'>EPYC</model>"
+             "<vendor>AMD</vendor><feature policy='require' name='acpi'/>"
+             "<feature policy='disable' name='vme'/></cpu>")
+    stored = ("<cpu mode='custom' match='exact' check='partial'>\n"
+              "  <model fallback='forbid'>EPYC</model>\n  <vendor>AMD</vendor>\n"
+              "  <feature policy='disable' name='vme'/>\n  <feature name='acpi'/>\n</cpu>")
+    assert cpuxml.same_model(asked, stored)
+    assert not cpuxml.same_model(asked, stored.replace("policy='disable'", "policy='require'"))
+    assert not cpuxml.same_model(asked, cpuxml.named_model("EPYC"))

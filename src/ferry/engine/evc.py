@@ -184,10 +184,10 @@ class EvcService:
         if found is None:
             return None
         saved = conn.saved_definition(vm, {})
-        wanted = domxml.with_cpu(saved, found[1].cpu_xml)
-        if domxml.cpu_definition(wanted) == domxml.cpu_definition(saved):
+        current = domxml.cpu_definition(saved)
+        if current is not None and cpuxml.same_model(current, found[1].cpu_xml):
             return None
-        return wanted
+        return domxml.with_cpu(saved, found[1].cpu_xml)
 
     def fit(self, vm: VM, dest: str) -> EvcFit | None:
         """For the pre-flight: does the running VM's CPU fit ``dest``'s EVC mode?"""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape
 
 from ferry.checks.facts import CpuFeatures
 from ferry.errors import HostError
@@ -48,11 +48,23 @@ def missing_features(compare_message: str) -> tuple[str, ...]:
 def named_model(model: str) -> str:
     """The guest definition of a bare named model, nothing added or removed."""
     return (f"<cpu mode='custom' match='exact' check='partial'>"
-            f"<model fallback='forbid'>{_text(model)}</model></cpu>")
+            f"<model fallback='forbid'>{escape(model)}</model></cpu>")
 
 
-def _text(value: str) -> str:
-    return quoteattr(value)[1:-1]
+def same_model(a: str, b: str) -> bool:
+    """Whether two guest CPU definitions ask for the same CPU, however libvirt wrote them.
+
+    libvirt adds defaults (``check``) and its own layout to a definition it
+    stores, so the texts differ where the CPU does not.
+    """
+    return _asked(_parse(a)) == _asked(_parse(b))
+
+
+def _asked(cpu: ET.Element) -> tuple[object, ...]:
+    features = frozenset((f.get("name"), f.get("policy", "require"))
+                         for f in cpu.findall("feature"))
+    return (cpu.get("mode", "custom"), cpu.get("match", "exact"), cpu.findtext("model"),
+            cpu.findtext("vendor"), features)
 
 
 def host_model(domain_capabilities: str) -> str | None:
