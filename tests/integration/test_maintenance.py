@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import LabEnv
+from conftest import LabEnv, wait_until
 
 from ferry.cli.client import FerryClient
 
 pytestmark = pytest.mark.lab
+
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def test_entering_maintenance_moves_every_vm_that_can_move_and_names_the_one_that_cannot(
@@ -71,3 +73,43 @@ def test_entering_maintenance_moves_every_vm_that_can_move_and_names_the_one_tha
     finally:
         assert lab.ferry("host", "maintenance", "exit", "host1").code == 0
     assert lab.ferry("check", "ev1", "--host", "host1").code == 0
+
+
+def test_cancelling_an_evacuation_withdraws_its_queued_moves_and_those_vms_stay(
+    lab: LabEnv, make_vm: Callable[..., None]
+) -> None:
+    from ferry.lab.lab import set_link
+
+    vms = ["ec1", "ec2", "ec3", "ec4"]
+    for vm in vms:
+        make_vm(vm, "--host", "host1", "--datastore", "shared", "--memory", "128",
+                "--disk", "0", "--workload", "heartbeat")
+    for vm in vms:
+        assert lab.collector.wait_for_heartbeat(vm, 90)
+    client = FerryClient()
+    set_link("host1", "100mbit")  # each copy takes seconds: two run, two wait for a slot
+    try:
+        evacuation = client.enter_maintenance("host1").id
+        wait_until(lambda: len(client.get_job(evacuation).progress.get("vms", {})) == 4, 60,
+                   "all four VMs placed")
+        queued = [vm for vm, move in client.get_job(evacuation).progress["vms"].items()
+                  if move["state"] == "queued"]
+        assert len(queued) == 2, client.get_job(evacuation).progress
+        assert lab.ferry("job", "cancel", evacuation).code == 0
+        wait_until(lambda: client.get_job(evacuation).state in FINISHED, 180, "the evacuation")
+    finally:
+        set_link("host1", None)
+        lab.ferry("host", "maintenance", "exit", "host1")
+    job = client.get_job(evacuation)
+    assert job.state == "cancelled", job.error
+    assert set(job.report["not_moved"]) >= set(queued)
+    for vm in queued:
+        assert "cancelled before it started" in job.report["not_moved"][vm]
+        assert client.get_job(job.report["jobs"][vm]).state == "cancelled"
+        assert lab.domains("host1").get(vm) == "running"  # withdrawn: it never left
+    for vm, dest in job.report["moved"].items():  # the running moves finished
+        assert lab.domains(dest).get(vm) == "running" and vm not in lab.domains("host1")
+    assert len(job.report["moved"]) == 2
+    start = {vm: lab.collector.last_seq(vm) or 0 for vm in vms}
+    wait_until(lambda: all((lab.collector.last_seq(vm) or 0) > start[vm] + 20 for vm in vms),
+               60, "heartbeats of all four VMs")
