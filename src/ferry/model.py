@@ -30,7 +30,32 @@ class Disk:
     driver_format: str | None = None  # qcow2, raw, ...
     transient: bool = False
     readonly: bool = False
-    backing_store: str | None = None  # first backing file, if any
+    # The files behind the image, nearest first, as the running VM's live definition
+    # shows them (libvirt read them from the images at start); a saved definition has none.
+    backing_chain: tuple[str, ...] = ()
+
+    @property
+    def backing_store(self) -> str | None:
+        """The first backing file, if the definition shows one."""
+        return self.backing_chain[0] if self.backing_chain else None
+
+
+class FileUse(StrEnum):
+    """How a VM uses a host path its definition names, which decides what a move needs."""
+
+    READ = "read"  # its content is the VM's (kernel, NVRAM, shared folder): must be shared
+    FIRMWARE = "firmware"  # read-only code the host installs (UEFI): each host has its own
+    WRITTEN = "written"  # output QEMU creates (serial log): written anew where the VM runs
+    DEVICE = "device"  # a host device node or socket: the destination needs its own
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A host path a VM's definition names outside its disks."""
+
+    what: str  # kernel, initrd, nvram, serial log, filesystem /share, ...
+    path: str
+    use: FileUse
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,7 @@ class VM:
     affinity: CpuAffinity = field(default_factory=CpuAffinity)
     kernel: str | None = None
     initrd: str | None = None
+    host_files: tuple[HostFile, ...] = ()  # every other host path the definition names
     domain_type: str = "qemu"
     snapshot_count: int = 0
     lab_address: str | None = None  # the lab guest's address on Production, when it is one
@@ -81,7 +107,9 @@ class VM:
         return self.memory_kib // 1024
 
     def files(self) -> list[tuple[str, str]]:
-        """(what, host path) for every file the VM needs to run: disks, ISOs, kernel."""
+        """(what, host path) for every file or folder the VM reads to run: disks, ISOs,
+        kernel, initrd, device tree, NVRAM, shared folders (not backing files: the
+        images name those, see :class:`ferry.checks.facts.ImageFacts`)."""
         found: list[tuple[str, str]] = []
         for disk in self.disks:
             if disk.source and disk.source_type in ("file", "volume"):
@@ -90,6 +118,7 @@ class VM:
             found.append(("kernel", self.kernel))
         if self.initrd:
             found.append(("initrd", self.initrd))
+        found.extend((f.what, f.path) for f in self.host_files if f.use is FileUse.READ)
         return found
 
 

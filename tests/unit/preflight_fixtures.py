@@ -13,6 +13,7 @@ from typing import Any
 from ferry.checks.facts import (
     CpuVerdict,
     HostSettings,
+    ImageFacts,
     LinkFacts,
     MoveRequest,
     PreflightFacts,
@@ -91,6 +92,7 @@ def facts(request: MoveRequest | None = None, **changes: Any) -> PreflightFacts:
         memory_committed_mib={"host1": 4096, "host2": 4096},
         vcpus_committed={"host1": 4, "host2": 4},
         disk_sizes={"vda": (20 * GIB, 5 * GIB)},
+        images={"/srv/shared/web1.qcow2": ImageFacts("/srv/shared/web1.qcow2", "qcow2")},
     )
     return replace(base, **changes)
 

@@ -33,7 +33,7 @@ def test_transient_disk_and_unknown_target_are_errors() -> None:
 
 
 def test_snapshots_and_backing_chains_are_named() -> None:
-    overlay = replace(vm().disks[0], backing_store="/srv/shared/web1-base.qcow2")
+    overlay = replace(vm().disks[0], backing_chain=("/srv/shared/web1-base.qcow2",))
     rows = storage.no_snapshots(facts(vm=vm(snapshot_count=2, disks=(overlay,)),
                                       request=storage_move()))
     assert codes(rows) == ["storage.snapshots", "storage.backing-chain"]

@@ -72,6 +72,26 @@ class EvcFit:
     detail: str = ""  # why ``beyond`` is unknown
 
 
+# Formats whose header can name a backing file; an image of any other format is one file,
+# whatever its bytes look like.
+LAYERED_FORMATS = ("qcow2", "qed", "vmdk", "qcow")
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """One disk's image as the host holding it reads it: its format and every file behind it.
+
+    Read from the images themselves, not from a definition: a powered-off VM's saved
+    definition names no backing file, and its image may have one.
+    """
+
+    path: str
+    read_as: str | None  # the format the host's storage reads the bytes as; None: on no pool
+    backing: tuple[str, ...] = ()  # every file behind it, nearest first
+    # why the walk down the chain stopped early (a file on no datastore, a loop); None: whole
+    stopped: str | None = None
+
+
 @dataclass(frozen=True)
 class LinkFacts:
     """The host's migration interface as libvirt reports it."""
@@ -137,6 +157,9 @@ class PreflightFacts:
     # a disk missing here is reported as not verified.
     disk_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     evc: EvcFit | None = None  # the destination is in an EVC cluster the VM is not already in
+    # disk file path -> its image as the source host reads it; a disk missing here
+    # is reported as not verified
+    images: dict[str, ImageFacts] = field(default_factory=dict)
 
     @property
     def dest(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ferry.checks import cpu, devices, host, storage, vmotion
+from ferry.checks import cpu, devices, files, host, storage, vmotion
 from ferry.checks.facts import MoveKind, PreflightFacts
 from ferry.checks.finding import Finding, Status
 
@@ -80,6 +80,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 cpu.evc_mode_fits, HOST_LIVE),
     Requirement("storage.shared", "every file the VM uses is on storage the destination sees",
                 vmotion.storage_shared, HOST_ANY, "the VM uses no files on the host"),
+    Requirement("storage.chain-inside", "every file behind a disk is inside ferry's datastores",
+                files.files_inside, ALL, "no disk of the VM is a file"),
+    Requirement("storage.host-paths", "the destination has its own firmware, output folders "
+                "and devices the VM names", files.other_host_paths, HOST_ANY,
+                "the VM names no firmware, output file or device of the host"),
     Requirement("network.present", "every network exists on the destination, same name",
                 vmotion.networks_present, HOST_ANY, "the VM has no interface on a libvirt network"),
     Requirement("network.portgroup", "every port group exists on the destination, same name",
@@ -110,6 +115,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("storage.raw-device", "raw device mappings: virtual mode copied, physical "
                 "mode mapping only", storage.raw_device_mappings, STORAGE_LIVE,
                 "no block-backed disk is to be moved"),
+    Requirement("storage.format-declared", "a converted disk is read in the format it is "
+                "declared in", files.formats_declared, COLD, "no disk is to be moved"),
     Requirement("storage.target-visible", "the host sees the source and target datastores",
                 storage.datastores_visible, STORAGE_ANY),
     Requirement("storage.space", "the target datastore has the space the format needs",

@@ -9,6 +9,8 @@ defined elsewhere. Each check is pure, ``(facts) -> list[Finding]``.
 
 from __future__ import annotations
 
+import posixpath
+
 from ferry.checks.facts import MoveKind, PreflightFacts
 from ferry.checks.finding import Finding, Status
 from ferry.model import Disk, Pool
@@ -19,7 +21,11 @@ DATA_DEVICES = ("disk", "lun")
 
 
 def pool_holding(pools: list[Pool], path: str) -> Pool | None:
-    """The pool of one host whose folder holds ``path`` (the longest matching folder)."""
+    """The pool of one host whose folder holds ``path`` (the longest matching folder).
+
+    ``..`` is resolved first, so a path cannot climb out of a datastore and count as in it.
+    """
+    path = posixpath.normpath(path)
     best: Pool | None = None
     for pool in pools:
         if not pool.path:
@@ -50,6 +56,15 @@ def moved_disks(facts: PreflightFacts) -> list[Disk]:
             # A read-only disk is shared content (a golden image): "all" leaves it alone.
             found.append(disk)
     return found
+
+
+def chain_of(facts: PreflightFacts, disk: Disk) -> tuple[str, ...]:
+    """Every file behind ``disk``, nearest first: what its image names, and what a running
+    VM's live definition shows (libvirt read those from the images at start)."""
+    image = facts.images.get(disk.source or "")
+    found = list(image.backing if image is not None else ())
+    found.extend(p for p in disk.backing_chain if p not in found)
+    return tuple(found)
 
 
 def target_pool(facts: PreflightFacts) -> Pool | None:
@@ -115,14 +130,15 @@ def no_snapshots(facts: PreflightFacts) -> list[Finding]:
                    f"{vm.name}; virsh snapshot-delete), then retry",
             objects={"vm": vm.name}))
     for disk in moved_disks(facts):
-        if disk.backing_store:
+        chain = chain_of(facts, disk)
+        if chain:
             findings.append(Finding(
                 "storage.backing-chain", Status.ERROR,
-                f"{_describe(disk)} of VM {vm.name} is an overlay on {disk.backing_store} "
+                f"{_describe(disk)} of VM {vm.name} is an overlay on {chain[0]} "
                 "(an external snapshot); the chain must be merged before the disk moves",
                 remedy=f"merge the chain into one image (virsh blockpull {vm.name} "
                        f"{disk.target}, or blockcommit), then retry",
-                objects={**_disk_objects(facts, disk), "backing_file": disk.backing_store}))
+                objects={**_disk_objects(facts, disk), "backing_file": chain[0]}))
     if not findings:
         findings.append(Finding(
             "storage.no-snapshots", Status.PASS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ferry.checks.facts import PreflightFacts
 from ferry.checks.finding import Finding, Status
-from ferry.checks.storage import moved_disks, pool_holding
+from ferry.checks.storage import chain_of, moved_disks, pool_holding
 from ferry.model import VM, Network, VMState
 
 
@@ -102,10 +102,18 @@ def storage_shared(facts: PreflightFacts) -> list[Finding]:
         return skip
     vm, inv, dest = facts.vm, facts.inventory, facts.dest
     copied = {d.source for d in moved_disks(facts)}
-    findings: list[Finding] = []
     source_pools = inv.pools_on(vm.host)
+    findings: list[Finding] = []
     dest_datastores = {p.datastore for p in inv.pools_on(dest) if p.active and p.datastore}
-    for what, path in vm.files():
+    read = list(vm.files())
+    for disk in vm.disks:
+        if disk.source in copied:
+            continue  # copied, chain and all: storage.backing-chain judges it
+        for path in chain_of(facts, disk):
+            if pool_holding(source_pools, path) is not None:
+                # One outside every datastore is refused by storage.chain-outside.
+                read.append((f"backing file of {disk.device} {disk.target}", path))
+    for what, path in read:
         if path in copied:
             continue  # copied to the target datastore: storage.* checks judge it
         objects = {"vm": vm.name, "file": path, "host": dest}
@@ -131,6 +139,9 @@ def storage_shared(facts: PreflightFacts) -> list[Finding]:
                 f"{what} of VM {vm.name} ({path}) is on datastore {store} of {vm.host}, which "
                 f"host {dest} does not see (probe file not found there)",
                 remedy=_iso_remedy(what, vm, dest) if media else
+                f"merge the chain into the disk ('virsh blockpull {vm.name} "
+                f"{what.split()[-1]}'), or choose a destination that sees {store}"
+                if what.startswith("backing file") else
                 "move the disk to a datastore both hosts share first (Storage VMotion), "
                 f"or choose a destination that sees {store}",
                 objects={**objects, "datastore": store}))

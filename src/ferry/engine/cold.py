@@ -30,6 +30,7 @@ from typing import Any
 
 from ferry.engine.diskplan import DiskMove, TargetFiles
 from ferry.engine.jobs import JobHandle
+from ferry.engine.preflight import read_image
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.model import VM, JobState, Phase, VMState
 from ferry.virt.base import HostConnection
@@ -144,6 +145,7 @@ class ColdMigration:
                 "the VM and move it live, or leave the disk out with --disk")
         source_path = disk.source or ""
         source_fmt = disk.driver_format or "raw"
+        self._check_single_image(source_path, source_fmt)
         move.capacity = self.source.disk_size(self.vm.name, disk.target)[0]
         pool, target = self.files.pool, self.dest
         same_host = self.source.name == self.dest.name
@@ -155,25 +157,40 @@ class ColdMigration:
             self._stream(job, move, self.source, source_path, move.target_path)
         elif move.fmt == "raw":
             staging = self._stage(self.source, source_pool.name, move, lambda name: (
-                self.source.clone_volume(source_path, source_pool.name, name, "raw")))
+                self.source.clone_volume(source_path, source_fmt, source_pool.name, name,
+                                         "raw")))
             self._create(move, move.capacity, "raw")
             self._stream(job, move, self.source, staging, move.target_path)
         elif same_host:
-            move.target_path = target.clone_volume(source_path, pool, move.target_volume,
-                                                   move.fmt, move.preallocation)
+            move.target_path = target.clone_volume(source_path, source_fmt, pool,
+                                                   move.target_volume, move.fmt,
+                                                   move.preallocation)
             move.created = True
             self._check_capacity(move)
         else:
             staging = self._stage(target, pool, move, lambda name: (
                 target.create_volume(pool, name, move.capacity, "raw")))
             self._stream(job, move, self.source, source_path, staging)
-            move.target_path = target.clone_volume(staging, pool, move.target_volume,
+            move.target_path = target.clone_volume(staging, "raw", pool, move.target_volume,
                                                    move.fmt, move.preallocation)
             move.created = True
             self._check_capacity(move)
         move.copied = move.capacity
         job.event(Phase.COPY, f"disk {disk.target}: {source_path} ({source_fmt}) -> "
                   f"{move.target_path} ({move.fmt}) on {target.name}")
+
+    def _check_single_image(self, path: str, fmt: str) -> None:
+        """The pre-flight refused chains; the image is read again now, as it is copied,
+        so that no file behind it can reach the copy (it may have changed since)."""
+        image = read_image(self.source.image_info, path, fmt)
+        if image.read_as is None:
+            raise MigrationError(f"{path} of VM {self.vm.name} is on no datastore of "
+                                 f"{self.source.name}: ferry copies files of its datastores only")
+        if image.backing or image.stopped:
+            raise MigrationError(
+                f"{path} of VM {self.vm.name} has backing file "
+                f"{image.backing[0] if image.backing else image.stopped}: ferry copies single "
+                "images only; merge the chain first")
 
     def _create(self, move: DiskMove, size: int, fmt: str) -> None:
         assert self.files is not None

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ferry.checks.facts import (
+    LAYERED_FORMATS,
     CpuVerdict,
     EvcFit,
     HostSettings,
+    ImageFacts,
     LinkFacts,
     MoveKind,
     MoveRequest,
@@ -26,7 +28,11 @@ from ferry.checks.facts import (
 )
 from ferry.errors import FerryError, NotFound
 from ferry.model import VM, Host, Inventory, VMState
-from ferry.virt.base import HostConnection
+from ferry.virt.base import HostConnection, ImageInfo
+
+# A chain deeper than this is refused as unreadable rather than walked on (a loop of
+# files naming each other would otherwise never end).
+MAX_CHAIN_DEPTH = 32
 
 REACHABILITY_TTL_S = 30.0  # a path that worked half a minute ago is still the best evidence
 REACHABILITY_TIMEOUT_S = 8.0
@@ -90,6 +96,15 @@ class FactGatherer:
                     disk_sizes[disk.target] = self.conn(source).disk_size(vm.name, disk.target)
                 except FerryError:
                     continue  # not verified: the check says so
+        images: dict[str, ImageFacts] = {}
+        for disk in vm.disks:
+            if disk.source is None or disk.source_type not in ("file", "volume"):
+                continue
+            try:
+                images[disk.source] = read_image(self.conn(source).image_info, disk.source,
+                                                 disk.driver_format or "raw")
+            except FerryError:
+                continue  # not verified: the check says so
         memory: dict[str, int] = {}
         vcpus: dict[str, int] = {}
         for host in hosts:
@@ -113,6 +128,7 @@ class FactGatherer:
             memory_committed_mib=memory,
             vcpus_committed=vcpus,
             evc=evc,
+            images=images,
         )
 
     def _cpu(self, dest: str, vm: VM) -> CpuVerdict | None:
@@ -175,6 +191,37 @@ class FactGatherer:
             pass  # the probe never arrived
         except FerryError:
             pass  # the destination is unreachable from here too; nothing was left there
+
+
+def read_image(image_info: Callable[[str], ImageInfo | None], path: str,
+               declared_format: str) -> ImageFacts:
+    """A disk's image and every file behind it, read from the images on its host.
+
+    The walk follows backing files only where the declared format can have one (a
+    raw disk is its bytes, whatever they look like), and stops at a file no datastore
+    of the host holds: ferry does not read such a file, it refuses the move.
+    """
+    top = image_info(path)
+    read_as = top.read_as if top is not None else None
+    if top is None or declared_format not in LAYERED_FORMATS:
+        return ImageFacts(path, read_as)
+    chain: list[str] = []
+    current: ImageInfo | None = top
+    while current is not None and current.backing:
+        if current.backing in chain or current.backing == path:
+            return ImageFacts(path, read_as, tuple(chain),
+                              f"{current.path} names {current.backing} again (a loop)")
+        chain.append(current.backing)
+        if current.backing_format and current.backing_format not in LAYERED_FORMATS:
+            break  # read as the format its overlay declares, a raw file ends the chain
+        if len(chain) > MAX_CHAIN_DEPTH:
+            return ImageFacts(path, read_as, tuple(chain),
+                              f"more than {MAX_CHAIN_DEPTH} files deep")
+        current = image_info(current.backing)
+        if current is None:
+            return ImageFacts(path, read_as, tuple(chain),
+                              f"{chain[-1]} is on no datastore of the host")
+    return ImageFacts(path, read_as, tuple(chain))
 
 
 def _signature(host: Host | None) -> str | None:

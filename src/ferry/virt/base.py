@@ -117,6 +117,17 @@ class MigrationStats:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """A file of a datastore as its host's storage reads it: the format its bytes look
+    like (libvirt probes it) and the backing file its header names, if any."""
+
+    path: str
+    read_as: str  # raw, qcow2, ...
+    backing: str | None = None
+    backing_format: str | None = None
+
+
+@dataclass(frozen=True)
 class BlockJob:
     """A running block copy (libvirt's blockJobInfo): bytes done of bytes to do."""
 
@@ -252,6 +263,11 @@ class HostConnection(Protocol):
         """Whether this host has the block device (or its symlink) at ``path``."""
         ...
 
+    def image_info(self, path: str) -> ImageInfo | None:
+        """The file at ``path`` as this host's storage reads it; None when no datastore
+        (pool) of this host holds it, so ferry never reads it."""
+        ...
+
     # -- storage migration (the seed's Storage VMotion) --------------------
     def volume_size(self, path: str) -> tuple[int, int]:
         """(capacity, allocation) in bytes of the volume at ``path``."""
@@ -274,9 +290,15 @@ class HostConnection(Protocol):
         """The size in bytes of the volume's file itself (a qcow2 file's, not its disk's)."""
         ...
 
-    def clone_volume(self, source_path: str, pool: str, name: str, fmt: str,
-                     preallocation: str | None = None) -> str:
-        """Copy or convert a volume of this host into ``pool`` as ``fmt``; the new path."""
+    def clone_volume(self, source_path: str, source_format: str, pool: str, name: str,
+                     fmt: str, preallocation: str | None = None) -> str:
+        """Copy or convert a volume of this host into ``pool`` as ``fmt``; the new path.
+
+        The source is read as ``source_format``, what its definition declares. libvirt
+        converts a volume in the format it guesses from the bytes and follows the
+        backing file it finds there, so this refuses (:class:`~ferry.errors.VirtError`)
+        a source the host reads in another format, or one with a backing file.
+        """
         ...
 
     def read_volume(self, path: str) -> Generator[bytes | int, None, None]:

@@ -12,7 +12,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from ferry.model import VM, CpuAffinity, Disk, Interface, Network, VMState
+from ferry.model import VM, CpuAffinity, Disk, FileUse, HostFile, Interface, Network, VMState
+from ferry.virt.base import ImageInfo
 
 _LAB_ADDRESS = re.compile(r"\bferry\.ip=([0-9.]+)")
 
@@ -31,10 +32,6 @@ def _parse_disk(node: ET.Element) -> Disk:
         path = source.get("file") or source.get("dev") or source.get("volume") or source.get("name")
     driver = node.find("driver")
     target = node.find("target")
-    backing = node.find("backingStore/source")
-    backing_path = None
-    if backing is not None:
-        backing_path = backing.get("file") or backing.get("dev")
     return Disk(
         target=target.get("dev", "?") if target is not None else "?",
         device=node.get("device", "disk"),
@@ -43,8 +40,65 @@ def _parse_disk(node: ET.Element) -> Disk:
         driver_format=driver.get("type") if driver is not None else None,
         transient=node.find("transient") is not None,
         readonly=node.find("readonly") is not None,
-        backing_store=backing_path,
+        backing_chain=_backing_chain(node),
     )
+
+
+def _backing_chain(disk: ET.Element) -> tuple[str, ...]:
+    """Every file behind a disk, nearest first, as a live definition nests them."""
+    chain: list[str] = []
+    node = disk.find("backingStore")
+    while node is not None:
+        source = node.find("source")
+        path = source.get("file") or source.get("dev") if source is not None else None
+        if path:
+            chain.append(path)
+        node = node.find("backingStore")
+    return tuple(chain)
+
+
+# Character devices whose <source path> is a file QEMU writes, or a socket or device node.
+_CHAR_DEVICES = ("serial", "parallel", "console", "channel")
+
+
+def _host_files(root: ET.Element) -> tuple[HostFile, ...]:
+    """Every host path the definition names outside its disks, kernel and initrd (fields
+    of their own), with how the VM uses it."""
+    found: list[HostFile] = []
+
+    def add(what: str, path: str | None, use: FileUse) -> None:
+        if path and path.strip() and (path.strip(), use) not in {(f.path, f.use) for f in found}:
+            found.append(HostFile(what, path.strip(), use))
+
+    add("device tree", _text(root.find("os/dtb")), FileUse.READ)
+    loader = root.find("os/loader")
+    if loader is not None:
+        # A read-only loader is firmware code from the host's own packages; a writable
+        # one is the VM's own image.
+        add("firmware", _text(loader),
+            FileUse.FIRMWARE if loader.get("readonly") == "yes" else FileUse.READ)
+    add("NVRAM", _text(root.find("os/nvram")), FileUse.READ)
+    for fs in root.findall("devices/filesystem"):
+        source, target = fs.find("source"), fs.find("target")
+        path = source.get("dir") or source.get("file") if source is not None else None
+        add(f"shared folder {target.get('dir', '?') if target is not None else '?'}", path,
+            FileUse.READ)
+    for tag in _CHAR_DEVICES:
+        for dev in root.findall(f"devices/{tag}"):
+            source, kind = dev.find("source"), dev.get("type", "pty")
+            path = source.get("path") if source is not None else None
+            if kind == "file":
+                add(f"{tag} output", path, FileUse.WRITTEN)
+            elif kind in ("unix", "dev", "pipe"):
+                add(f"{tag} {kind}", path, FileUse.DEVICE)
+            log = dev.find("log")
+            if log is not None:
+                add(f"{tag} log", log.get("file"), FileUse.WRITTEN)
+    for node in root.findall("devices/input/source"):
+        add("input device", node.get("evdev") or node.get("dev"), FileUse.DEVICE)
+    for node in root.findall("devices/tpm/backend/device"):
+        add("TPM device", node.get("path"), FileUse.DEVICE)
+    return tuple(found)
 
 
 def _parse_interface(node: ET.Element) -> Interface:
@@ -106,6 +160,7 @@ def parse_domain(xml: str, host: str, state: VMState, snapshot_count: int = 0) -
         ),
         kernel=_text(root.find("os/kernel")),
         initrd=_text(root.find("os/initrd")),
+        host_files=_host_files(root),
         domain_type=root.get("type", "qemu"),
         snapshot_count=snapshot_count,
         lab_address=match.group(1) if match else None,
@@ -201,6 +256,20 @@ def cpu_definition(xml: str) -> str | None:
     """The ``<cpu>`` element of a domain definition, if it has one."""
     node = ET.fromstring(xml).find("cpu")
     return ET.tostring(node, encoding="unicode") if node is not None else None
+
+
+def parse_volume(xml: str) -> ImageInfo:
+    """A storage volume's XML: the format libvirt reads its bytes as, and its backing file."""
+    root = ET.fromstring(xml)
+    fmt = root.find("target/format")
+    backing = root.find("backingStore")
+    backing_fmt = backing.find("format") if backing is not None else None
+    return ImageInfo(
+        path=_text(root.find("target/path")) or "",
+        read_as=fmt.get("type", "raw") if fmt is not None else "raw",
+        backing=_text(backing.find("path")) if backing is not None else None,
+        backing_format=backing_fmt.get("type") if backing_fmt is not None else None,
+    )
 
 
 def pool_path(xml: str) -> str | None:

@@ -19,6 +19,7 @@ from ferry.virt.base import (
     CpuFunctions,
     GuestPlatform,
     HostFacts,
+    ImageInfo,
     IterationCallback,
     LifecycleCallback,
     MigrationOptions,
@@ -69,6 +70,9 @@ class FakeHost:
         self.host_cpu_xml = "<cpu><arch>x86_64</arch><model>Westmere</model></cpu>"
         self.cpu_catalog: CpuFunctions | None = None
         self.block_devices: set[str] = set()
+        # path -> how the host's storage reads that file; a path in a pool but not here
+        # reads as its name's format with no backing file
+        self.images: dict[str, ImageInfo] = {}
         self._current: MigrationStats | None = None
         world.hosts[name] = self
 
@@ -214,6 +218,14 @@ class FakeHost:
 
     def block_device_present(self, path: str) -> bool:
         return path in self.block_devices
+
+    def image_info(self, path: str) -> ImageInfo | None:
+        if path in self.images:
+            return self.images[path]
+        if not any(pool.path and path.startswith(pool.path.rstrip("/") + "/")
+                   for pool, _ in self.pools.values()):
+            return None
+        return ImageInfo(path, "qcow2" if path.endswith(".qcow2") else "raw")
 
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         peer = urlsplit(peer_uri).hostname or ""

@@ -37,6 +37,7 @@ from ferry.virt.base import (
     CpuFunctions,
     GuestPlatform,
     HostFacts,
+    ImageInfo,
     IterationCallback,
     LifecycleCallback,
     MigrationOptions,
@@ -502,8 +503,36 @@ class LibvirtHost:
             vol.infoFlags, libvirt.VIR_STORAGE_VOL_GET_PHYSICAL))
         return int(info[2])
 
-    def clone_volume(self, source_path: str, pool: str, name: str, fmt: str,
-                     preallocation: str | None = None) -> str:
+    def image_info(self, path: str) -> ImageInfo | None:
+        try:
+            vol = self._volume(path)
+        except NotFound:
+            # A file made outside libvirt shows only after its pool is refreshed.
+            for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
+                    libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
+                folder = domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0)))
+                if folder and path.startswith(folder.rstrip("/") + "/"):
+                    self._call(f"refresh datastore {pool.name()}", partial(pool.refresh, 0))
+            try:
+                vol = self._volume(path)
+            except NotFound:
+                return None
+        return domxml.parse_volume(self._call(f"volume {path}", partial(vol.XMLDesc, 0)))
+
+    def clone_volume(self, source_path: str, source_format: str, pool: str, name: str,
+                     fmt: str, preallocation: str | None = None) -> str:
+        image = self.image_info(source_path)
+        if image is None:
+            raise VirtError(f"host {self.name}: {source_path} is on no datastore")
+        # libvirt converts in the format it reads the bytes as, following any backing
+        # file it finds: convert only what it reads as the definition declares.
+        if image.read_as != source_format:
+            raise VirtError(f"host {self.name}: {source_path} is declared {source_format} "
+                            f"but its bytes read as {image.read_as}; ferry converts an image "
+                            "only in its declared format")
+        if image.backing is not None:
+            raise VirtError(f"host {self.name}: {source_path} has a backing file "
+                            f"({image.backing}); ferry converts single images only")
         source = self._volume(source_path)
         handle = self._pool(pool)
         capacity = int(self._call(f"volume {source_path}", source.info)[1])
