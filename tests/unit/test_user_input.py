@@ -1,0 +1,107 @@
+"""What users type, refused before it is stored or handed to a host, in a sentence.
+
+The real control plane, REST API, client and CLI over fake hosts: a name
+refused reads validate.name's sentence (never a regular expression), a host
+URI or address carrying whitespace is refused and not stored, and a VM's
+network must exist on its host before anything is created there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ferry.api.app import create_app
+from ferry.cli.client import FerryClient
+from ferry.cli.main import main
+from ferry.engine.controlplane import ControlPlane
+from ferry.lab import layout
+from ferry.store.db import Store
+from ferry.virt.fake import Backing, FakeHost, FakeWorld
+
+TOKEN = "t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def world() -> FakeWorld:
+    world = FakeWorld()
+    # The lab guest image on the shared datastore, as 'ferry lab up' leaves it.
+    shared = Backing({layout.GUEST_KERNEL_VOLUME, layout.GUEST_INITRD_VOLUME})
+    for i in (1, 2, 3):
+        host = FakeHost(world, f"host{i}", f"uuid-{i}")
+        host.add_pool("shared", "/srv/shared", shared)
+        host.add_network("Production")
+        host.add_network("Backup")
+    return world
+
+
+@pytest.fixture
+def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
+    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
+    for i in (1, 2):  # host3 answers, but is not registered
+        plane.add_host(f"host{i}", f"qemu+tls://host{i}/system")
+    yield plane
+    plane.close()
+
+
+@pytest.fixture
+def http(plane: ControlPlane) -> Iterator[TestClient]:
+    with TestClient(create_app(plane, TOKEN)) as http:
+        yield http
+
+
+@pytest.fixture
+def cli(http: TestClient) -> FerryClient:
+    return FerryClient(http=http, token=TOKEN)
+
+
+def run(client: FerryClient, capsys: pytest.CaptureFixture[str],
+        *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv), client=client)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def host_state(world: FakeWorld, name: str) -> tuple[object, ...]:
+    """Everything a fake host holds that creating a VM could change."""
+    host = world.host(name)
+    return (dict(host.vms), {p: set(b.files) for p, (_, b) in host.pools.items()})
+
+
+# ------------------------------------------------------- vm create --network
+
+
+@pytest.mark.parametrize("network", ["Nope", "production", "Production\n"])
+def test_vm_create_refuses_a_network_the_host_lacks(
+    world: FakeWorld, cli: FerryClient, http: TestClient, capsys: pytest.CaptureFixture[str],
+    network: str,
+) -> None:
+    before = host_state(world, "host1")
+    for start in ([], ["--no-start"]):
+        code, _, err = run(cli, capsys, "vm", "create", "lab1", "--host", "host1",
+                           "--datastore", "shared", "--network", network, *start)
+        assert code == 2, err
+        assert f"host host1 has no network named {network!r}" in err
+        assert "its networks: Backup, Production" in err
+    resp = http.post("/api/v1/vms", headers=AUTH, json={
+        "name": "lab1", "host": "host1", "datastore": "shared", "network": network})
+    assert resp.status_code == 404 and resp.json()["error"]["type"] == "NotFound"
+    assert host_state(world, "host1") == before  # no volume made, nothing defined
+
+
+def test_vm_create_refuses_a_stopped_network_unless_not_started(
+    world: FakeWorld, cli: FerryClient, capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = world.host("host1")
+    host.networks = [replace(n, active=n.name != "Backup") for n in host.networks]
+    before = host_state(world, "host1")
+    code, _, err = run(cli, capsys, "vm", "create", "lab1", "--host", "host1",
+                       "--datastore", "shared", "--network", "Backup")
+    assert code == 2 and "network 'Backup' on host host1 is not started" in err
+    assert "virsh net-start Backup" in err
+    assert host_state(world, "host1") == before
