@@ -1,4 +1,10 @@
-"""Validation of what users type: names and host URIs. Errors name what was wrong."""
+"""Validation of what users type: names and host URIs. Errors name what was wrong.
+
+The one definition of each rule: the API's schemas use these functions too,
+so a refusal reads the same sentence whether the API or the engine makes it.
+Names are matched with ``fullmatch``: with ``match``, ``$`` also matches
+before a trailing newline, which would then be stored and passed on.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,16 @@ from urllib.parse import urlsplit
 
 from ferry.errors import InputError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Names end up in libvirt domain names, file names and URLs: keep them boring.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+_NAME = re.compile(NAME_PATTERN)
 _ALLOWED_SCHEMES = ("qemu+tls", "qemu+ssh")
 
 
 def name(kind: str, value: str) -> str:
-    if not _NAME.match(value):
-        raise InputError(
-            f"invalid {kind} name {value!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit")
+    if not _NAME.fullmatch(value):
+        raise InputError(f"invalid {kind} name {value!r}: {NAME_RULE}")
     return value
 
 

@@ -21,6 +21,7 @@ from ferry.cli.main import main
 from ferry.engine.controlplane import ControlPlane
 from ferry.lab import layout
 from ferry.store.db import Store
+from ferry.validate import NAME_PATTERN, NAME_RULE
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
 TOKEN = "t0ken"
@@ -105,3 +106,42 @@ def test_vm_create_refuses_a_stopped_network_unless_not_started(
     assert code == 2 and "network 'Backup' on host host1 is not started" in err
     assert "virsh net-start Backup" in err
     assert host_state(world, "host1") == before
+
+
+# ------------------------------------------------------------------- names
+
+BAD_NAMES = [
+    (("vm", "create", "bad name", "--host", "host1", "--datastore", "shared"), "VM", "bad name"),
+    (("vm", "show", "web1;"), "VM", "web1;"),
+    (("host", "add", "host 3", "qemu+tls://host3/system"), "host", "host 3"),
+    (("host", "set", "host:2", "--migration", "off"), "host", "host:2"),
+    (("cluster", "create", "prod*"), "cluster", "prod*"),
+    (("cluster", "add-host", "prod", "h@st"), "host", "h@st"),
+    (("cluster", "evc", "enable", "prod", "--mode", "<cpu/>"), "CPU model", "<cpu/>"),
+]
+
+
+@pytest.mark.parametrize(("argv", "kind", "value"), BAD_NAMES)
+def test_a_refused_name_reads_validates_sentence_not_a_regex(
+    cli: FerryClient, capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...], kind: str, value: str,
+) -> None:
+    code, _, err = run(cli, capsys, *argv)
+    assert code == 2, err
+    assert f"invalid {kind} name {value!r}: {NAME_RULE}" in err
+    assert "[A-Za-z" not in err and "pattern" not in err
+
+
+def test_a_name_with_a_trailing_newline_is_refused_in_the_api_body(http: TestClient) -> None:
+    resp = http.post("/api/v1/clusters", headers=AUTH, json={"name": "prod\n"})
+    assert resp.status_code == 422
+    error = resp.json()["error"]
+    assert error["message"] == f"invalid cluster name 'prod\\n': {NAME_RULE}"
+    assert error["exit_code"] == 2
+    assert http.get("/api/v1/clusters", headers=AUTH).json() == []
+
+
+def test_openapi_still_publishes_the_name_pattern(http: TestClient) -> None:
+    schema = http.get("/openapi.json").json()
+    name = schema["components"]["schemas"]["VMCreate"]["properties"]["name"]
+    assert name["pattern"] == NAME_PATTERN and name["description"] == NAME_RULE
