@@ -145,3 +145,63 @@ def test_openapi_still_publishes_the_name_pattern(http: TestClient) -> None:
     schema = http.get("/openapi.json").json()
     name = schema["components"]["schemas"]["VMCreate"]["properties"]["name"]
     assert name["pattern"] == NAME_PATTERN and name["description"] == NAME_RULE
+
+
+# --------------------------------------------------------- host URI, address
+
+
+@pytest.mark.parametrize("uri", [
+    "qemu+tls://host3/system\n", " qemu+tls://host3/system", "qemu+tls://host3/system\r\n",
+    "qemu+tls://host3/sys\ttem", "qemu+tls://ho\nst3/system", "qemu+tls://host3/system\x00",
+])
+def test_host_uri_with_whitespace_or_control_characters_is_refused_not_stored(
+    plane: ControlPlane, cli: FerryClient, http: TestClient,
+    capsys: pytest.CaptureFixture[str], uri: str,
+) -> None:
+    code, _, err = run(cli, capsys, "host", "add", "host3", uri)
+    assert code == 2, err
+    assert f"host URI {uri!r} contains whitespace or a control character" in err
+    resp = http.post("/api/v1/hosts", headers=AUTH, json={"name": "host3", "uri": uri})
+    assert resp.status_code == 400 and repr(uri) in resp.json()["error"]["message"]
+    assert [h.name for h in plane.list_hosts()] == ["host1", "host2"]
+
+
+def test_host_uri_naming_no_host_name_is_refused(
+    plane: ControlPlane, cli: FerryClient, capsys: pytest.CaptureFixture[str],
+) -> None:
+    uri = "qemu+tls://host%0a3/system"  # its host would be the default migration address
+    code, _, err = run(cli, capsys, "host", "add", "host3", uri)
+    assert code == 2, err
+    assert f"host URI {uri!r} names host 'host%0a3', which is not a host name" in err
+    assert [h.name for h in plane.list_hosts()] == ["host1", "host2"]
+
+
+@pytest.mark.parametrize(("argv", "what"), [
+    (("host", "add", "host3", "qemu+tls://host3/system", "--migration-address",
+      "198.18.0.13\n"), "invalid migration address '198.18.0.13\\n'"),
+    (("host", "add", "host3", "qemu+tls://host3/system", "--migration-address",
+      "198.18.0.13/24"), "invalid migration address '198.18.0.13/24'"),
+])
+def test_migration_address_given_at_add_is_judged_not_stored(
+    plane: ControlPlane, cli: FerryClient, capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...], what: str,
+) -> None:
+    code, _, err = run(cli, capsys, *argv)
+    assert code == 2, err
+    assert what in err
+    assert [h.name for h in plane.list_hosts()] == ["host1", "host2"]
+
+
+@pytest.mark.parametrize(("option", "value", "what"), [
+    ("--migration-address", "198.18.0.2\n", "invalid migration address '198.18.0.2\\n'"),
+    ("--migration-interface", "eth1\n", "invalid interface name 'eth1\\n'"),
+])
+def test_host_set_refuses_a_trailing_newline(
+    plane: ControlPlane, cli: FerryClient, capsys: pytest.CaptureFixture[str],
+    option: str, value: str, what: str,
+) -> None:
+    before = plane.list_hosts()
+    code, _, err = run(cli, capsys, "host", "set", "host2", option, value)
+    assert code == 2, err
+    assert what in err
+    assert plane.list_hosts() == before
