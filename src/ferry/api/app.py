@@ -101,7 +101,7 @@ def _validation_message(errors: list[Any]) -> str:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         where = ".".join(loc) or "request"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    if all(err.get("type") == NAME_ERROR for err in errors):
+    if errors and all(err.get("type") == NAME_ERROR for err in errors):
         return "; ".join(parts)
     return "invalid request: " + "; ".join(parts)
 
