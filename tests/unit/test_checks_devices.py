@@ -28,6 +28,15 @@ def test_media_on_host_device_is_an_error_iso_and_empty_pass() -> None:
     assert rows[0].objects == {"vm": "web1", "disk": "hdc", "host": "host1", "device": "/dev/sr0"}
 
 
+def test_host_device_remedy_names_the_image_of_its_drive() -> None:
+    the_vm = vm(disks=(Disk("fda", "floppy", "block", "/dev/fd0"),
+                       Disk("hdc", "cdrom", "block", "/dev/sr0")))
+    floppy, cdrom = (r.remedy for r in devices.removable_media(facts(vm=the_vm)))
+    assert "floppy image" in floppy and "ISO" not in floppy
+    assert "'virsh change-media web1 fda --eject'" in floppy
+    assert "ISO" in cdrom and "floppy" not in cdrom
+
+
 LUN = Disk("sda", "lun", "block", "/dev/disk/by-id/wwn-1")
 VIRT = Disk("vdb", "disk", "block", "/dev/vg/data")
 

@@ -88,3 +88,53 @@ def test_missing_network_and_unmanaged_file() -> None:
     assert "network.missing" in codes(findings)
     [unmanaged] = [f for f in findings if f.code == "storage.unmanaged"]
     assert unmanaged.objects["file"] == "/boot/vmlinuz"
+
+
+LOCAL = inventory(
+    [pool("host1", "shared", "/srv/shared", "shared"), pool("host2", "nfs", "/mnt/x", "shared"),
+     pool("host1", "local", "/var/lib/local", "local@host1")],
+    [net("host1", "Production"), net("host2", "Production")],
+)
+
+
+def remedies(vm: VM, inv: Inventory = LOCAL) -> dict[str, str]:
+    """The remedy of each failing storage row, by the file it names."""
+    return {f.objects["file"]: f.remedy for f in check_vmotion(inv, vm, "host2")
+            if f.code.startswith("storage.") and f.status is Status.ERROR}
+
+
+def test_media_remedy_names_the_image_of_its_drive() -> None:
+    vm = replace(VM1, disks=(*VM1.disks,
+                             Disk("fda", "floppy", "file", "/var/lib/local/boot.img", "raw"),
+                             Disk("hdc", "cdrom", "file", "/var/lib/local/debian.iso", "raw")))
+    found = remedies(vm)
+    floppy, cdrom = found["/var/lib/local/boot.img"], found["/var/lib/local/debian.iso"]
+    assert "floppy image" in floppy and "ISO" not in floppy
+    assert "'virsh change-media web1 fda --eject'" in floppy
+    assert "'virsh change-media web1 fda NEW-PATH --update'" in floppy
+    assert "put the ISO on a datastore that host1 and host2 share" in cdrom
+    assert "floppy" not in cdrom and "'virsh change-media web1 hdc --eject'" in cdrom
+    # On no datastore at all, the floppy's remedy still names a floppy image.
+    unmanaged = replace(vm, disks=(Disk("fda", "floppy", "file", "/tmp/boot.img", "raw"),))
+    assert "floppy image" in remedies(unmanaged)["/tmp/boot.img"]
+
+
+def test_kernel_remedy_copies_the_file_and_disk_remedy_stays_storage_vmotion() -> None:
+    vm = replace(VM1, disks=(Disk("vda", "disk", "file", "/var/lib/local/web1.qcow2", "qcow2"),),
+                 kernel="/var/lib/local/vmlinuz", initrd="/var/lib/local/initrd.img")
+    found = remedies(vm)
+    kernel, initrd = found["/var/lib/local/vmlinuz"], found["/var/lib/local/initrd.img"]
+    for kind, remedy in (("kernel", kernel), ("initrd", initrd)):
+        assert "Storage VMotion" not in remedy
+        assert f"copy the {kind} file to a datastore that host1 and host2 share" in remedy
+        assert f"<{kind}>" in remedy and "virsh edit web1" in remedy
+        assert "start it again" in remedy  # the running VM keeps the path it started with
+        assert remedy.endswith("or choose a destination that sees local@host1")
+    assert "Storage VMotion" in found["/var/lib/local/web1.qcow2"]
+    # Powered off, the new path counts at its next start: no restart to ask for.
+    off = remedies(replace(vm, state=VMState.SHUTOFF))
+    assert "start it again" not in off["/var/lib/local/vmlinuz"]
+    # A kernel on no datastore is copied the same way, not "moved into a pool".
+    unmanaged = remedies(replace(VM1, kernel="/boot/vmlinuz"))
+    assert "copy the kernel file to a datastore that host1 and host2 share" in \
+        unmanaged["/boot/vmlinuz"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -9,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ferry.errors import LabError
+from ferry.errors import InputError, LabError
 from ferry.lab.collector import HeartbeatCollector
 from ferry.lab.guest import GuestWorkloads, guest_cmdline
+from ferry.validate import NAME_RULE
 
 
 @pytest.fixture
@@ -229,8 +231,12 @@ def test_guest_cmdline() -> None:
         "ferry.heartbeat=1",
     ):
         assert param in line.split()
-    for name in ("", "a b", "x" * 65, "vm;reboot", "vm/1"):
-        with pytest.raises(ValueError):
+    # ferry's one name rule and sentence, raised in ferry's tree (labvm undoes on FerryError)
+    for name in ("", "a b", "x" * 65, "vm;reboot", "vm/1", "-vm", "vm\n"):
+        with pytest.raises(InputError, match=f"invalid lab VM name {re.escape(repr(name))}: "
+                                             f"{re.escape(NAME_RULE)}"):
             guest_cmdline(name, "198.19.0.21", GuestWorkloads())
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="not-an-ip"):
         guest_cmdline("vm", "not-an-ip", GuestWorkloads())
+    with pytest.raises(InputError, match="negative"):
+        guest_cmdline("vm", "198.19.0.21", GuestWorkloads(memory_mib=-1))

@@ -133,3 +133,21 @@ def test_bad_input_exits_2_naming_it(cli: FerryClient, capsys: pytest.CaptureFix
     code, _, err = run(cli, capsys, *argv)
     assert code == 2, err
     assert words in err
+
+
+def test_remedies_fit_the_file_a_local_datastore_holds(
+    world: FakeWorld, cli: FerryClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    floppy = Disk("fda", "floppy", "file", "/var/lib/local/boot.img", "raw")
+    world.host("host1").add_vm(VM(**{**WEB1.__dict__, "name": "db1", "uuid": "u2",
+                                     "disks": (*WEB1.disks, floppy),
+                                     "kernel": "/var/lib/local/vmlinuz"}))
+    run(cli, capsys, "refresh")
+    code, out, _ = run(cli, capsys, "check", "db1", "--host", "host2", "--json")
+    assert code == 4
+    remedy = {f["objects"]["file"]: f["remedy"] for f in json.loads(out)["findings"]
+              if f["code"] == "storage.not-shared"}
+    assert "floppy image" in remedy["/var/lib/local/boot.img"]
+    assert "ISO" not in remedy["/var/lib/local/boot.img"]
+    kernel = remedy["/var/lib/local/vmlinuz"]
+    assert "copy the kernel file" in kernel and "Storage VMotion" not in kernel

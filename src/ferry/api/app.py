@@ -18,11 +18,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from ferry.api.schemas import (
-    NAME_PATTERN,
+    NAME_ERROR,
     CheckCreate,
     CheckOut,
     ClusterCreate,
     ClusterHostAdd,
+    ClusterName,
     ClusterOut,
     DatastoreOut,
     ErrorBody,
@@ -31,6 +32,7 @@ from ferry.api.schemas import (
     FindingOut,
     Health,
     HostCreate,
+    HostName,
     HostOut,
     HostUpdate,
     InventoryOut,
@@ -39,6 +41,7 @@ from ferry.api.schemas import (
     NetworkOut,
     PowerRequest,
     VMCreate,
+    VMName,
     VMOut,
     to_schema,
 )
@@ -53,7 +56,9 @@ API_PREFIX = "/api/v1"
 _bearer = HTTPBearer(auto_error=False, description="The token in FERRY_HOME/token")
 
 # Module level: with postponed annotations FastAPI resolves names in module globals.
-Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+HostPath = Annotated[HostName, Path()]
+ClusterPath = Annotated[ClusterName, Path()]
+VMPath = Annotated[VMName, Path()]
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
@@ -90,9 +95,14 @@ def _exit_code_for_http(status_code: int) -> int:
 def _validation_message(errors: list[Any]) -> str:
     parts = []
     for err in errors:
+        if err.get("type") == NAME_ERROR:  # validate.name's sentence names what it refused
+            parts.append(str(err.get("msg")))
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         where = ".".join(loc) or "request"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    if errors and all(err.get("type") == NAME_ERROR for err in errors):
+        return "; ".join(parts)
     return "invalid request: " + "; ".join(parts)
 
 
@@ -185,11 +195,11 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return to_schema(HostOut, host)
 
     @api.delete("/hosts/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["hosts"])
-    def remove_host(name: Name) -> None:
+    def remove_host(name: HostPath) -> None:
         service.remove_host(name)
 
     @api.patch("/hosts/{name}", response_model=HostOut, tags=["hosts"])
-    def update_host(name: Name, body: HostUpdate) -> HostOut:
+    def update_host(name: HostPath, body: HostUpdate) -> HostOut:
         return to_schema(HostOut, service.update_host(name, HostSettingsUpdate(
             **body.model_dump())))
 
@@ -203,36 +213,36 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return to_schema(ClusterOut, service.create_cluster(body.name))
 
     @api.delete("/clusters/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["clusters"])
-    def delete_cluster(name: Name) -> None:
+    def delete_cluster(name: ClusterPath) -> None:
         service.delete_cluster(name)
 
     @api.post("/clusters/{name}/hosts", response_model=ClusterOut, tags=["clusters"])
-    def add_cluster_host(name: Name, body: ClusterHostAdd) -> ClusterOut:
+    def add_cluster_host(name: ClusterPath, body: ClusterHostAdd) -> ClusterOut:
         return to_schema(ClusterOut, service.add_cluster_host(name, body.host))
 
     @api.delete("/clusters/{name}/hosts/{host}", response_model=ClusterOut, tags=["clusters"])
-    def remove_cluster_host(name: Name, host: Name) -> ClusterOut:
+    def remove_cluster_host(name: ClusterPath, host: HostPath) -> ClusterOut:
         return to_schema(ClusterOut, service.remove_cluster_host(name, host))
 
     @api.get("/clusters/{name}/evc", response_model=EvcReportOut, tags=["clusters"])
-    def evc_report(name: Name) -> EvcReportOut:
+    def evc_report(name: ClusterPath) -> EvcReportOut:
         return to_schema(EvcReportOut, service.evc_report(name))
 
     @api.put("/clusters/{name}/evc", response_model=EvcReportOut, tags=["clusters"])
-    def enable_evc(name: Name, body: EvcEnable) -> EvcReportOut:
+    def enable_evc(name: ClusterPath, body: EvcEnable) -> EvcReportOut:
         return to_schema(EvcReportOut, service.enable_evc(name, body.mode))
 
     @api.delete("/clusters/{name}/evc", response_model=EvcReportOut, tags=["clusters"])
-    def disable_evc(name: Name) -> EvcReportOut:
+    def disable_evc(name: ClusterPath) -> EvcReportOut:
         return to_schema(EvcReportOut, service.disable_evc(name))
 
     @api.post("/hosts/{name}/maintenance/enter", response_model=JobOut,
               status_code=status.HTTP_202_ACCEPTED, tags=["hosts"])
-    def enter_maintenance(name: Name) -> JobOut:
+    def enter_maintenance(name: HostPath) -> JobOut:
         return to_schema(JobOut, service.enter_maintenance(name))
 
     @api.post("/hosts/{name}/maintenance/exit", response_model=HostOut, tags=["hosts"])
-    def exit_maintenance(name: Name) -> HostOut:
+    def exit_maintenance(name: HostPath) -> HostOut:
         return to_schema(HostOut, service.exit_maintenance(name))
 
     @api.post("/refresh", response_model=InventoryOut, tags=["inventory"])
@@ -245,7 +255,7 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return [to_schema(VMOut, vm) for vm in service.list_vms()]
 
     @api.get("/vms/{name}", response_model=VMOut, tags=["vms"])
-    def get_vm(name: Name) -> VMOut:
+    def get_vm(name: VMPath) -> VMOut:
         return to_schema(VMOut, service.get_vm(name))
 
     @api.post("/vms", response_model=VMOut, status_code=status.HTTP_201_CREATED, tags=["vms"])
@@ -254,11 +264,11 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return to_schema(VMOut, vm)
 
     @api.post("/vms/{name}/power", response_model=VMOut, tags=["vms"])
-    def power(name: Name, body: PowerRequest) -> VMOut:
+    def power(name: VMPath, body: PowerRequest) -> VMOut:
         return to_schema(VMOut, service.power(name, body.action))
 
     @api.delete("/vms/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["vms"])
-    def delete_vm(name: Name) -> None:
+    def delete_vm(name: VMPath) -> None:
         service.delete_vm(name)
 
     @api.get("/datastores", response_model=list[DatastoreOut], tags=["inventory"])

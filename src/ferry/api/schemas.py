@@ -3,22 +3,47 @@
 The response models read the frozen dataclasses through ``from_attributes``
 (see :func:`to_schema`), so derived properties such as ``VM.memory_mib`` or
 ``DatastoreView.shared`` reach clients without a converter per type. This
-module imports only Pydantic, so the CLI can parse responses with the very
-same models without pulling in FastAPI.
+module imports only Pydantic and ferry's own validation (names are judged by
+:func:`ferry.validate.name`, one rule and one sentence), so the CLI can parse
+responses with the very same models without pulling in FastAPI.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
+from ferry import validate
+from ferry.errors import InputError
 from ferry.model import JobState, VMState
 
-# Names end up in libvirt domain names, file names and URLs: keep them boring.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
 S = TypeVar("S", bound=BaseModel)
+
+# The error type of a name refused by validate.name (the API's error envelope
+# shows its sentence as it is, without a regular expression).
+NAME_ERROR = "ferry_name"
+
+
+def _name_of(kind: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        try:
+            return validate.name(kind, value)
+        except InputError as exc:
+            # "{reason}" and a context: the template is formatted, the user's text is not.
+            raise PydanticCustomError(NAME_ERROR, "{reason}", {"reason": exc.message}) from None
+    return check
+
+
+# validate.name judges; the schema still publishes the pattern to OpenAPI clients.
+_NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": validate.NAME_PATTERN,
+                               "description": validate.NAME_RULE})
+VMName = Annotated[str, AfterValidator(_name_of("VM")), _NAME_SCHEMA]
+HostName = Annotated[str, AfterValidator(_name_of("host")), _NAME_SCHEMA]
+ClusterName = Annotated[str, AfterValidator(_name_of("cluster")), _NAME_SCHEMA]
+CpuModelName = Annotated[str, AfterValidator(_name_of("CPU model")), _NAME_SCHEMA]
 
 
 class Out(BaseModel):
@@ -236,25 +261,25 @@ class EvcReportOut(Out):
 
 class EvcEnable(BaseModel):
     # "auto", or a CPU model as libvirt names it (Westmere, EPYC-Rome, ...)
-    mode: str = Field(default="auto", pattern=NAME_PATTERN)
+    mode: CpuModelName = "auto"
 
 
 class ClusterCreate(BaseModel):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: ClusterName
 
 
 class ClusterHostAdd(BaseModel):
-    host: str = Field(pattern=NAME_PATTERN)
+    host: HostName
 
 
 class HostCreate(BaseModel):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: HostName
     uri: str = Field(min_length=1, max_length=1024)
     migration_address: str | None = Field(default=None, max_length=255)
 
 
 class VMCreate(BaseModel):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: VMName
     host: str = Field(min_length=1)
     datastore: str = Field(min_length=1)
     memory_mib: int = Field(default=512, ge=64, le=65536)

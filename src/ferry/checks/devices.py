@@ -15,6 +15,20 @@ from ferry.checks.host import pair
 from ferry.checks.storage import moved_disks
 
 MEDIA = ("cdrom", "floppy")
+# The file each kind of drive holds: a CD-ROM an ISO, a floppy drive a floppy image.
+MEDIA_IMAGE = {"cdrom": "ISO", "floppy": "floppy image"}
+
+
+def media_remedy(vm: str, device: str, target: str, place: str) -> str:
+    """Eject the medium, or give the drive an image of its own kind from ``place``.
+
+    ``virsh change-media`` serves CD-ROM and floppy drives alike; ``--update``
+    swaps the medium in one step.
+    """
+    image = MEDIA_IMAGE.get(device, "image")
+    return (f"eject it ('virsh change-media {vm} {target} --eject'), or put the {image} on "
+            f"{place} and load it from there ('virsh change-media {vm} {target} "
+            f"NEW-PATH --update')")
 
 
 def no_cpu_affinity(facts: PreflightFacts) -> list[Finding]:
@@ -65,8 +79,8 @@ def removable_media(facts: PreflightFacts) -> list[Finding]:
                 "device.host-media", Status.ERROR,
                 f"{disk.device} {disk.target} of VM {vm.name} is mapped to host device "
                 f"{disk.source} of {vm.host}, which {dest} cannot give it",
-                remedy=f"eject it ('virsh change-media {vm.name} {disk.target} --eject'), or "
-                       "use an ISO file on a datastore both hosts share",
+                remedy=media_remedy(vm.name, disk.device, disk.target,
+                                    "a datastore both hosts share"),
                 objects={**objects, "device": disk.source}))
         else:
             findings.append(Finding(

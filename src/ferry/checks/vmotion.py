@@ -9,6 +9,7 @@ file written through one host and looked for through the other), recorded on
 
 from __future__ import annotations
 
+from ferry.checks.devices import MEDIA, media_remedy
 from ferry.checks.facts import PreflightFacts
 from ferry.checks.finding import Finding, Status
 from ferry.checks.storage import chain_of, moved_disks, pool_holding
@@ -86,10 +87,38 @@ def destination_known(facts: PreflightFacts) -> list[Finding]:
                     objects={**objects, "source_host": vm.host})]
 
 
-def _iso_remedy(what: str, vm: VM, where: str) -> str:
-    target = what.split()[-1]
-    return (f"eject it ('virsh change-media {vm.name} {target} --eject'), or put the ISO on a "
-            f"datastore that {vm.host} and {where} share")
+def _file_remedy(what: str, vm: VM, dest: str, store: str | None) -> str:
+    """What really lets ``dest`` see a file, by what the VM uses it for.
+
+    ``store`` is the source datastore holding the file (None: in no datastore).
+    A storage migration moves disks only: media, kernels and initrds stay where
+    they are, so their remedy is to put a copy where both hosts see it.
+    """
+    kind, _, target = what.partition(" ")
+    shared = f"a datastore that {vm.host} and {dest} share"
+    elsewhere = f", or choose a destination that sees {store}" if store else ""
+    if kind in MEDIA:
+        return media_remedy(vm.name, kind, target, shared) + elsewhere
+    if kind in ("kernel", "initrd"):
+        # QEMU reads them when it starts, and a running VM's live definition keeps
+        # the path it started with: a new path counts from its next start.
+        restart = (f", then shut {vm.name} down and start it again"
+                   if vm.state is not VMState.SHUTOFF else "")
+        return (f"copy the {kind} file to {shared} and point {vm.name}'s definition at the "
+                f"copy ('virsh edit {vm.name}', element <{kind}>){restart} (a storage "
+                f"migration moves disks only){elsewhere}")
+    if kind == "backing":
+        # A storage migration refuses an overlay; merging the chain into the disk
+        # leaves one file, on the disk's own datastore.
+        return (f"merge the chain into the disk ('virsh blockpull {vm.name} "
+                f"{what.split()[-1]}'){elsewhere}")
+    if store is None:
+        return f"move the file into a storage pool that {vm.host} and {dest} share"
+    if kind in ("disk", "lun"):
+        return ("move the disk to a datastore both hosts share first (Storage VMotion), "
+                f"or choose a destination that sees {store}")
+    return (f"copy the {what} to {shared} and point {vm.name}'s definition at the copy"
+            f"{elsewhere}")
 
 
 def storage_shared(facts: PreflightFacts) -> list[Finding]:
@@ -117,15 +146,13 @@ def storage_shared(facts: PreflightFacts) -> list[Finding]:
         if path in copied:
             continue  # copied to the target datastore: storage.* checks judge it
         objects = {"vm": vm.name, "file": path, "host": dest}
-        media = what.split()[0] in ("cdrom", "floppy")
         pool = pool_holding(source_pools, path)
         if pool is None:
             findings.append(Finding(
                 "storage.unmanaged", Status.ERROR,
                 f"{what} of VM {vm.name} ({path}) is on no datastore of host {vm.host}, so "
                 f"ferry cannot prove that {dest} sees it",
-                remedy=_iso_remedy(what, vm, dest) if media else
-                f"move the file into a storage pool that {vm.host} and {dest} share",
+                remedy=_file_remedy(what, vm, dest, None),
                 objects=objects))
         elif pool.datastore in dest_datastores:
             findings.append(Finding(
@@ -138,12 +165,7 @@ def storage_shared(facts: PreflightFacts) -> list[Finding]:
                 "storage.not-shared", Status.ERROR,
                 f"{what} of VM {vm.name} ({path}) is on datastore {store} of {vm.host}, which "
                 f"host {dest} does not see (probe file not found there)",
-                remedy=_iso_remedy(what, vm, dest) if media else
-                f"merge the chain into the disk ('virsh blockpull {vm.name} "
-                f"{what.split()[-1]}'), or choose a destination that sees {store}"
-                if what.startswith("backing file") else
-                "move the disk to a datastore both hosts share first (Storage VMotion), "
-                f"or choose a destination that sees {store}",
+                remedy=_file_remedy(what, vm, dest, store),
                 objects={**objects, "datastore": store}))
     return findings
 

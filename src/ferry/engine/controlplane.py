@@ -158,6 +158,8 @@ class ControlPlane(FerryService):
     def add_host(self, name: str, uri: str, migration_address: str | None = None) -> Host:
         validate.name("host", name)
         validate.host_uri(uri)
+        # Stored and handed to libvirt in migration URIs: judged like 'host set' judges it.
+        address = validate.address(migration_address or urlsplit(uri).hostname or "")
         existing = self._store.hosts()
         if any(h.name == name for h in existing):
             raise InputError(f"host {name} is already registered")
@@ -171,7 +173,6 @@ class ControlPlane(FerryService):
             if known is not None and known.host_uuid == facts.host_uuid:
                 raise InputError(f"{uri} is host {other.name} again (same host UUID "
                                  f"{facts.host_uuid}); register each host once")
-        address = migration_address or urlsplit(uri).hostname
         self._store.add_host(Host(name=name, uri=uri, migration_address=address))
         self.refresh(name)
         return self._host_view(self._host_record(name))

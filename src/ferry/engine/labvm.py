@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from ferry.checks.storage import pool_holding
-from ferry.errors import ConfigError, FerryError, InputError
+from ferry.errors import ConfigError, FerryError, InputError, NotFound
 from ferry.lab import layout
 from ferry.lab.guest import GuestWorkloads, guest_cmdline
 from ferry.model import VM, Pool, VMState
@@ -46,6 +46,23 @@ def random_mac() -> str:
     return f"52:54:00:{tail}"
 
 
+def require_network(conn: HostConnection, host: str, network: str, start: bool) -> None:
+    """The VM's network exists on its host (and runs, if the VM is to start).
+
+    libvirt defines a domain whose network does not exist and fails only when
+    it starts, so without this a VM created with --no-start stays defined with
+    a NIC on nothing; judged before anything is created on the host.
+    """
+    networks = {n.name: n for n in conn.list_networks()}
+    found = networks.get(network)
+    if found is None:
+        raise NotFound(f"host {host} has no network named {network!r}; its networks: "
+                       f"{', '.join(sorted(networks)) or 'none'}")
+    if start and not found.active:
+        raise InputError(f"network {network!r} on host {host} is not started: start it "
+                         f"('virsh net-start {network}'), or create the VM with --no-start")
+
+
 def create_lab_vm(
     conn: HostConnection, request: VMCreateRequest, image_pools: list[str],
     address: str, domain_type: str, cpu_xml: str | None = None,
@@ -54,6 +71,7 @@ def create_lab_vm(
 
     ``cpu_xml``, an EVC mode's CPU, replaces the best model the host offers.
     """
+    require_network(conn, request.host, request.network, request.start)
     kernel, initrd = find_guest_image(conn, image_pools)
     platform = conn.guest_platform(domain_type)
     if not platform.cpu_models:

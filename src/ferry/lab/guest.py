@@ -31,7 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.errors import LabError
+from ferry import validate
+from ferry.errors import InputError, LabError
 from ferry.lab import layout
 from ferry.lab.collector import AGENT_PORT
 
@@ -45,7 +46,6 @@ WANTED_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")
 # Bump when the image layout changes in a way the source hash cannot see.
 _BUILDER_VERSION = "1"
 _SOURCE_DIR = Path(__file__).resolve().parent
-_VM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,15 @@ class GuestWorkloads:
 
 def guest_cmdline(vm_name: str, address: str, workloads: GuestWorkloads) -> str:
     """The full kernel command line of a lab guest named ``vm_name`` at ``address``."""
-    if not _VM_NAME.fullmatch(vm_name):
-        raise ValueError(
-            f"invalid lab VM name {vm_name!r}: use 1-64 letters, digits, '-', '_' or '.'"
-        )
+    # The name rule of every ferry name (one pattern, one sentence); InputError, in
+    # ferry's tree, so the caller's clean-up of a half-made VM runs.
+    validate.name("lab VM", vm_name)
     try:
         ip = ipaddress.IPv4Address(address)
     except ValueError:
-        raise ValueError(f"invalid lab guest address {address!r}") from None
+        raise InputError(f"invalid lab guest address {address!r}") from None
     if workloads.memory_mib < 0:
-        raise ValueError("memory_mib must not be negative")
+        raise InputError(f"lab guest memory workload {workloads.memory_mib} MiB is negative")
     params = [
         "console=ttyS0",
         # Every console line costs real time under TCG; keep only warnings.
