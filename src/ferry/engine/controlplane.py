@@ -22,6 +22,7 @@ from ferry.engine.cold import ColdMigration
 from ferry.engine.datastores import group_pools
 from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
 from ferry.engine.evc import EvcService
+from ferry.engine.identity import describe, hold_of, incoming_finding, moving_finding, resolve
 from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.maintenance import Evacuation
@@ -30,6 +31,7 @@ from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
 from ferry.engine.runner import JobRunner
 from ferry.engine.svmotion import StorageVMotion
+from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import (
     FerryError,
@@ -46,6 +48,7 @@ from ferry.model import (
     Host,
     Inventory,
     Job,
+    MigrationSide,
     Network,
     Phase,
     Pool,
@@ -73,7 +76,7 @@ class ControlPlane(FerryService):
         self._lock = threading.RLock()
         self._conns: dict[str, HostConnection] = {}
         self._facts: dict[str, Host] = {}
-        self._vms: dict[str, VM] = {}
+        self._vms = VMIndex()
         self._pools: list[Pool] = []
         self._networks: list[Network] = []
         self._listeners: dict[int, LifecycleListener] = {}
@@ -181,7 +184,8 @@ class ControlPlane(FerryService):
         self._drop(name)
         with self._lock:
             self._facts.pop(name, None)
-            self._vms = {k: v for k, v in self._vms.items() if v.host != name}
+        self._vms.drop_host(name)
+        with self._lock:
             self._pools = [p for p in self._pools if p.host != name]
             self._networks = [n for n in self._networks if n.host != name]
 
@@ -234,43 +238,49 @@ class ControlPlane(FerryService):
         names = {r.name for r in records}
         found = [self._refresh_host(r) for r in records]
         with self._lock:
-            vms = {k: v for k, v in self._vms.items() if v.host not in names}
             pools = [p for p in self._pools if p.host not in names]
             networks = [n for n in self._networks if n.host not in names]
-        for host_vms, host_pools, host_nets in found:
-            vms.update({vm.name: vm for vm in host_vms})
+        self._vms.replace(names, (vm for host_vms, _, _ in found for vm in host_vms))
+        for _, host_pools, host_nets in found:
             pools.extend(host_pools)
             networks.extend(host_nets)
         with self._lock:
             conns = dict(self._conns)
         pools = group_pools(pools, conns)
         with self._lock:
-            self._vms, self._pools, self._networks = vms, pools, networks
+            self._pools, self._networks = pools, networks
         return self.inventory()
 
     def _refresh_vms(self, host: str) -> None:
-        vms = self._conn(host).list_vms()
-        with self._lock:
-            kept = {k: v for k, v in self._vms.items() if v.host != host}
-            kept.update({vm.name: vm for vm in vms})
-            self._vms = kept
+        self._vms.replace((host,), self._conn(host).list_vms())
 
     def inventory(self) -> Inventory:
         hosts = {h.name: h for h in self.list_hosts()}
         with self._lock:
-            return Inventory(hosts=hosts, vms=dict(self._vms), pools=tuple(self._pools),
+            return Inventory(hosts=hosts, vms=self._vms.by_uuid(), pools=tuple(self._pools),
                              networks=tuple(self._networks))
 
     def list_vms(self) -> list[VM]:
-        with self._lock:
-            return sorted(self._vms.values(), key=lambda vm: vm.name)
+        """Every VM once, on its source while it moves, with the move that holds it."""
+        jobs = self._store.unfinished_jobs()
+        vms = [replace(vm, moving=hold_of(vm, jobs)) for vm in self._vms.by_uuid().values()]
+        return sorted(vms, key=lambda vm: (vm.name, vm.host))
 
     def get_vm(self, name: str) -> VM:
-        with self._lock:
-            vm = self._vms.get(name)
-        if vm is None:
-            raise NotFound(f"no VM named {name}")
-        return vm
+        """The VM ``name`` (a UUID, or a name only one VM has), with its move if it is in one."""
+        vm = resolve(self._vms.by_uuid(), name)
+        job = self._store.unfinished_job(vm.uuid)
+        return replace(vm, moving=hold_of(vm, [job] if job else []))
+
+    def _refuse_if_moving(self, vm: VM, action: str) -> None:
+        """Nothing acts on a VM in the middle of a move, nor on a move's incoming copy."""
+        if vm.migration is MigrationSide.INCOMING:
+            raise RefusedError(f"{action} of {vm.name} refused: {vm.host} holds only the "
+                               "incoming copy of a migration", [incoming_finding(vm, action)])
+        hold = vm.moving if vm.moving is not None else hold_of(vm, [])
+        if hold is not None:
+            raise RefusedError(f"{action} of {vm.name} refused: it is {describe(hold)}",
+                               [moving_finding(vm.name, vm.uuid, vm.host, hold, action)])
 
     def list_datastores(self) -> list[DatastoreView]:
         groups: dict[str, list[Pool]] = {}
@@ -303,24 +313,26 @@ class ControlPlane(FerryService):
 
     def power(self, vm: str, action: str) -> VM:
         current = self.get_vm(vm)
-        conn = self._conn(current.host)
+        if action not in ("on", "off", "force-off"):
+            raise InputError(f"unknown power action {action!r}: use on, off or force-off")
+        self._refuse_if_moving(current, f"power {action}")
+        conn, name = self._conn(current.host), current.name
         if action == "on":
-            self._refuse_if_in_maintenance(current.host, f"starting {vm}")
-            definition = self._evc.definition_for_start(conn, vm)
+            self._refuse_if_in_maintenance(current.host, f"starting {name}")
+            definition = self._evc.definition_for_start(conn, name)
             if definition is not None:  # its host's cluster has EVC: start it at the mode
                 conn.define_vm(definition)
-            conn.start_vm(vm)
+            conn.start_vm(name)
         elif action == "off":
-            conn.shutdown_vm(vm)
-        elif action == "force-off":
-            conn.destroy_vm(vm)
+            conn.shutdown_vm(name)
         else:
-            raise InputError(f"unknown power action {action!r}: use on, off or force-off")
+            conn.destroy_vm(name)
         self._refresh_vms(current.host)
-        return self.get_vm(vm)
+        return self.get_vm(current.uuid)
 
     def delete_vm(self, vm: str) -> None:
         current = self.get_vm(vm)
+        self._refuse_if_moving(current, "delete")
         conn = self._conn(current.host)
         pools = [p for p in self._pools if p.host == current.host]
         delete_lab_vm(conn, current, pools)
@@ -329,12 +341,14 @@ class ControlPlane(FerryService):
     # -- pre-flight ------------------------------------------------------
     def check(self, request: MoveRequest) -> list[Finding]:
         vm = self._validate_move(request)
+        self._refuse_if_moving(vm, "check")
         # The VM is reread from its host; the rest is the inventory as last refreshed.
         fresh = self._conn(vm.host).get_vm(vm.name)
         if fresh is None:
             raise NotFound(f"VM {vm.name} is no longer on {vm.host}")
+        self._refuse_if_moving(fresh, "check")
         inventory = self.inventory()
-        inventory = replace(inventory, vms={**inventory.vms, vm.name: fresh})
+        inventory = replace(inventory, vms={**inventory.vms, vm.uuid: fresh})
         return self._judge(inventory, fresh, request)
 
     def _validate_move(self, request: MoveRequest) -> VM:
@@ -396,8 +410,8 @@ class ControlPlane(FerryService):
     def _running_on(self, host: str) -> list[str]:
         """The VMs running on ``host`` now, reread from it."""
         self._refresh_vms(host)
-        return [vm.name for vm in self.list_vms()
-                if vm.host == host and vm.state is not VMState.SHUTOFF]
+        return sorted(vm.name for vm in self._vms.by_uuid().values()
+                      if vm.host == host and vm.state is not VMState.SHUTOFF)
 
     def _guest_type_on(self, host: str) -> str:
         """The virtualization type ferry gives guests on ``host``."""
@@ -446,32 +460,44 @@ class ControlPlane(FerryService):
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
                              f"{', '.join(SUPPORTED_FORMATS)}")
+        # At once, before any pre-flight: a VM already moving is refused naming its move.
+        # The store's constraint is the guarantee (JobHandle.create); this is the courtesy.
+        self._refuse_if_moving(current, "migration")
         if cold:
             return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks)
         if dest_datastore is not None and dest_host in (None, current.host):
             return self._start_storage_move(current, dest_datastore, disk_format, disks)
-        request = MoveRequest(vm, dest_host=dest_host, dest_datastore=dest_datastore,
+        request = MoveRequest(current.uuid, dest_host=dest_host, dest_datastore=dest_datastore,
                               disks=disks, disk_format=disk_format)
         self._validate_move(request)
         assert dest_host is not None  # _validate_move refuses a move that names nowhere
         # Judge on fresh facts: the probe runs again and the VM is reread.
-        inventory = self.refresh()
-        current = inventory.vms.get(vm, current)
+        current = self._reread(current, "migration")
+        inventory = self.inventory()
         findings, warnings = self._judge_or_refuse(
-            inventory, current, request, f"migration of {vm} to {dest_host}")
+            inventory, current, request, f"migration of {current.name} to {dest_host}")
         return self._launch_live(inventory, current, request, findings, warnings)
+
+    def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
+        """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
+        inventory = self.refresh(host)
+        current = inventory.vms.get(vm.uuid)
+        if current is None:
+            raise NotFound(f"VM {vm.name} ({vm.uuid}) is no longer on {vm.host}")
+        self._refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
+        return current
 
     def _start_placed(self, vm: VM, dest_host: str, findings: list[Finding]) -> Job:
         """An evacuation's move to the host it chose on ``findings``, judged a moment ago
         on the inventory the evacuation refreshed: judging again would only repeat it."""
         if vm.state is VMState.SHUTOFF:
-            return self.start_migration(vm.name, dest_host, cold=True)
+            return self.start_migration(vm.uuid, dest_host, cold=True)
         blocking = errors(findings)
         if blocking:
             raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
                                f"{len(blocking)} requirement(s) not met", blocking)
-        request = MoveRequest(vm.name, dest_host=dest_host)
-        return self._launch_live(self.inventory(), self.get_vm(vm.name), request, findings,
+        request = MoveRequest(vm.uuid, dest_host=dest_host)
+        return self._launch_live(self.inventory(), self.get_vm(vm.uuid), request, findings,
                                  [f for f in findings if f.status is Status.WARNING])
 
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
@@ -496,7 +522,7 @@ class ControlPlane(FerryService):
         files = self._target_files(inventory, current, dest_host, dest_datastore, disk_format,
                                    disks)
         kind = "migrate" if files is None else "migrate-with-storage"
-        handle = JobHandle.create(self._store, kind, vm, current.host, dest_host)
+        handle = JobHandle.create(self._store, kind, vm, current.host, dest_host, current.uuid)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
         self._record_checks(handle, findings, warnings, dest_host + (
             f", datastore {dest_datastore}" if dest_datastore else ""))
@@ -510,14 +536,15 @@ class ControlPlane(FerryService):
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
-        request = MoveRequest(vm.name, dest_datastore=datastore, disks=disks,
+        request = MoveRequest(vm.uuid, dest_datastore=datastore, disks=disks,
                               disk_format=disk_format)
         self._validate_move(request)
-        inventory = self.refresh(vm.host)
-        current = inventory.vms.get(vm.name, vm)
+        current = self._reread(vm, "storage migration", vm.host)
+        inventory = self.inventory()
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"moving the disks of {vm.name} to {datastore}")
-        handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host)
+        handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host,
+                                  vm.uuid)
         self._record_checks(handle, findings, warnings, f"datastore {datastore}")
         runner = StorageVMotion(
             vm=current, conn=self._conn(vm.host), target_pool=datastore,
@@ -527,12 +554,12 @@ class ControlPlane(FerryService):
 
     def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
                          disk_format: str, disks: tuple[str, ...]) -> Job:
-        request = MoveRequest(vm.name, dest_host=dest_host, dest_datastore=datastore, cold=True,
+        request = MoveRequest(vm.uuid, dest_host=dest_host, dest_datastore=datastore, cold=True,
                               disks=disks, disk_format=disk_format)
         self._validate_move(request)
         target_host = request.destination(vm.host)
-        inventory = self.refresh()
-        current = inventory.vms.get(vm.name, vm)
+        current = self._reread(vm, "cold migration")
+        inventory = self.inventory()
         where = " and ".join(part for part in (
             f"host {dest_host}" if dest_host not in (None, vm.host) else "",
             f"datastore {datastore}" if datastore else "") if part)
@@ -541,7 +568,8 @@ class ControlPlane(FerryService):
         source, dest = self._conn(vm.host), self._conn(target_host)
         files = self._target_files(inventory, current, target_host, datastore, disk_format,
                                    disks)
-        handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host)
+        handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host,
+                                  vm.uuid)
         handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
         self._record_checks(handle, findings, warnings, where)
         runner = ColdMigration(current, source, dest, files)

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ferry.errors import InputError
-from ferry.model import Job, JobEvent, JobState, Phase
+from ferry.engine.identity import moving_finding
+from ferry.errors import InputError, VMBusy
+from ferry.model import Job, JobEvent, JobState, MoveHold, Phase
 from ferry.store.db import Store
 
 
@@ -27,7 +28,9 @@ class JobHandle:
         self._on_cancel: Callable[[], None] | None = None
 
     @classmethod
-    def create(cls, store: Store, kind: str, vm: str, source: str, dest: str | None) -> JobHandle:
+    def create(cls, store: Store, kind: str, vm: str, source: str, dest: str | None,
+               vm_uuid: str | None = None) -> JobHandle:
+        """Record a new job; a move (``vm_uuid`` given) is refused while its VM has another."""
         now = time.time()
         if kind == "evacuate":
             asked = f"evacuation of host {source} requested"
@@ -38,9 +41,17 @@ class JobHandle:
         job = Job(
             id=str(uuid.uuid4()), kind=kind, vm=vm, source_host=source, dest_host=dest,
             state=JobState.QUEUED, phase=Phase.REQUESTED.value, created_at=now,
-            events=(JobEvent(now, Phase.REQUESTED.value, asked),),
+            events=(JobEvent(now, Phase.REQUESTED.value, asked),), vm_uuid=vm_uuid,
         )
-        store.add_job(job)
+        try:
+            store.add_job(job)
+        except VMBusy as busy:
+            if busy.job is None:
+                raise
+            holder: Job = busy.job
+            hold = MoveHold(holder.dest_host, holder.id, holder.kind, holder.state.value)
+            raise VMBusy(f"{kind} of {vm} refused: {busy.message}", holder,
+                         [moving_finding(vm, vm_uuid or "", source, hold, kind)]) from None
         return cls(store, job)
 
     @property
