@@ -277,7 +277,8 @@ class ControlPlane(FerryService):
         if vm.migration is MigrationSide.INCOMING:
             raise RefusedError(f"{action} of {vm.name} refused: {vm.host} holds only the "
                                "incoming copy of a migration", [incoming_finding(vm, action)])
-        hold = vm.moving if vm.moving is not None else hold_of(vm, [])
+        job = self._store.unfinished_job(vm.uuid)  # ferry's job first: it names the move
+        hold = hold_of(vm, [job] if job else [])
         if hold is not None:
             raise RefusedError(f"{action} of {vm.name} refused: it is {describe(hold)}",
                                [moving_finding(vm.name, vm.uuid, vm.host, hold, action)])
