@@ -22,7 +22,6 @@ from ferry.engine.cold import ColdMigration
 from ferry.engine.datastores import group_pools
 from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
 from ferry.engine.evc import EvcService
-from ferry.engine.identity import describe, hold_of, incoming_finding, moving_finding, resolve
 from ferry.engine.jobs import JobHandle
 from ferry.engine.labvm import create_lab_vm, delete_lab_vm, next_lab_address
 from ferry.engine.maintenance import Evacuation
@@ -48,7 +47,6 @@ from ferry.model import (
     Host,
     Inventory,
     Job,
-    MigrationSide,
     Network,
     Phase,
     Pool,
@@ -76,7 +74,7 @@ class ControlPlane(FerryService):
         self._lock = threading.RLock()
         self._conns: dict[str, HostConnection] = {}
         self._facts: dict[str, Host] = {}
-        self._vms = VMIndex()
+        self._vms = VMIndex(store)
         self._pools: list[Pool] = []
         self._networks: list[Network] = []
         self._listeners: dict[int, LifecycleListener] = {}
@@ -182,10 +180,9 @@ class ControlPlane(FerryService):
     def remove_host(self, name: str) -> None:
         self._store.remove_host(name)
         self._drop(name)
-        with self._lock:
-            self._facts.pop(name, None)
         self._vms.drop_host(name)
         with self._lock:
+            self._facts.pop(name, None)
             self._pools = [p for p in self._pools if p.host != name]
             self._networks = [n for n in self._networks if n.host != name]
 
@@ -261,27 +258,10 @@ class ControlPlane(FerryService):
                              networks=tuple(self._networks))
 
     def list_vms(self) -> list[VM]:
-        """Every VM once, on its source while it moves, with the move that holds it."""
-        jobs = self._store.unfinished_jobs()
-        vms = [replace(vm, moving=hold_of(vm, jobs)) for vm in self._vms.by_uuid().values()]
-        return sorted(vms, key=lambda vm: (vm.name, vm.host))
+        return self._vms.listed()
 
     def get_vm(self, name: str) -> VM:
-        """The VM ``name`` (a UUID, or a name only one VM has), with its move if it is in one."""
-        vm = resolve(self._vms.by_uuid(), name)
-        job = self._store.unfinished_job(vm.uuid)
-        return replace(vm, moving=hold_of(vm, [job] if job else []))
-
-    def _refuse_if_moving(self, vm: VM, action: str) -> None:
-        """Nothing acts on a VM in the middle of a move, nor on a move's incoming copy."""
-        if vm.migration is MigrationSide.INCOMING:
-            raise RefusedError(f"{action} of {vm.name} refused: {vm.host} holds only the "
-                               "incoming copy of a migration", [incoming_finding(vm, action)])
-        job = self._store.unfinished_job(vm.uuid)  # ferry's job first: it names the move
-        hold = hold_of(vm, [job] if job else [])
-        if hold is not None:
-            raise RefusedError(f"{action} of {vm.name} refused: it is {describe(hold)}",
-                               [moving_finding(vm.name, vm.uuid, vm.host, hold, action)])
+        return self._vms.get(name)
 
     def list_datastores(self) -> list[DatastoreView]:
         groups: dict[str, list[Pool]] = {}
@@ -316,7 +296,7 @@ class ControlPlane(FerryService):
         current = self.get_vm(vm)
         if action not in ("on", "off", "force-off"):
             raise InputError(f"unknown power action {action!r}: use on, off or force-off")
-        self._refuse_if_moving(current, f"power {action}")
+        self._vms.refuse_if_moving(current, f"power {action}")
         conn, name = self._conn(current.host), current.name
         if action == "on":
             self._refuse_if_in_maintenance(current.host, f"starting {name}")
@@ -333,7 +313,7 @@ class ControlPlane(FerryService):
 
     def delete_vm(self, vm: str) -> None:
         current = self.get_vm(vm)
-        self._refuse_if_moving(current, "delete")
+        self._vms.refuse_if_moving(current, "delete")
         conn = self._conn(current.host)
         pools = [p for p in self._pools if p.host == current.host]
         delete_lab_vm(conn, current, pools)
@@ -342,12 +322,12 @@ class ControlPlane(FerryService):
     # -- pre-flight ------------------------------------------------------
     def check(self, request: MoveRequest) -> list[Finding]:
         vm = self._validate_move(request)
-        self._refuse_if_moving(vm, "check")
+        self._vms.refuse_if_moving(vm, "check")
         # The VM is reread from its host; the rest is the inventory as last refreshed.
         fresh = self._conn(vm.host).get_vm(vm.name)
         if fresh is None:
             raise NotFound(f"VM {vm.name} is no longer on {vm.host}")
-        self._refuse_if_moving(fresh, "check")
+        self._vms.refuse_if_moving(fresh, "check")
         inventory = self.inventory()
         inventory = replace(inventory, vms={**inventory.vms, vm.uuid: fresh})
         return self._judge(inventory, fresh, request)
@@ -463,7 +443,7 @@ class ControlPlane(FerryService):
                              f"{', '.join(SUPPORTED_FORMATS)}")
         # At once, before any pre-flight: a VM already moving is refused naming its move.
         # The store's constraint is the guarantee (JobHandle.create); this is the courtesy.
-        self._refuse_if_moving(current, "migration")
+        self._vms.refuse_if_moving(current, "migration")
         if cold:
             return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks)
         if dest_datastore is not None and dest_host in (None, current.host):
@@ -485,7 +465,7 @@ class ControlPlane(FerryService):
         current = inventory.vms.get(vm.uuid)
         if current is None:
             raise NotFound(f"VM {vm.name} ({vm.uuid}) is no longer on {vm.host}")
-        self._refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
+        self._vms.refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
         return current
 
     def _start_placed(self, vm: VM, dest_host: str, findings: list[Finding]) -> Job:
@@ -525,7 +505,7 @@ class ControlPlane(FerryService):
         kind = "migrate" if files is None else "migrate-with-storage"
         handle = JobHandle.create(self._store, kind, vm, current.host, dest_host, current.uuid)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
-        self._record_checks(handle, findings, warnings, dest_host + (
+        handle.checked(findings, warnings, dest_host + (
             f", datastore {dest_datastore}" if dest_datastore else ""))
         runner = VMotion(
             vm=vm, source=source, dest=dest,
@@ -546,7 +526,7 @@ class ControlPlane(FerryService):
             inventory, current, request, f"moving the disks of {vm.name} to {datastore}")
         handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host,
                                   vm.uuid)
-        self._record_checks(handle, findings, warnings, f"datastore {datastore}")
+        handle.checked(findings, warnings, f"datastore {datastore}")
         runner = StorageVMotion(
             vm=current, conn=self._conn(vm.host), target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
@@ -572,7 +552,7 @@ class ControlPlane(FerryService):
         handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host,
                                   vm.uuid)
         handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
-        self._record_checks(handle, findings, warnings, where)
+        handle.checked(findings, warnings, where)
         runner = ColdMigration(current, source, dest, files)
         return self._runner.launch(handle, runner.run, (vm.host, target_host))
 
@@ -597,15 +577,6 @@ class ControlPlane(FerryService):
             raise RefusedError(
                 f"{what} refused: {len(blocking)} requirement(s) not met", blocking)
         return findings, [f for f in findings if f.status is Status.WARNING]
-
-    @staticmethod
-    def _record_checks(handle: JobHandle, findings: list[Finding], warnings: list[Finding],
-                       against: str) -> None:
-        handle.event(Phase.COMPATIBILITY,
-                     f"{len(findings)} requirement(s) checked against {against}: no error, "
-                     f"{len(warnings)} warning(s)",
-                     checked=[f.code for f in findings],
-                     warnings=[finding_dict(f) for f in warnings])
 
     def _slot_limit(self, host: str) -> int:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ferry.checks.finding import Finding, finding_dict
 from ferry.engine.identity import moving_finding
 from ferry.errors import InputError, VMBusy
 from ferry.model import Job, JobEvent, JobState, MoveHold, Phase
@@ -77,6 +78,14 @@ class JobHandle:
             self._store.add_event(self._job.id, event)
             self._save(replace(self._job, phase=phase.value,
                                events=(*self._job.events, event)))
+
+    def checked(self, findings: list[Finding], warnings: list[Finding], against: str) -> None:
+        """The compatibility phase passed: what was checked, and the warnings kept."""
+        self.event(Phase.COMPATIBILITY,
+                   f"{len(findings)} requirement(s) checked against {against}: no error, "
+                   f"{len(warnings)} warning(s)",
+                   checked=[f.code for f in findings],
+                   warnings=[finding_dict(f) for f in warnings])
 
     def progress(self, values: dict[str, Any]) -> None:
         with self._lock:
