@@ -287,7 +287,7 @@ class PowerRequest(BaseModel):
 
 
 class MigrationCreate(BaseModel):
-    vm: str = Field(min_length=1)
+    vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
     disk_format: Literal["same", "thin", "thick-lazy", "thick-eager"] = "same"
@@ -306,7 +306,7 @@ class HostUpdate(BaseModel):
 
 
 class CheckCreate(BaseModel):
-    vm: str = Field(min_length=1)
+    vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
     cold: bool = False
