@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from conftest import LabEnv, wait_until
+from conftest import LabEnv, define, wait_until
 
 from ferry.api.schemas import JobOut
 from ferry.cli.client import ApiError, FerryClient
@@ -126,3 +127,37 @@ def test_two_migrate_requests_at_once_start_one_job(
     dest = job.dest_host
     assert dest is not None and lab.domains(dest).get("twin1") == "running"
     assert [h for h in lab.hosts if "twin1" in lab.domains(h)] == [dest]
+
+
+def test_a_name_two_vms_share_asks_for_the_uuid_and_the_uuid_acts_on_that_vm_only(
+    lab: LabEnv, make_vm: Callable[..., None], tmp_path: Path
+) -> None:
+    make_vm("dup1", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "0", "--workload", "none")
+    # An admin's own VM of the same name on host2, defined outside ferry (another UUID).
+    other = ("<domain type='qemu'><name>dup1</name><memory unit='MiB'>64</memory>"
+             "<os><type arch='x86_64'>hvm</type></os></domain>")
+    define(lab, "host2", other, tmp_path, start=False)
+    try:
+        mine = lab.virsh("host1", "domuuid", "dup1").stdout.strip()
+        theirs = lab.virsh("host2", "domuuid", "dup1").stdout.strip()
+        assert mine and theirs and mine != theirs
+        for argv in (("vm", "show", "dup1"), ("vm", "stop", "dup1", "--force"),
+                     ("migrate", "dup1", "--host", "host3")):
+            result = lab.ferry(*argv)
+            assert result.code == 2, (argv, result.out, result.err)
+            assert f"on host1 with UUID {mine}" in result.err, result.err
+            assert f"on host2 with UUID {theirs}" in result.err and "UUID" in result.err
+        assert lab.domains("host1")["dup1"] == "running"
+        listed = [line for line in lab.ferry("vm", "list").out.splitlines()
+                  if line.split()[0] == "dup1"]
+        assert sorted(line.split()[2] for line in listed) == sorted([mine, theirs])
+
+        assert lab.ferry("vm", "show", theirs).out.count("host2") >= 1
+        stopped = lab.ferry("vm", "stop", mine, "--force")
+        assert stopped.code == 0, stopped.err
+        assert lab.domains("host1")["dup1"] == "shut off"
+        assert lab.domains("host2")["dup1"] == "shut off"  # never started, still defined
+    finally:
+        lab.virsh("host2", "undefine", "dup1", check=False)
+        lab.ferry("refresh")

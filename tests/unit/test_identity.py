@@ -38,6 +38,14 @@ def test_a_moving_vm_is_one_entry_on_its_source_marked_with_its_destination() ->
         assert merged[UUID1].moving == MoveHold(dest_host="host3")
 
 
+def test_after_the_switchover_the_running_destination_is_the_vm() -> None:
+    source = replace(WEB1, state=VMState.PAUSED, migration=MigrationSide.OUTGOING)
+    dest = replace(WEB1, host="host0")  # resumed there; sorts before host1 by name too
+    assert merge_vms([source, dest])[UUID1].host == "host0"
+    dest = replace(WEB1, host="host3")
+    assert merge_vms([dest, source])[UUID1].host == "host3"
+
+
 def test_an_incoming_copy_whose_source_is_unknown_stays_marked_incoming() -> None:
     copy = replace(WEB1, host="host3", state=VMState.PAUSED, migration=MigrationSide.INCOMING)
     assert merge_vms([copy])[UUID1].migration is MigrationSide.INCOMING

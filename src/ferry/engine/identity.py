@@ -17,9 +17,15 @@ from ferry.errors import AmbiguousName, NotFound
 from ferry.model import VM, Job, MigrationSide, MoveHold, VMState
 
 
-def _rank(vm: VM) -> tuple[bool, bool, str]:
-    """Which of the domains sharing a UUID is the VM: not an incoming copy, active, then host."""
-    return (vm.migration is MigrationSide.INCOMING, vm.state is VMState.SHUTOFF, vm.host)
+def _rank(vm: VM) -> tuple[bool, bool, bool, str]:
+    """Which of the domains sharing a UUID is the VM, best first.
+
+    Not an incoming copy; active; then not the source of a migration: in the
+    moment after the switchover the destination already runs the VM (no longer
+    incoming) while the source still holds its outgoing job.
+    """
+    return (vm.migration is MigrationSide.INCOMING, vm.state is VMState.SHUTOFF,
+            vm.migration is MigrationSide.OUTGOING, vm.host)
 
 
 def merge_vms(found: Iterable[VM]) -> dict[str, VM]:
