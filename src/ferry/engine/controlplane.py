@@ -461,10 +461,9 @@ class ControlPlane(FerryService):
 
     def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
         """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
-        inventory = self.refresh(host)
-        current = inventory.vms.get(vm.uuid)
-        if current is None:
-            raise NotFound(f"VM {vm.name} ({vm.uuid}) is no longer on {vm.host}")
+        # A host that did not answer lists nothing: the VM as last seen is then judged,
+        # and the pre-flight says what of its host could not be verified.
+        current = self.refresh(host).vms.get(vm.uuid, vm)
         self._vms.refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
         return current
 
