@@ -84,7 +84,7 @@ jobs_table = Table(
 
 # The states of a job that still holds its VM; a job leaves them when it ends or when
 # a restarted server marks it interrupted, which releases the VM.
-UNFINISHED = ("queued", "running", "cancelling")
+UNFINISHED = tuple(state.value for state in JobState if not state.finished)
 
 # One move per VM, where it cannot race: the database refuses a second unfinished job
 # for one VM UUID, whichever ferry server (all sharing one PostgreSQL) inserts it.
