@@ -213,18 +213,20 @@ class LibvirtHost:
         say operation MIGRATION_OUT; on host3 the copy is paused (reason
         migrating), transient, and asking its job statistics fails with
         OPERATION_UNSUPPORTED, "migration statistics are available only on the
-        source host" (libvirt raises that only for an incoming migration's job).
-        A state alone cannot tell: the source is paused (migrating) too at the
-        switchover, and in post-copy the destination runs.
+        source host" (qemuDomainGetJobStatsInternal's answer while the domain's
+        job is an incoming migration). A state alone cannot tell: the source is
+        paused (migrating) too at the switchover, and in post-copy the
+        destination runs.
         """
         try:
             stats = dom.jobStats(0)
         except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
+            code = err.get_error_code()
+            if code == libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
                 return MigrationSide.INCOMING
-            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise translate(err, f"host {self.name}: VM job") from err
-            return None  # a busy or odd domain: its state says the rest
+            if code in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_TIMEOUT):
+                return None  # stopped meanwhile, or another job holds it: in no migration
+            raise translate(err, f"host {self.name}: job of VM {dom.name()}") from err
         operation = stats.get("operation")
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None
