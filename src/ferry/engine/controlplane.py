@@ -523,11 +523,12 @@ class ControlPlane(FerryService):
         inventory = self.inventory()
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"moving the disks of {vm.name} to {datastore}")
+        conn = self._conn(vm.host)  # before the job: a job that never runs would hold the VM
         handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host,
                                   vm.uuid)
         handle.checked(findings, warnings, f"datastore {datastore}")
         runner = StorageVMotion(
-            vm=current, conn=self._conn(vm.host), target_pool=datastore,
+            vm=current, conn=conn, target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
             disk_format=disk_format, disks=disks, heartbeat=self._heartbeat)
         return self._runner.launch(handle, runner.run, (vm.host,))
