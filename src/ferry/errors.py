@@ -7,8 +7,10 @@ only module that imports libvirt::
     FerryError
      +-- InputError            bad input from a user: unknown name, bad URI, same host twice
      |    +-- NotFound         a named object (VM, host, datastore, job) does not exist
+     |    +-- AmbiguousName    a name two VMs share: the caller must give a UUID
      +-- ConfigError           ferry or the lab is misconfigured (missing PKI, no image)
      +-- RefusedError          a pre-flight check refused an operation; carries the findings
+     |    +-- VMBusy           the store holds an unfinished move of the VM; carries that job
      +-- HostError             talking to a hypervisor host failed
      |    +-- HostUnreachable  the host's libvirtd cannot be reached or the connection dropped
      |    +-- VirtError        libvirt reported an error for an operation (code + message)
@@ -44,6 +46,14 @@ class NotFound(InputError):
     http_status = 404
 
 
+class AmbiguousName(InputError):
+    """Two VMs (different UUIDs) answer to one name; ``matches`` are their (host, UUID)."""
+
+    def __init__(self, message: str, matches: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.matches = list(matches)
+
+
 class ConfigError(FerryError):
     exit_code = 3
     http_status = 500
@@ -58,6 +68,18 @@ class RefusedError(FerryError):
     def __init__(self, message: str, findings: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.findings = list(findings)
+
+
+class VMBusy(RefusedError):
+    """The store already holds an unfinished move of this VM (one move per VM).
+
+    ``job`` is that move (a :class:`ferry.model.Job`); the engine turns it into
+    the ``vm.moving`` finding.
+    """
+
+    def __init__(self, message: str, job: Any, findings: Sequence[Any] = ()) -> None:
+        super().__init__(message, findings)
+        self.job = job
 
 
 class HostError(FerryError):

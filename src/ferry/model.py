@@ -19,6 +19,32 @@ class VMState(StrEnum):
     OTHER = "other"
 
 
+class MigrationSide(StrEnum):
+    """Which side of a live migration a libvirt domain is, as its host's libvirt says.
+
+    The incoming side is not the VM: it is the destination's paused copy that
+    QEMU fills while the VM still runs on the source (libvirt 9.0: paused, reason
+    "migrating", transient; its job statistics are refused there).
+    """
+
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+
+
+@dataclass(frozen=True)
+class MoveHold:
+    """What holds a VM in a move: ferry's unfinished job, or a migration ferry did not start."""
+
+    dest_host: str | None  # where it is going, when known
+    job_id: str | None = None  # None: libvirt shows a migration that no ferry job runs
+    kind: str | None = None  # the job's kind: migrate, cold-migrate, ...
+    state: str | None = None  # the job's state: queued, running, cancelling
+
+    @property
+    def by_ferry(self) -> bool:
+        return self.job_id is not None
+
+
 @dataclass(frozen=True)
 class Disk:
     """One disk-like device of a VM, as its libvirt definition describes it."""
@@ -101,6 +127,10 @@ class VM:
     snapshot_count: int = 0
     lab_address: str | None = None  # the lab guest's address on Production, when it is one
     cpu_xml: str | None = None  # the <cpu> element, for the destination's own comparison
+    # What libvirt says: this domain is the source or the destination's copy of a migration.
+    migration: MigrationSide | None = None
+    # Set by the control plane: the move the VM is in (ferry's job, or libvirt's word).
+    moving: MoveHold | None = None
 
     @property
     def memory_mib(self) -> int:
@@ -229,7 +259,7 @@ class Inventory:
     """A consistent snapshot of everything ferry knows, for pure checks."""
 
     hosts: dict[str, Host]
-    vms: dict[str, VM]
+    vms: dict[str, VM]  # by UUID: one entry per VM, a migration's incoming copy folded in
     pools: tuple[Pool, ...]
     networks: tuple[Network, ...]
 
@@ -299,3 +329,4 @@ class Job:
     progress: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     events: tuple[JobEvent, ...] = ()
+    vm_uuid: str | None = None  # the VM a move holds (one unfinished move per VM); None: evacuation

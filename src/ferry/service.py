@@ -151,6 +151,10 @@ class FerryService:
         raise NotImplementedError
 
     def get_vm(self, name: str) -> VM:
+        """``name``: a VM's UUID, or a name one VM has (AmbiguousName names every holder).
+
+        Every method that takes a VM takes it so; one in a move is refused (``vm.moving``).
+        """
         raise NotImplementedError
 
     def list_datastores(self) -> list[DatastoreView]:

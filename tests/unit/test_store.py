@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, inspect
 
-from ferry.errors import InputError, NotFound
+from ferry.errors import InputError, NotFound, VMBusy
 from ferry.model import EvcMode, Host, Job, JobEvent, JobState
 from ferry.store.db import Store, metadata
 
@@ -390,6 +390,96 @@ def test_racing_stores_register_a_host_once(open_store: Callable[[], Store]) -> 
         if exc is not None:
             assert isinstance(exc, InputError) and "host1" in str(exc), repr(exc)
     assert [h.name for h in stores[0].hosts()] == ["host1"]
+
+
+# -- one move per VM -------------------------------------------------------------
+def test_a_vm_has_one_unfinished_move_and_the_refusal_names_it(store: Store) -> None:
+    running = make_job("job-a", state=JobState.RUNNING, vm_uuid="uuid-1", dest_host="host3")
+    store.add_job(running)
+    with pytest.raises(VMBusy, match=r"job-a \(migrate, running\)") as busy:
+        store.add_job(make_job("job-b", vm_uuid="uuid-1"))
+    assert busy.value.job == replace(running, events=())  # listed as jobs() lists them
+    store.add_job(make_job("job-c", vm_uuid="uuid-2"))  # another VM moves meanwhile
+    store.add_job(make_job("evac-1", kind="evacuate"))  # jobs that hold no VM never clash
+    store.add_job(make_job("evac-2", kind="evacuate"))
+    assert store.unfinished_job("uuid-1") == replace(running, events=())
+    assert {j.id for j in store.unfinished_jobs()} == {"job-a", "job-c"}
+
+    store.update_job(replace(running, state=JobState.SUCCEEDED, finished_at=T0 + 9))
+    assert store.unfinished_job("uuid-1") is None
+    store.add_job(make_job("job-b", vm_uuid="uuid-1"))  # the VM is free again
+    assert store.unfinished_job("uuid-1") == make_job("job-b", vm_uuid="uuid-1", events=())
+
+
+def test_racing_stores_start_one_move_of_a_vm(open_store: Callable[[], Store]) -> None:
+    """Several servers on one database starting a move of one VM at once: one job."""
+    stores = [open_store() for _ in range(6)]
+    start = threading.Barrier(len(stores))
+    outcomes: dict[str, BaseException | None] = {}
+
+    def add(i: int, store: Store) -> None:
+        start.wait()
+        try:
+            store.add_job(make_job(f"job-{i}", vm_uuid="uuid-1"))
+            outcomes[f"job-{i}"] = None
+        except BaseException as exc:
+            outcomes[f"job-{i}"] = exc
+
+    threads = [threading.Thread(target=add, args=(i, s)) for i, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    winners = [job_id for job_id, exc in outcomes.items() if exc is None]
+    assert len(winners) == 1, outcomes
+    for exc in outcomes.values():
+        if exc is not None:
+            assert isinstance(exc, VMBusy) and winners[0] in exc.message, repr(exc)
+    assert [j.id for j in stores[0].jobs()] == winners
+
+
+def test_a_restarted_server_releases_the_vms_of_interrupted_moves(
+        open_store: Callable[[], Store]) -> None:
+    crashed = open_store()
+    crashed.add_job(make_job("job-1", state=JobState.RUNNING, vm_uuid="uuid-1"))
+    crashed.close()
+
+    restarted = open_store()
+    restarted.mark_interrupted()
+    restarted.add_job(make_job("job-2", vm_uuid="uuid-1"))
+    assert restarted.unfinished_job("uuid-1") == make_job("job-2", vm_uuid="uuid-1", events=())
+
+
+def test_an_old_database_gains_the_vm_column_and_the_one_move_constraint(
+        store_url: str) -> None:
+    engine = create_engine(store_url)
+    old = MetaData()
+    Table("jobs", old, Column("id", String(36), primary_key=True),
+          Column("kind", String(32), nullable=False), Column("vm", String(255), nullable=False),
+          Column("source_host", String(64), nullable=False), Column("dest_host", String(64)),
+          Column("state", String(16), nullable=False), Column("phase", String(32), nullable=False),
+          Column("created_at", Float, nullable=False), Column("started_at", Float),
+          Column("finished_at", Float), Column("error", Text),
+          Column("progress", Text, nullable=False), Column("report", Text, nullable=False))
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.tables["jobs"].insert().values(
+            id="old-1", kind="migrate", vm="web1", source_host="host1", dest_host="host2",
+            state="running", phase="precopy", created_at=T0, progress="{}", report="{}"))
+    engine.dispose()
+
+    store = Store(store_url)
+    try:
+        names = {i["name"] for i in inspect(store.engine).get_indexes("jobs")}
+        assert "jobs_one_move_per_vm" in names
+        assert store.job("old-1").vm_uuid is None
+        store.add_job(make_job("job-1", vm_uuid="uuid-1"))
+        with pytest.raises(VMBusy, match="job-1"):
+            store.add_job(make_job("job-2", vm_uuid="uuid-1"))
+        Store(store_url).close()  # a second start finds the index there and keeps it
+    finally:
+        store.close()
 
 
 # -- PostgreSQL only ----------------------------------------------------------

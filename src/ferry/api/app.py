@@ -58,7 +58,9 @@ _bearer = HTTPBearer(auto_error=False, description="The token in FERRY_HOME/toke
 # Module level: with postponed annotations FastAPI resolves names in module globals.
 HostPath = Annotated[HostName, Path()]
 ClusterPath = Annotated[ClusterName, Path()]
-VMPath = Annotated[VMName, Path()]
+# A UUID is a valid name too, so one rule covers both ways of naming a VM.
+VMRef = Annotated[VMName, Path(description=(
+    "the VM's name, or its UUID (needed when two VMs share the name: a 400 names both)"))]
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
@@ -255,7 +257,7 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return [to_schema(VMOut, vm) for vm in service.list_vms()]
 
     @api.get("/vms/{name}", response_model=VMOut, tags=["vms"])
-    def get_vm(name: VMPath) -> VMOut:
+    def get_vm(name: VMRef) -> VMOut:
         return to_schema(VMOut, service.get_vm(name))
 
     @api.post("/vms", response_model=VMOut, status_code=status.HTTP_201_CREATED, tags=["vms"])
@@ -264,11 +266,11 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return to_schema(VMOut, vm)
 
     @api.post("/vms/{name}/power", response_model=VMOut, tags=["vms"])
-    def power(name: VMPath, body: PowerRequest) -> VMOut:
+    def power(name: VMRef, body: PowerRequest) -> VMOut:
         return to_schema(VMOut, service.power(name, body.action))
 
     @api.delete("/vms/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["vms"])
-    def delete_vm(name: VMPath) -> None:
+    def delete_vm(name: VMRef) -> None:
         service.delete_vm(name)
 
     @api.get("/datastores", response_model=list[DatastoreOut], tags=["inventory"])

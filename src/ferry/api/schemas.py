@@ -106,6 +106,16 @@ class CpuAffinityOut(Out):
     pinned: bool = False
 
 
+class MoveHoldOut(Out):
+    """The move a VM is in: ferry's job (``job_id``), or a migration ferry did not start."""
+
+    dest_host: str | None = None
+    job_id: str | None = None
+    kind: str | None = None
+    state: str | None = None
+    by_ferry: bool = False
+
+
 class VMOut(Out):
     name: str
     uuid: str
@@ -125,6 +135,9 @@ class VMOut(Out):
     domain_type: str = "qemu"
     snapshot_count: int = 0
     lab_address: str | None = None
+    # libvirt's word: "outgoing" (a migration's source) or "incoming" (its destination's copy)
+    migration: Literal["incoming", "outgoing"] | None = None
+    moving: MoveHoldOut | None = None
 
 
 class PoolOut(Out):
@@ -185,6 +198,7 @@ class JobOut(Out):
     progress: dict[str, Any] = {}
     report: dict[str, Any] = {}
     events: list[JobEventOut] = []
+    vm_uuid: str | None = None
 
 
 class FindingOut(Out):
@@ -298,7 +312,7 @@ class PowerRequest(BaseModel):
 
 
 class MigrationCreate(BaseModel):
-    vm: str = Field(min_length=1)
+    vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
     disk_format: Literal["same", "thin", "thick-lazy", "thick-eager"] = "same"
@@ -317,7 +331,7 @@ class HostUpdate(BaseModel):
 
 
 class CheckCreate(BaseModel):
-    vm: str = Field(min_length=1)
+    vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
     cold: bool = False

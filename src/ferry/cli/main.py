@@ -91,6 +91,9 @@ class Commands:
         return self._groups[name]
 
 
+# A name is enough while one VM has it; two VMs of one name are told apart by UUID.
+VM_HELP = "the VM's name, or its UUID (needed when two VMs share the name)"
+
 def _out(text: str) -> None:
     print(text, file=sys.stdout)
 
@@ -342,7 +345,7 @@ def _register_builtin(c: Commands) -> None:
     c.group("vm", "Inspect, create and power VMs")
     c.add("list", cmd_vm_list, "List VMs", group="vm")
     p = c.add("show", cmd_vm_show, "Show one VM", group="vm")
-    p.add_argument("name")
+    p.add_argument("name", help=VM_HELP)
     p = c.add("create", cmd_vm_create, "Create a lab VM from the lab guest image", group="vm")
     p.add_argument("name")
     p.add_argument("--host", required=True)
@@ -356,12 +359,12 @@ def _register_builtin(c: Commands) -> None:
     p.add_argument("--network", default="Production")
     p.add_argument("--no-start", action="store_true", help="define but do not start")
     p = c.add("start", cmd_vm_start, "Power a VM on", group="vm")
-    p.add_argument("name")
+    p.add_argument("name", help=VM_HELP)
     p = c.add("stop", cmd_vm_stop, "Shut a VM down", group="vm")
-    p.add_argument("name")
+    p.add_argument("name", help=VM_HELP)
     p.add_argument("--force", action="store_true", help="power off instead of shutting down")
     p = c.add("delete", cmd_vm_delete, "Power off and remove a VM and its disks", group="vm")
-    p.add_argument("name")
+    p.add_argument("name", help=VM_HELP)
 
     c.group("datastore", "Storage seen by hosts")
     c.add("list", cmd_datastore_list, "List datastores", group="datastore")
@@ -370,7 +373,7 @@ def _register_builtin(c: Commands) -> None:
 
     p = c.add("migrate", cmd_migrate,
               "Move a running VM to another host, its disks to another datastore, or both")
-    p.add_argument("vm")
+    p.add_argument("vm", help=VM_HELP)
     p.add_argument("--host", metavar="DEST", help="destination host (VMotion)")
     p.add_argument("--datastore", help="destination datastore: on the VM's host (Storage "
                    "VMotion), or with --host on that host (memory and disks together)")

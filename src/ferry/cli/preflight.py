@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ferry.cli import render
-from ferry.cli.main import Commands, Context
+from ferry.cli.main import VM_HELP, Commands, Context
 
 REFUSED_EXIT = 4  # the same status a refused migration exits with
 
@@ -53,7 +53,7 @@ def _host_set(args: argparse.Namespace, ctx: Context) -> int:
 
 def register(commands: Commands) -> None:
     p = commands.add("check", _check, "Pre-flight report: every requirement of a move, judged now")
-    p.add_argument("vm")
+    p.add_argument("vm", help=VM_HELP)
     p.add_argument("--host", help="destination host (live migration)")
     p.add_argument("--datastore", help="destination datastore (storage migration)")
     p.add_argument("--cold", action="store_true", help="the VM moves powered off")

@@ -86,13 +86,27 @@ def hosts_table(hosts: Sequence[HostOut]) -> str:
                   "URI / ERROR"), rows)
 
 
+def moving(vm: VMOut) -> str | None:
+    """'moving to host3 (job 1a2b…)', or None for a VM that is not in a move."""
+    hold = vm.moving
+    if hold is None:
+        return "incoming copy of a migration" if vm.migration == "incoming" else None
+    where = f" to {hold.dest_host}" if hold.dest_host else ""
+    if hold.job_id is None:
+        return f"migrating{where} (not started by ferry)"
+    return f"moving{where} (job {hold.job_id}, {hold.kind}, {hold.state})"
+
+
 def vms_table(vms: Sequence[VMOut]) -> str:
-    rows = [
-        (vm.name, vm.host, vm.state.value, vm.vcpus, human_mib(vm.memory_mib), len(vm.disks),
-         vm.lab_address)
+    shared_name = len({vm.name for vm in vms}) < len(vms)  # then show who is who: the UUID
+    rows: list[tuple[object, ...]] = [
+        (vm.name, vm.host, *((vm.uuid,) if shared_name else ()),
+         vm.state.value + (f", {moving(vm)}" if moving(vm) else ""),
+         vm.vcpus, human_mib(vm.memory_mib), len(vm.disks), vm.lab_address)
         for vm in vms
     ]
-    return table(("NAME", "HOST", "STATE", "VCPUS", "MEMORY", "DISKS", "ADDRESS"), rows)
+    return table(("NAME", "HOST", *(("UUID",) if shared_name else ()), "STATE", "VCPUS",
+                  "MEMORY", "DISKS", "ADDRESS"), rows)
 
 
 def vm_detail(vm: VMOut) -> str:
@@ -104,6 +118,7 @@ def vm_detail(vm: VMOut) -> str:
         ("UUID", vm.uuid),
         ("Host", vm.host),
         ("State", vm.state.value),
+        *([("Move", moving(vm))] if moving(vm) else []),
         ("Memory", human_mib(vm.memory_mib)),
         ("vCPUs", vm.vcpus),
         ("CPU mode", cpu),

@@ -30,6 +30,7 @@ from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
 from ferry.engine.runner import JobRunner
 from ferry.engine.svmotion import StorageVMotion
+from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import (
     FerryError,
@@ -73,7 +74,7 @@ class ControlPlane(FerryService):
         self._lock = threading.RLock()
         self._conns: dict[str, HostConnection] = {}
         self._facts: dict[str, Host] = {}
-        self._vms: dict[str, VM] = {}
+        self._vms = VMIndex(store)
         self._pools: list[Pool] = []
         self._networks: list[Network] = []
         self._listeners: dict[int, LifecycleListener] = {}
@@ -180,9 +181,9 @@ class ControlPlane(FerryService):
     def remove_host(self, name: str) -> None:
         self._store.remove_host(name)
         self._drop(name)
+        self._vms.drop_host(name)
         with self._lock:
             self._facts.pop(name, None)
-            self._vms = {k: v for k, v in self._vms.items() if v.host != name}
             self._pools = [p for p in self._pools if p.host != name]
             self._networks = [n for n in self._networks if n.host != name]
 
@@ -235,43 +236,33 @@ class ControlPlane(FerryService):
         names = {r.name for r in records}
         found = [self._refresh_host(r) for r in records]
         with self._lock:
-            vms = {k: v for k, v in self._vms.items() if v.host not in names}
             pools = [p for p in self._pools if p.host not in names]
             networks = [n for n in self._networks if n.host not in names]
-        for host_vms, host_pools, host_nets in found:
-            vms.update({vm.name: vm for vm in host_vms})
+        self._vms.replace(names, (vm for host_vms, _, _ in found for vm in host_vms))
+        for _, host_pools, host_nets in found:
             pools.extend(host_pools)
             networks.extend(host_nets)
         with self._lock:
             conns = dict(self._conns)
         pools = group_pools(pools, conns)
         with self._lock:
-            self._vms, self._pools, self._networks = vms, pools, networks
+            self._pools, self._networks = pools, networks
         return self.inventory()
 
     def _refresh_vms(self, host: str) -> None:
-        vms = self._conn(host).list_vms()
-        with self._lock:
-            kept = {k: v for k, v in self._vms.items() if v.host != host}
-            kept.update({vm.name: vm for vm in vms})
-            self._vms = kept
+        self._vms.replace((host,), self._conn(host).list_vms())
 
     def inventory(self) -> Inventory:
         hosts = {h.name: h for h in self.list_hosts()}
         with self._lock:
-            return Inventory(hosts=hosts, vms=dict(self._vms), pools=tuple(self._pools),
+            return Inventory(hosts=hosts, vms=self._vms.by_uuid(), pools=tuple(self._pools),
                              networks=tuple(self._networks))
 
     def list_vms(self) -> list[VM]:
-        with self._lock:
-            return sorted(self._vms.values(), key=lambda vm: vm.name)
+        return self._vms.listed()
 
     def get_vm(self, name: str) -> VM:
-        with self._lock:
-            vm = self._vms.get(name)
-        if vm is None:
-            raise NotFound(f"no VM named {name}")
-        return vm
+        return self._vms.get(name)
 
     def list_datastores(self) -> list[DatastoreView]:
         groups: dict[str, list[Pool]] = {}
@@ -304,24 +295,26 @@ class ControlPlane(FerryService):
 
     def power(self, vm: str, action: str) -> VM:
         current = self.get_vm(vm)
-        conn = self._conn(current.host)
+        if action not in ("on", "off", "force-off"):
+            raise InputError(f"unknown power action {action!r}: use on, off or force-off")
+        self._vms.refuse_if_moving(current, f"power {action}")
+        conn, name = self._conn(current.host), current.name
         if action == "on":
-            self._refuse_if_in_maintenance(current.host, f"starting {vm}")
-            definition = self._evc.definition_for_start(conn, vm)
+            self._refuse_if_in_maintenance(current.host, f"starting {name}")
+            definition = self._evc.definition_for_start(conn, name)
             if definition is not None:  # its host's cluster has EVC: start it at the mode
                 conn.define_vm(definition)
-            conn.start_vm(vm)
+            conn.start_vm(name)
         elif action == "off":
-            conn.shutdown_vm(vm)
-        elif action == "force-off":
-            conn.destroy_vm(vm)
+            conn.shutdown_vm(name)
         else:
-            raise InputError(f"unknown power action {action!r}: use on, off or force-off")
+            conn.destroy_vm(name)
         self._refresh_vms(current.host)
-        return self.get_vm(vm)
+        return self.get_vm(current.uuid)
 
     def delete_vm(self, vm: str) -> None:
         current = self.get_vm(vm)
+        self._vms.refuse_if_moving(current, "delete")
         conn = self._conn(current.host)
         pools = [p for p in self._pools if p.host == current.host]
         delete_lab_vm(conn, current, pools)
@@ -330,12 +323,14 @@ class ControlPlane(FerryService):
     # -- pre-flight ------------------------------------------------------
     def check(self, request: MoveRequest) -> list[Finding]:
         vm = self._validate_move(request)
+        self._vms.refuse_if_moving(vm, "check")
         # The VM is reread from its host; the rest is the inventory as last refreshed.
         fresh = self._conn(vm.host).get_vm(vm.name)
         if fresh is None:
             raise NotFound(f"VM {vm.name} is no longer on {vm.host}")
+        self._vms.refuse_if_moving(fresh, "check")
         inventory = self.inventory()
-        inventory = replace(inventory, vms={**inventory.vms, vm.name: fresh})
+        inventory = replace(inventory, vms={**inventory.vms, vm.uuid: fresh})
         return self._judge(inventory, fresh, request)
 
     def _validate_move(self, request: MoveRequest) -> VM:
@@ -397,8 +392,8 @@ class ControlPlane(FerryService):
     def _running_on(self, host: str) -> list[str]:
         """The VMs running on ``host`` now, reread from it."""
         self._refresh_vms(host)
-        return [vm.name for vm in self.list_vms()
-                if vm.host == host and vm.state is not VMState.SHUTOFF]
+        return sorted(vm.name for vm in self._vms.by_uuid().values()
+                      if vm.host == host and vm.state is not VMState.SHUTOFF)
 
     def _guest_type_on(self, host: str) -> str:
         """The virtualization type ferry gives guests on ``host``."""
@@ -447,32 +442,43 @@ class ControlPlane(FerryService):
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
                              f"{', '.join(SUPPORTED_FORMATS)}")
+        # At once, before any pre-flight: a VM already moving is refused naming its move.
+        # The store's constraint is the guarantee (JobHandle.create); this is the courtesy.
+        self._vms.refuse_if_moving(current, "migration")
         if cold:
             return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks)
         if dest_datastore is not None and dest_host in (None, current.host):
             return self._start_storage_move(current, dest_datastore, disk_format, disks)
-        request = MoveRequest(vm, dest_host=dest_host, dest_datastore=dest_datastore,
+        request = MoveRequest(current.uuid, dest_host=dest_host, dest_datastore=dest_datastore,
                               disks=disks, disk_format=disk_format)
         self._validate_move(request)
         assert dest_host is not None  # _validate_move refuses a move that names nowhere
         # Judge on fresh facts: the probe runs again and the VM is reread.
-        inventory = self.refresh()
-        current = inventory.vms.get(vm, current)
+        current = self._reread(current, "migration")
+        inventory = self.inventory()
         findings, warnings = self._judge_or_refuse(
-            inventory, current, request, f"migration of {vm} to {dest_host}")
+            inventory, current, request, f"migration of {current.name} to {dest_host}")
         return self._launch_live(inventory, current, request, findings, warnings)
+
+    def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
+        """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
+        # A host that did not answer lists nothing: the VM as last seen is then judged,
+        # and the pre-flight says what of its host could not be verified.
+        current = self.refresh(host).vms.get(vm.uuid, vm)
+        self._vms.refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
+        return current
 
     def _start_placed(self, vm: VM, dest_host: str, findings: list[Finding]) -> Job:
         """An evacuation's move to the host it chose on ``findings``, judged a moment ago
         on the inventory the evacuation refreshed: judging again would only repeat it."""
         if vm.state is VMState.SHUTOFF:
-            return self.start_migration(vm.name, dest_host, cold=True)
+            return self.start_migration(vm.uuid, dest_host, cold=True)
         blocking = errors(findings)
         if blocking:
             raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
                                f"{len(blocking)} requirement(s) not met", blocking)
-        request = MoveRequest(vm.name, dest_host=dest_host)
-        return self._launch_live(self.inventory(), self.get_vm(vm.name), request, findings,
+        request = MoveRequest(vm.uuid, dest_host=dest_host)
+        return self._launch_live(self.inventory(), self.get_vm(vm.uuid), request, findings,
                                  [f for f in findings if f.status is Status.WARNING])
 
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
@@ -497,9 +503,9 @@ class ControlPlane(FerryService):
         files = self._target_files(inventory, current, dest_host, dest_datastore, disk_format,
                                    disks)
         kind = "migrate" if files is None else "migrate-with-storage"
-        handle = JobHandle.create(self._store, kind, vm, current.host, dest_host)
+        handle = JobHandle.create(self._store, kind, vm, current.host, dest_host, current.uuid)
         handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
-        self._record_checks(handle, findings, warnings, dest_host + (
+        handle.checked(findings, warnings, dest_host + (
             f", datastore {dest_datastore}" if dest_datastore else ""))
         runner = VMotion(
             vm=vm, source=source, dest=dest,
@@ -511,29 +517,31 @@ class ControlPlane(FerryService):
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
-        request = MoveRequest(vm.name, dest_datastore=datastore, disks=disks,
+        request = MoveRequest(vm.uuid, dest_datastore=datastore, disks=disks,
                               disk_format=disk_format)
         self._validate_move(request)
-        inventory = self.refresh(vm.host)
-        current = inventory.vms.get(vm.name, vm)
+        current = self._reread(vm, "storage migration", vm.host)
+        inventory = self.inventory()
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"moving the disks of {vm.name} to {datastore}")
-        handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host)
-        self._record_checks(handle, findings, warnings, f"datastore {datastore}")
+        conn = self._conn(vm.host)  # before the job: a job that never runs would hold the VM
+        handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host,
+                                  vm.uuid)
+        handle.checked(findings, warnings, f"datastore {datastore}")
         runner = StorageVMotion(
-            vm=current, conn=self._conn(vm.host), target_pool=datastore,
+            vm=current, conn=conn, target_pool=datastore,
             pools=[p for p in inventory.pools if p.host == vm.host],
             disk_format=disk_format, disks=disks, heartbeat=self._heartbeat)
         return self._runner.launch(handle, runner.run, (vm.host,))
 
     def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
                          disk_format: str, disks: tuple[str, ...]) -> Job:
-        request = MoveRequest(vm.name, dest_host=dest_host, dest_datastore=datastore, cold=True,
+        request = MoveRequest(vm.uuid, dest_host=dest_host, dest_datastore=datastore, cold=True,
                               disks=disks, disk_format=disk_format)
         self._validate_move(request)
         target_host = request.destination(vm.host)
-        inventory = self.refresh()
-        current = inventory.vms.get(vm.name, vm)
+        current = self._reread(vm, "cold migration")
+        inventory = self.inventory()
         where = " and ".join(part for part in (
             f"host {dest_host}" if dest_host not in (None, vm.host) else "",
             f"datastore {datastore}" if datastore else "") if part)
@@ -542,9 +550,10 @@ class ControlPlane(FerryService):
         source, dest = self._conn(vm.host), self._conn(target_host)
         files = self._target_files(inventory, current, target_host, datastore, disk_format,
                                    disks)
-        handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host)
+        handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host,
+                                  vm.uuid)
         handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
-        self._record_checks(handle, findings, warnings, where)
+        handle.checked(findings, warnings, where)
         runner = ColdMigration(current, source, dest, files)
         return self._runner.launch(handle, runner.run, (vm.host, target_host))
 
@@ -569,15 +578,6 @@ class ControlPlane(FerryService):
             raise RefusedError(
                 f"{what} refused: {len(blocking)} requirement(s) not met", blocking)
         return findings, [f for f in findings if f.status is Status.WARNING]
-
-    @staticmethod
-    def _record_checks(handle: JobHandle, findings: list[Finding], warnings: list[Finding],
-                       against: str) -> None:
-        handle.event(Phase.COMPATIBILITY,
-                     f"{len(findings)} requirement(s) checked against {against}: no error, "
-                     f"{len(warnings)} warning(s)",
-                     checked=[f.code for f in findings],
-                     warnings=[finding_dict(f) for f in warnings])
 
     def _slot_limit(self, host: str) -> int:
         try:

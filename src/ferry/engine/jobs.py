@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ferry.errors import InputError
-from ferry.model import Job, JobEvent, JobState, Phase
+from ferry.checks.finding import Finding, finding_dict
+from ferry.engine.identity import moving_finding
+from ferry.errors import InputError, VMBusy
+from ferry.model import Job, JobEvent, JobState, MoveHold, Phase
 from ferry.store.db import Store
 
 
@@ -27,7 +29,9 @@ class JobHandle:
         self._on_cancel: Callable[[], None] | None = None
 
     @classmethod
-    def create(cls, store: Store, kind: str, vm: str, source: str, dest: str | None) -> JobHandle:
+    def create(cls, store: Store, kind: str, vm: str, source: str, dest: str | None,
+               vm_uuid: str | None = None) -> JobHandle:
+        """Record a new job; a move (``vm_uuid`` given) is refused while its VM has another."""
         now = time.time()
         if kind == "evacuate":
             asked = f"evacuation of host {source} requested"
@@ -38,9 +42,17 @@ class JobHandle:
         job = Job(
             id=str(uuid.uuid4()), kind=kind, vm=vm, source_host=source, dest_host=dest,
             state=JobState.QUEUED, phase=Phase.REQUESTED.value, created_at=now,
-            events=(JobEvent(now, Phase.REQUESTED.value, asked),),
+            events=(JobEvent(now, Phase.REQUESTED.value, asked),), vm_uuid=vm_uuid,
         )
-        store.add_job(job)
+        try:
+            store.add_job(job)
+        except VMBusy as busy:
+            if busy.job is None:
+                raise
+            holder: Job = busy.job
+            hold = MoveHold(holder.dest_host, holder.id, holder.kind, holder.state.value)
+            raise VMBusy(f"{kind} of {vm} refused: {busy.message}", holder,
+                         [moving_finding(vm, vm_uuid or "", source, hold, kind)]) from None
         return cls(store, job)
 
     @property
@@ -66,6 +78,14 @@ class JobHandle:
             self._store.add_event(self._job.id, event)
             self._save(replace(self._job, phase=phase.value,
                                events=(*self._job.events, event)))
+
+    def checked(self, findings: list[Finding], warnings: list[Finding], against: str) -> None:
+        """The compatibility phase passed: what was checked, and the warnings kept."""
+        self.event(Phase.COMPATIBILITY,
+                   f"{len(findings)} requirement(s) checked against {against}: no error, "
+                   f"{len(warnings)} warning(s)",
+                   checked=[f.code for f in findings],
+                   warnings=[finding_dict(f) for f in warnings])
 
     def progress(self, values: dict[str, Any]) -> None:
         with self._lock:

@@ -129,7 +129,7 @@ class Evacuation:
 
     def _judge(self, vm: VM, target: str, cold: bool) -> list[Finding] | FerryError:
         try:
-            return self.check(MoveRequest(vm.name, dest_host=target, cold=cold))
+            return self.check(MoveRequest(vm.uuid, dest_host=target, cold=cold))
         except FerryError as err:
             return err
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -32,9 +33,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, RowMapping
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from ferry.errors import InputError, NotFound
+from ferry.errors import InputError, NotFound, VMBusy
 from ferry.model import Cluster, EvcMode, Host, Job, JobEvent, JobState
 
 metadata = MetaData()
@@ -78,6 +79,19 @@ jobs_table = Table(
     Column("error", Text),
     Column("progress", Text, nullable=False, default="{}"),
     Column("report", Text, nullable=False, default="{}"),
+    Column("vm_uuid", String(36)),  # NULL for a job that holds no VM (an evacuation)
+)
+
+# The states of a job that still holds its VM; a job leaves them when it ends or when
+# a restarted server marks it interrupted, which releases the VM.
+UNFINISHED = tuple(state.value for state in JobState if not state.finished)
+
+# One move per VM, where it cannot race: the database refuses a second unfinished job
+# for one VM UUID, whichever ferry server (all sharing one PostgreSQL) inserts it.
+one_move_per_vm = Index(
+    "jobs_one_move_per_vm", jobs_table.c.vm_uuid, unique=True,
+    sqlite_where=jobs_table.c.state.in_(UNFINISHED),
+    postgresql_where=jobs_table.c.state.in_(UNFINISHED),
 )
 
 events_table = Table(
@@ -111,6 +125,7 @@ class Store:
         self.engine: Engine = create_engine(url, future=True, **kwargs)
         metadata.create_all(self.engine)
         self._add_missing_columns()
+        self._add_missing_indexes()
         self._lock = threading.Lock()  # SQLite serialises writers anyway; fail fast elsewhere
 
     def _add_missing_columns(self) -> None:
@@ -129,6 +144,25 @@ class Store:
                 with self.engine.begin() as conn:
                     conn.execute(text(
                         f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}'))
+
+    def _add_missing_indexes(self) -> None:
+        """Indexes added since a database was created (create_all skips existing tables).
+
+        Two servers starting at once may both try: the loser's "already exists"
+        is the winner's index, so it is checked for again rather than raised.
+        """
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                present = {i["name"] for i in inspect(self.engine).get_indexes(table.name)}
+                if index.name in present:
+                    continue
+                try:
+                    with self.engine.begin() as conn:
+                        index.create(conn)
+                except (IntegrityError, OperationalError, ProgrammingError):
+                    present = {i["name"] for i in inspect(self.engine).get_indexes(table.name)}
+                    if index.name not in present:
+                        raise
 
     # -- hosts -------------------------------------------------------------
     def add_host(self, host: Host) -> None:
@@ -218,10 +252,43 @@ class Store:
 
     # -- jobs --------------------------------------------------------------
     def add_job(self, job: Job) -> None:
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(insert(jobs_table).values(**_job_row(job)))
-            for event in job.events:
-                conn.execute(insert(events_table).values(**_event_row(job.id, event)))
+        """Record a new job; VMBusy when its VM already has an unfinished one.
+
+        The unique index decides, so two requests racing on one server or on two
+        servers cannot both insert; the loser is told which job holds the VM.
+        """
+        for _attempt in (1, 2):
+            try:
+                with self._lock, self.engine.begin() as conn:
+                    conn.execute(insert(jobs_table).values(**_job_row(job)))
+                    for event in job.events:
+                        conn.execute(insert(events_table).values(**_event_row(job.id, event)))
+                return
+            except IntegrityError:
+                if job.vm_uuid is None:
+                    raise
+                holder = self.unfinished_job(job.vm_uuid)
+                if holder is not None:
+                    raise VMBusy(f"VM {job.vm} is already in a move: job {holder.id} "
+                                 f"({holder.kind}, {holder.state.value})", holder) from None
+                # The holder ended between the insert and the look-up: try once more.
+        raise VMBusy(f"VM {job.vm} is in another move that keeps changing; try again", None)
+
+    def unfinished_job(self, vm_uuid: str) -> Job | None:
+        """The job that holds VM ``vm_uuid`` now (at most one: the index sees to it)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs_table).where(
+                jobs_table.c.vm_uuid == vm_uuid,
+                jobs_table.c.state.in_(UNFINISHED))).mappings().first()
+            return _job_from_row(row) if row is not None else None
+
+    def unfinished_jobs(self) -> list[Job]:
+        """Every job that holds a VM now, by any server sharing this database."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs_table).where(
+                jobs_table.c.vm_uuid.is_not(None),
+                jobs_table.c.state.in_(UNFINISHED))).mappings()
+            return [_job_from_row(r) for r in rows]
 
     def update_job(self, job: Job) -> None:
         row = _job_row(job)
@@ -254,7 +321,7 @@ class Store:
         """Jobs a previous server left running did not finish under its watch."""
         with self._lock, self.engine.begin() as conn:
             conn.execute(update(jobs_table)
-                         .where(jobs_table.c.state.in_(["queued", "running", "cancelling"]))
+                         .where(jobs_table.c.state.in_(UNFINISHED))
                          .values(state=JobState.FAILED.value, finished_at=time.time(),
                                  error="the ferry server stopped while this job ran; "
                                        "check where the VM runs with 'ferry vm show'"))
@@ -286,6 +353,7 @@ def _job_row(job: Job) -> dict[str, Any]:
         "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "error": job.error,
         "progress": json.dumps(job.progress), "report": json.dumps(job.report),
+        "vm_uuid": job.vm_uuid,
     }
 
 
@@ -296,6 +364,7 @@ def _job_from_row(row: RowMapping) -> Job:
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], error=row["error"],
         progress=json.loads(row["progress"] or "{}"), report=json.loads(row["report"] or "{}"),
+        vm_uuid=row["vm_uuid"],
     )
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
 from ferry.errors import MigrationCancelled, NotFound, VirtError
-from ferry.model import VM, Network, Pool, VMState
+from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt.base import (
     CpuFunctions,
     GuestPlatform,
@@ -57,6 +57,10 @@ class FakeHost:
         self.callbacks: list[LifecycleCallback] = []
         self.script: list[MigrationStats] = []  # stats replayed during migrate()
         self.fail_migration: str | None = None
+        # Set: a migration from here waits for it before its switchover (a test's chance
+        # to look at a VM in the middle of its move); ``migrating`` tells it has begun.
+        self.hold: threading.Event | None = None
+        self.migrating = threading.Event()
         self.downtimes: list[int] = []
         self.abort = threading.Event()
         self.cpu_verdict = CpuVerdict(True)
@@ -149,22 +153,33 @@ class FakeHost:
     def migrate(self, name: str, options: MigrationOptions,
                 on_iteration: IterationCallback | None = None) -> None:
         dest = self.world.connect("", options.dest_uri)
-        dest.vms[name] = replace(self.vms[name], host=dest.name, state=VMState.PAUSED)
+        if name in dest.vms:
+            raise VirtError(f"host {dest.name}: domain {name} already exists")
+        # As libvirt shows a move: the source runs with an outgoing job, the
+        # destination holds a paused, transient incoming copy of the same UUID.
+        dest.vms[name] = replace(self.vms[name], host=dest.name, state=VMState.PAUSED,
+                                 persistent=False, migration=MigrationSide.INCOMING)
+        self.vms[name] = replace(self.vms[name], migration=MigrationSide.OUTGOING)
         dest._emit(name, "started")
+        self.migrating.set()
         for stats in self.script:
             if self.abort.wait(0.02):
                 break
             self._current = stats
             if on_iteration is not None:
                 on_iteration(stats.iteration)
+        while self.hold is not None and not self.hold.wait(0.02) and not self.abort.is_set():
+            continue  # the test looks at the VM in its move, then lets it go on
         self._current = None
+        self.vms[name] = replace(self.vms[name], migration=None)
         if self.abort.is_set() or self.fail_migration:
             dest.vms.pop(name)
             if self.abort.is_set():
                 raise MigrationCancelled(f"migration of {name} aborted")
             raise VirtError(self.fail_migration or "failed")
         self._emit(name, "suspended")
-        dest.vms[name] = replace(dest.vms[name], state=VMState.RUNNING)
+        dest.vms[name] = replace(dest.vms[name], state=VMState.RUNNING, persistent=True,
+                                 migration=None)
         dest._emit(name, "resumed")
         del self.vms[name]
         self._emit(name, "undefined")

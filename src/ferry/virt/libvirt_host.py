@@ -30,7 +30,7 @@ from ferry.errors import (
     NotFound,
     VirtError,
 )
-from ferry.model import VM, Network, Pool, VMState
+from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt import cpuxml, domxml
 from ferry.virt.base import (
     BlockJob,
@@ -199,9 +199,43 @@ class LibvirtHost:
         snapshots = self._call("snapshots", lambda: dom.snapshotNum(0))
         vm = domxml.parse_domain(xml, self.name, _STATE.get(state_code, VMState.OTHER), snapshots)
         persistent = bool(self._call("VM persistence", dom.isPersistent))
-        if not persistent:
-            vm = VM(**{**vm.__dict__, "persistent": False})
+        migration = None
+        if state_code != libvirt.VIR_DOMAIN_SHUTOFF:
+            migration = self._migration_side(dom)
+        if not persistent or migration is not None:
+            vm = VM(**{**vm.__dict__, "persistent": persistent, "migration": migration})
         return vm
+
+    def _migration_side(self, dom: Any) -> MigrationSide | None:
+        """Whether a running domain is a migration's source or its destination's copy.
+
+        Seen in the lab with libvirt 9.0, a VM moving host1 -> host3: on host1
+        the domain is running (reason booted), persistent, and its job statistics
+        say operation MIGRATION_OUT; on host3 the copy is paused (reason
+        migrating), transient, and asking its job statistics fails with
+        OPERATION_UNSUPPORTED, "migration statistics are available only on the
+        source host" (qemuDomainGetJobStatsInternal's answer while the domain's
+        job is an incoming migration). A state alone cannot tell: the source is
+        paused (migrating) too at the switchover, and in post-copy the
+        destination runs.
+        """
+        try:
+            stats = dom.jobStats(0)
+        except libvirt.libvirtError as err:
+            code = err.get_error_code()
+            if code == libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
+                return MigrationSide.INCOMING
+            if code in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_TIMEOUT):
+                return None  # stopped meanwhile, or another job holds it: in no migration
+            raise translate(err, f"host {self.name}: job of VM {dom.name()}") from err
+        operation = stats.get("operation")
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        if operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
+            return MigrationSide.OUTGOING
+        if operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN:
+            return MigrationSide.INCOMING  # a later libvirt may answer on the destination
+        return None
 
     def list_vms(self) -> list[VM]:
         domains = self._call("list VMs", lambda: self._conn.listAllDomains(0))

@@ -1,0 +1,76 @@
+"""The control plane's VM inventory: each host's domains as last read, merged by UUID.
+
+Kept per host so that one host's refresh replaces only its own domains; the
+merged view (:func:`ferry.engine.identity.merge_vms`) is recomputed from all of
+them, so a moving VM is one entry however the two hosts' refreshes interleave.
+What VMs the users see and may act on is answered here too, with the store's
+unfinished jobs: the moves ferry runs, whichever ferry server runs them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ferry.engine.identity import (
+    describe,
+    hold_of,
+    incoming_finding,
+    merge_vms,
+    moving_finding,
+    resolve,
+)
+from ferry.errors import RefusedError
+from ferry.model import VM, MigrationSide
+from ferry.store.db import Store
+
+
+class VMIndex:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._by_host: dict[str, list[VM]] = {}
+        self._merged: dict[str, VM] = {}
+
+    def replace(self, hosts: Iterable[str], vms: Iterable[VM]) -> None:
+        """``hosts`` now hold exactly ``vms`` (those hosts' domains, as just read)."""
+        fresh: dict[str, list[VM]] = {host: [] for host in hosts}
+        for vm in vms:
+            fresh.setdefault(vm.host, []).append(vm)
+        with self._lock:
+            self._by_host.update(fresh)
+            self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
+
+    def drop_host(self, host: str) -> None:
+        with self._lock:
+            self._by_host.pop(host, None)
+            self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
+
+    def by_uuid(self) -> dict[str, VM]:
+        """UUID -> VM: one entry per VM, a migration's incoming copy folded into its source."""
+        with self._lock:
+            return dict(self._merged)
+
+    def listed(self) -> list[VM]:
+        """Every VM once, on its source while it moves, with the move that holds it."""
+        jobs = self._store.unfinished_jobs()
+        vms = [replace(vm, moving=hold_of(vm, jobs)) for vm in self.by_uuid().values()]
+        return sorted(vms, key=lambda vm: (vm.name, vm.host))
+
+    def get(self, ref: str) -> VM:
+        """The VM ``ref`` (a UUID, or a name only one VM has), with its move if it is in one."""
+        vm = resolve(self.by_uuid(), ref)
+        job = self._store.unfinished_job(vm.uuid)
+        return replace(vm, moving=hold_of(vm, [job] if job else []))
+
+    def refuse_if_moving(self, vm: VM, action: str) -> None:
+        """Nothing acts on a VM in the middle of a move, nor on a move's incoming copy."""
+        if vm.migration is MigrationSide.INCOMING:
+            raise RefusedError(f"{action} of {vm.name} refused: {vm.host} holds only the "
+                               "incoming copy of a migration", [incoming_finding(vm, action)])
+        job = self._store.unfinished_job(vm.uuid)  # ferry's job first: it names the move
+        hold = hold_of(vm, [job] if job else [])
+        if hold is not None:
+            raise RefusedError(f"{action} of {vm.name} refused: it is {describe(hold)}",
+                               [moving_finding(vm.name, vm.uuid, vm.host, hold, action)])
