@@ -75,6 +75,8 @@ class VM:
     snapshot_count: int = 0
     lab_address: str | None = None  # the lab guest's address on Production, when it is one
     cpu_xml: str | None = None  # the <cpu> element, for the destination's own comparison
+    # False: its host does not answer now; this is what the host said last
+    current: bool = True
 
     @property
     def memory_mib(self) -> int:

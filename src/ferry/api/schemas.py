@@ -100,6 +100,7 @@ class VMOut(Out):
     domain_type: str = "qemu"
     snapshot_count: int = 0
     lab_address: str | None = None
+    current: bool = True  # False: its host does not answer; the host's last word
 
 
 class PoolOut(Out):

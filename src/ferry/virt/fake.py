@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
-from ferry.errors import MigrationCancelled, NotFound, VirtError
+from ferry.errors import HostUnreachable, MigrationCancelled, NotFound, VirtError
 from ferry.model import VM, Network, Pool, VMState
 from ferry.virt.base import (
+    CloseCallback,
     CpuFunctions,
     GuestPlatform,
     HostFacts,
@@ -40,9 +41,17 @@ class FakeWorld:
     def host(self, name: str) -> FakeHost:
         return self.hosts[name]
 
+    def connect_by_name(self, name: str) -> FakeHost:
+        """Reaches host ``name`` as ferry's current connection to it would."""
+        host = self.hosts[name]
+        host.answer()
+        return host
+
     def connect(self, name: str, uri: str) -> FakeHost:
         """Reaches the host the URI names, whatever ferry calls it."""
-        return self.hosts[urlsplit(uri).hostname or ""]
+        host = self.hosts[urlsplit(uri).hostname or ""]
+        host.answer()
+        return host
 
 
 class FakeHost:
@@ -70,6 +79,8 @@ class FakeHost:
         self.cpu_catalog: CpuFunctions | None = None
         self.block_devices: set[str] = set()
         self._current: MigrationStats | None = None
+        self.up = True  # False: the host's libvirtd does not answer (go_down, come_up)
+        self.close_callbacks: list[CloseCallback] = []
         world.hosts[name] = self
 
     # -- set-up helpers ------------------------------------------------
@@ -86,8 +97,13 @@ class FakeHost:
         for callback in self.callbacks:
             callback(self.name, vm, event)
 
+    def answer(self) -> None:
+        if not self.up:
+            raise HostUnreachable(f"host {self.name} does not answer")
+
     # -- HostConnection ------------------------------------------------
     def facts(self) -> HostFacts:
+        self.answer()
         return HostFacts(self.name, self.host_uuid, "x86_64", "Intel", "Skylake", 4, 8192,
                          4096, "9.0.0", "7.2.0", ("qemu",), self.cpu_features)
 
@@ -95,9 +111,11 @@ class FakeHost:
         return GuestPlatform(domain_type, "pc-i440fx-7.2", ("Nehalem",))
 
     def list_vms(self) -> list[VM]:
+        self.answer()
         return list(self.vms.values())
 
     def get_vm(self, name: str) -> VM | None:
+        self.answer()
         return self.vms.get(name)
 
     def list_pools(self) -> list[Pool]:
@@ -222,7 +240,21 @@ class FakeHost:
         return Reachability(False, f"{self.name} cannot reach {peer}")
 
     def alive(self) -> bool:
-        return True
+        return self.up
+
+    def on_close(self, callback: CloseCallback) -> None:
+        self.close_callbacks.append(callback)
 
     def close(self) -> None:
         return None
+
+    # -- faults ----------------------------------------------------------
+    def go_down(self, reason: str = "the host's libvirtd closed it") -> None:
+        """The host's libvirtd stops: connections close and every call fails until come_up()."""
+        self.up = False
+        callbacks, self.close_callbacks = self.close_callbacks, []
+        for callback in callbacks:
+            callback(reason)
+
+    def come_up(self) -> None:
+        self.up = True

@@ -34,6 +34,7 @@ from ferry.model import VM, Network, Pool, VMState
 from ferry.virt import cpuxml, domxml
 from ferry.virt.base import (
     BlockJob,
+    CloseCallback,
     CpuFunctions,
     GuestPlatform,
     HostFacts,
@@ -72,6 +73,13 @@ _LIFECYCLE = {
     libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
     libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write on it failed",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the host's libvirtd closed it (stopped or restarted)",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "the host stopped answering keepalives",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by ferry",
 }
 
 _event_loop_lock = threading.Lock()
@@ -150,6 +158,7 @@ class LibvirtHost:
         with _libvirt_call(f"host {name}: keepalive"):
             self._conn.setKeepAlive(5, 3)
         self._callbacks: list[int] = []
+        self._close_watched = False
 
     # -- helpers ---------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -665,7 +674,20 @@ class LibvirtHost:
         except libvirt.libvirtError:
             return False
 
+    def on_close(self, callback: CloseCallback) -> None:
+        def closed(_conn: Any, reason: int, _opaque: Any) -> None:
+            callback(_CLOSE_REASONS.get(reason, f"closed (libvirt reason {reason})"))
+
+        self._call("watch the connection", lambda: self._conn.registerCloseCallback(closed, None))
+        self._close_watched = True
+
     def close(self) -> None:
+        if self._close_watched:
+            self._close_watched = False
+            try:
+                self._conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass  # the connection is already gone
         for cid in self._callbacks:
             try:
                 self._conn.domainEventDeregisterAny(cid)

@@ -1,0 +1,142 @@
+"""What a rollback states and when it removes a copy: pure decisions over sightings,
+and the later confirmation over fake hosts that stop and start answering."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ferry.engine.confirm import (
+    Confirmer,
+    Sighting,
+    describe,
+    rollback_rule,
+    settle,
+    unanswered,
+)
+from ferry.engine.jobs import JobHandle
+from ferry.engine.vmotion import data_sent
+from ferry.model import VM, VMState
+from ferry.store.db import Store
+from ferry.virt.base import MigrationStats
+from ferry.virt.fake import FakeHost, FakeWorld
+
+RUNNING = Sighting("host1", True, VMState.RUNNING)
+PAUSED_COPY = Sighting("host2", True, VMState.PAUSED)
+ABSENT = Sighting("host2", True, None)
+SILENT_DEST = Sighting("host2", False, error="keepalive timed out")
+SILENT_SOURCE = Sighting("host1", False, error="libvirtd closed it")
+
+
+def test_a_host_that_does_not_answer_is_stated_never_counted_absent() -> None:
+    text = describe("web1", RUNNING, SILENT_DEST)
+    assert text.startswith("web1 is running on host1; ")
+    assert "host2 did not answer: whether a copy of web1 remains there is not confirmed" in text
+    assert "nothing remains" not in text
+    text = describe("web1", SILENT_SOURCE, ABSENT)
+    assert "host1 did not answer: whether web1 runs there is not confirmed" in text
+    assert "NOT" not in text and text.endswith("nothing remains on host2")
+    assert unanswered(SILENT_SOURCE, SILENT_DEST) == ("host1", "host2")
+    assert unanswered(RUNNING, ABSENT) == ()
+
+
+def test_what_a_host_showed_is_named() -> None:
+    assert describe("web1", RUNNING, PAUSED_COPY) == (
+        "web1 is running on host1; a copy remains on host2 (paused)")
+    assert describe("web1", Sighting("host1", True, VMState.SHUTOFF), ABSENT) == (
+        "web1 is NOT running on host1 (it is shutoff there); nothing remains on host2")
+    assert describe("web1", Sighting("host1", True, None), ABSENT).startswith(
+        "web1 is NOT on host1")
+
+
+@pytest.mark.parametrize(("source", "dest", "remove"), [
+    (RUNNING, PAUSED_COPY, True),  # the incoming copy left over: removed
+    (RUNNING, ABSENT, False),  # nothing to remove
+    (RUNNING, SILENT_DEST, False),  # not seen: nothing is done to it
+    (SILENT_SOURCE, PAUSED_COPY, False),  # the copy may be the only VM left
+    (Sighting("host1", True, None), PAUSED_COPY, False),  # the VM moved after all
+])
+def test_the_rollback_rule_acts_only_on_what_both_hosts_showed(
+        source: Sighting, dest: Sighting, remove: bool) -> None:
+    assert rollback_rule(source, dest) is remove
+
+
+def test_data_sent_is_never_a_zero_from_a_cancelled_sample() -> None:
+    copying = MigrationStats(elapsed_ms=6000, memory_processed=38 * 2**20,
+                             data_processed=38 * 2**20)
+    cancelling = MigrationStats(elapsed_ms=6500)  # QEMU drops its counters while cancelling
+    sent, basis = data_sent(None, [copying, cancelling], "host2")
+    assert sent == 38 * 2**20 and basis.startswith("at least")
+    assert data_sent(None, [cancelling], "host2") == (
+        None, "unknown: no sample of the copy was taken before it ended")
+    assert data_sent(None, [], "host2")[0] is None
+    final = MigrationStats(data_processed=99, memory_processed=90)
+    assert data_sent(final, [copying], "host2") == (
+        99, "libvirt's statistics of the completed migration on host2")
+
+
+VM1 = VM(name="web1", uuid="u1", host="", state=VMState.RUNNING, memory_kib=2**20, vcpus=1)
+
+
+def _world() -> FakeWorld:
+    world = FakeWorld()
+    for i in (1, 2):
+        FakeHost(world, f"host{i}", f"uuid-{i}")
+    world.host("host1").add_vm(VM1)
+    return world
+
+
+def test_settle_removes_the_leftover_copy_and_says_so() -> None:
+    world = _world()
+    world.host("host2").add_vm(replace(VM1, state=VMState.PAUSED))
+    source, dest, done = settle(world.host, "web1", "host1", "host2")
+    assert (source.state, dest.state) == (VMState.RUNNING, None)
+    assert done == ["removed the leftover copy (paused) from host2"]
+    assert "web1" not in world.host("host2").vms
+
+
+def test_a_confirmation_comes_once_the_host_answers(tmp_path: Path) -> None:
+    world = _world()
+    dest = world.host("host2")
+    dest.add_vm(VM1)  # the incoming copy that was not seen at the rollback
+    dest.go_down()
+    store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
+    job = JobHandle.create(store, "migrate", "web1", "host1", "host2")
+    waits: list[str] = []
+
+    def wait_for(host: str, timeout: float) -> bool:
+        waits.append(host)
+        deadline = time.monotonic() + timeout
+        while not world.host(host).up and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return world.host(host).up
+
+    thread = Confirmer(world.connect_by_name, wait_for, within=5).later(
+        job, "web1", "host1", "host2", apply_rule=True)
+    time.sleep(0.1)
+    assert "confirmed" not in store.job(job.id).report  # nothing claimed while host2 is silent
+    dest.come_up()
+    thread.join(5)
+    saved = store.job(job.id)
+    message = saved.events[-1].message
+    assert message.startswith("confirmed at ")
+    assert message.endswith("web1 is running on host1; nothing remains on host2 "
+                            "(removed the leftover copy (running) from host2)")
+    assert saved.report["confirmed"]["dest"] == {"host": "host2", "answered": True,
+                                                 "state": None, "error": None}
+    assert "web1" not in dest.vms and "host2" in waits
+
+
+def test_a_confirmation_gives_up_in_bounded_time_and_says_so(tmp_path: Path) -> None:
+    world = _world()
+    world.host("host2").go_down()
+    store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
+    job = JobHandle.create(store, "migrate", "web1", "host1", "host2")
+    Confirmer(world.connect_by_name, lambda _h, t: False, within=0.2).later(
+        job, "web1", "host1", "host2", apply_rule=True).join(5)
+    saved = store.job(job.id)
+    assert saved.events[-1].message.startswith("not confirmed within 0 s")
+    assert saved.report["confirmed"]["at"] is None
