@@ -50,6 +50,8 @@ def test_what_a_host_showed_is_named() -> None:
         "web1 is NOT running on host1 (it is shutoff there); nothing remains on host2")
     assert describe("web1", Sighting("host1", True, None), ABSENT).startswith(
         "web1 is NOT on host1")
+    assert describe("web1", Sighting("host1", True, None), PAUSED_COPY) == (
+        "web1 is NOT on host1; it runs on host2")
 
 
 @pytest.mark.parametrize(("source", "dest", "remove"), [
@@ -135,8 +137,23 @@ def test_a_confirmation_gives_up_in_bounded_time_and_says_so(tmp_path: Path) -> 
     world.host("host2").go_down()
     store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
     job = JobHandle.create(store, "migrate", "web1", "host1", "host2")
-    Confirmer(world.connect_by_name, lambda _h, t: False, within=0.2).later(
+    def never(_host: str, timeout: float) -> bool:
+        time.sleep(timeout)
+        return False
+
+    Confirmer(world.connect_by_name, never, within=0.2).later(
         job, "web1", "host1", "host2", apply_rule=True).join(5)
     saved = store.job(job.id)
     assert saved.events[-1].message.startswith("not confirmed within 0 s")
     assert saved.report["confirmed"]["at"] is None
+
+
+def test_a_confirmation_ends_quietly_when_ferry_stops(tmp_path: Path) -> None:
+    world = _world()
+    world.host("host2").go_down()
+    store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
+    job = JobHandle.create(store, "migrate", "web1", "host1", "host2")
+    # wait_for answers False long before the deadline only when ferry shuts down
+    Confirmer(world.connect_by_name, lambda _h, _t: False, within=60).later(
+        job, "web1", "host1", "host2", apply_rule=True).join(5)
+    assert "confirmed" not in store.job(job.id).report

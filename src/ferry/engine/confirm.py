@@ -81,6 +81,9 @@ def describe_dest(vm: str, seen: Sighting) -> str:
 
 
 def describe(vm: str, source: Sighting, dest: Sighting) -> str:
+    if source.answered and source.state is None and dest.running:
+        # Not a leftover: the source's libvirtd finished the move without ferry watching.
+        return f"{vm} is NOT on {source.host}; it runs on {dest.host}"
     return f"{describe_source(vm, source)}; {describe_dest(vm, dest)}"
 
 
@@ -165,19 +168,21 @@ class Confirmer:
                  apply_rule: bool) -> None:
         deadline = time.monotonic() + self.within
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._give_up(job, vm, source, dest)
-                return
             for host in (source, dest):
                 if not self.wait_for(host, max(0.0, deadline - time.monotonic())):
-                    break
+                    if time.monotonic() < deadline:
+                        return  # ferry is shutting down: nothing can be asked or recorded
+                    self._give_up(job, vm, source, dest)
+                    return
             if apply_rule:
                 src, dst, done = settle(self.reach, vm, source, dest)
             else:
                 src, dst, done = sight(self.reach, source, vm), sight(self.reach, dest, vm), []
             if not unanswered(src, dst):
                 self._record(job, vm, src, dst, done)
+                return
+            if time.monotonic() >= deadline:
+                self._give_up(job, vm, source, dest)
                 return
             # Answered a moment ago and not now (still flapping): try again shortly.
             time.sleep(min(self.retry_s, max(0.0, deadline - time.monotonic())))

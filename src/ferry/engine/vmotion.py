@@ -80,7 +80,7 @@ class VMotion:
                 actions.append(f"could not set initial max downtime: {err.message}")
             worker = threading.Thread(target=self._migrate, args=(job, outcome), daemon=True,
                                       name=f"migrate-{self.vm}")
-            job.on_cancel(lambda: self._abort(job))
+            job.on_cancel(lambda: self._abort(job, samples))
             if job.cancel_requested.is_set():
                 raise MigrationCancelled(f"migration of {self.vm} was cancelled before it began")
             if self.files is not None:
@@ -116,7 +116,14 @@ class VMotion:
         except BaseException as err:  # handed to the job thread, which reports it
             outcome.append(err)
 
-    def _abort(self, job: JobHandle) -> None:
+    def _abort(self, job: JobHandle, samples: list[MigrationStats]) -> None:
+        try:
+            # The last figure of what was sent: libvirt keeps none once the copy is aborted.
+            last = self.source.migration_stats(self.vm)
+            if last is not None:
+                samples.append(last)
+        except FerryError:
+            pass  # the report then rests on the samples taken so far
         try:
             self.source.abort_migration(self.vm)
         except FerryError as err:
@@ -305,11 +312,12 @@ def data_sent(final: MigrationStats | None, samples: list[MigrationStats],
 
     A successful migration's completed statistics count everything. A failed or
     cancelled one has none: libvirt 9.0 keeps no completed statistics of it on
-    either host (``domjobinfo --completed`` answers "None" on the source after
-    an abort), and a sample taken while QEMU is cancelling or has failed reads
-    zero for every counter (QEMU drops its RAM statistics in those states). So
-    the figure is the largest any sample showed (the counters only grow), and
-    unknown (None) when no sample showed any, never 0.
+    either host (``jobStats(COMPLETED | KEEP_COMPLETED)`` answers type "none"
+    on the source after an abort), and for a moment after the abort its
+    current statistics read type "cancelled" with every counter 0, which is
+    what reports of "0 B sent" came from. So the figure is the largest any
+    sample showed (the counters only grow; a cancel takes one last sample just
+    before it aborts), and unknown (None) when no sample showed any, never 0.
     """
     if final is not None and (final.data_processed or final.memory_processed):
         return final.data_processed or final.memory_processed, (

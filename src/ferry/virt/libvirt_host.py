@@ -404,7 +404,18 @@ class LibvirtHost:
         return MigrationStats.from_job_stats(raw)
 
     def migration_stats(self, name: str) -> MigrationStats | None:
-        return self._job_stats(name, 0)
+        try:
+            dom = self._domain(name)
+            raw = self._call(f"job statistics of {name}", lambda: dom.jobStats(0))
+        except NotFound:
+            return None
+        # Just after an abort or a failure libvirt 9.0 still answers for a moment, with
+        # type "cancelled" or "failed" and every counter 0 (QEMU drops its RAM counters
+        # then): that is no sample of the copy.
+        if (raw or {}).get("type") not in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
+                                           libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
+            return None
+        return MigrationStats.from_job_stats(raw)
 
     def completed_migration_stats(self, name: str) -> MigrationStats | None:
         return self._job_stats(name, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
