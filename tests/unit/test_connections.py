@@ -29,7 +29,7 @@ def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
 
 
 def test_backoff_doubles_from_half_a_second_up_to_its_cap() -> None:
-    assert [backoff(n) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
+    assert [backoff(n) for n in range(1, 7)] == [0.5, 1, 2, 4, 5, 5]
     assert backoff(0) == 0
     assert backoff(3, first=1, most=3) == 3
 

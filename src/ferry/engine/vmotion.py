@@ -272,6 +272,14 @@ class VMotion:
         message = err.message if isinstance(err, FerryError) else repr(err)
         # A host that does not answer is stated as such, never counted as "absent".
         src, dst, done = settle(self._reach, self.vm, self.source.name, self.dest.name)
+        if self.files is not None and not dst.answered and self.confirmer is not None:
+            # Its new files may be deleted only once it shows nothing uses them, and a
+            # supervised libvirtd comes back: wait for it as long as the clean-up retries.
+            job.event(Phase.ROLLBACK, f"{self.dest.name} did not answer: waiting up to "
+                      f"{self.files.retry_s:.0f} s for it, to delete the files created there")
+            if self.confirmer.wait_for(self.dest.name, self.files.retry_s):
+                src, dst, more = settle(self._reach, self.vm, self.source.name, self.dest.name)
+                done += more
         left: list[str] = []
         if self.files is not None and dst.answered and dst.state is None:
             left = self.files.discard(job)
