@@ -91,9 +91,9 @@ class HostConnections:
         if conn is not None:
             if conn.alive():
                 return conn
-            self._lost(host, conn, "the connection is no longer alive")
-            healing = True
-        if healing:
+            # Dead before libvirt said so: open anew right here, as on first use.
+            self._discard(host, conn)
+        elif healing:
             # The background thread is already trying; a second connect here would
             # only make this caller wait for what that thread will tell everyone.
             reason = link.error if link is not None and link.error else "reconnecting"
@@ -178,6 +178,13 @@ class HostConnections:
             self._links[host] = HostLink(True, None, time.time())
             self._changed.notify_all()
         return conn
+
+    def _discard(self, host: str, conn: HostConnection) -> None:
+        with self._changed:
+            if self._conns.get(host) is conn:
+                del self._conns[host]
+                self._changed.notify_all()
+        conn.close()
 
     def _lost(self, host: str, conn: HostConnection, reason: str) -> None:
         """libvirt closed ``conn`` (or it was found dead): mark the host down, start healing."""
