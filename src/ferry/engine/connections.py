@@ -131,7 +131,7 @@ class HostConnections:
         return False
 
     # -- changes ---------------------------------------------------------
-    def reset(self, host: str, reason: str) -> None:
+    def reset(self, host: str) -> None:
         """Drop the host's connection after a failure on it; the next get() opens anew."""
         with self._changed:
             conn = self._conns.pop(host, None)

@@ -104,7 +104,7 @@ class ControlPlane(FerryService):
         return self._hosts.get(host)
 
     def _drop(self, host: str) -> None:
-        self._hosts.reset(host, "a call on it failed")
+        self._hosts.reset(host)
 
     def _host_lost(self, host: str, error: str) -> None:
         """The host stopped answering: say so, and keep its VMs as it last showed them."""
