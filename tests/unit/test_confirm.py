@@ -157,3 +157,67 @@ def test_a_confirmation_ends_quietly_when_ferry_stops(tmp_path: Path) -> None:
     Confirmer(world.connect_by_name, lambda _h, _t: False, within=60).later(
         job, "web1", "host1", "host2", apply_rule=True).join(5)
     assert "confirmed" not in store.job(job.id).report
+
+
+def test_a_move_whose_destination_went_silent_is_confirmed_once_it_answers(
+        tmp_path: Path) -> None:
+    from ferry.engine.controlplane import ControlPlane
+    from ferry.virt.fake import Backing
+
+    world = _world()
+    shared = Backing()
+    for name in ("host1", "host2"):
+        world.host(name).add_pool("shared", "/srv/shared", shared)
+        world.host(name).add_network("Production")
+    source, dest = world.host("host1"), world.host("host2")
+    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
+    try:
+        for name in ("host1", "host2"):
+            plane.add_host(name, f"qemu+tls://{name}/system")
+        source.script = [MigrationStats(iteration=1, memory_processed=2**20 * i)
+                         for i in range(1, 40)]
+        job_id = plane.start_migration("web1", "host2").id
+        time.sleep(0.2)
+        # host2's link is cut mid-copy: the move fails, its incoming copy still there.
+        source.fail_migration, source.leave_incoming = "link down", True
+        dest.go_down("the host stopped answering keepalives")
+        deadline = time.monotonic() + 10
+        while not plane.get_job(job_id).state.finished and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job = plane.get_job(job_id)
+        assert job.report["rollback"].startswith(
+            "web1 is running on host1; host2 did not answer: whether a copy of web1 remains "
+            "there is not confirmed")
+        assert job.report["unconfirmed"] == ["host2"] and "confirmed" not in job.report
+        assert job.report["data_bytes"] > 0 and "web1" in dest.vms  # nothing done blind
+        dest.come_up()
+        deadline = time.monotonic() + 15
+        while "confirmed" not in plane.get_job(job_id).report and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = plane.get_job(job_id)
+        assert job.events[-1].message.endswith(
+            "web1 is running on host1; nothing remains on host2 "
+            "(removed the leftover copy (paused) from host2)"), job.events[-1]
+        assert "web1" not in dest.vms and "web1" in source.vms
+    finally:
+        plane.close()
+
+
+def test_the_job_report_says_what_is_known_of_the_bytes_and_the_hosts() -> None:
+    from ferry.api.schemas import JobOut
+    from ferry.cli.render import job_report
+
+    def shown(report: dict[str, object]) -> str:
+        return job_report(JobOut(id="j1", kind="migrate", vm="web1", source_host="host1",
+                                 dest_host="host2", state="cancelled", phase="rollback",
+                                 created_at=0.0, report=report))
+
+    text = shown({"data_bytes": 38 * 2**20, "iterations": 1,
+                  "data_bytes_basis": "at least: the last sample, 6.0 s into the copy",
+                  "unconfirmed": ["host2"]})
+    assert "data sent      at least 38 MiB in 1 iterations" in text
+    assert "not confirmed  host2 did not answer" in text
+    text = shown({"data_bytes": None, "iterations": 0, "data_bytes_basis": "unknown: ...",
+                  "confirmed": {"detail": "confirmed at 10:00:00: nothing remains on host2"}})
+    assert "data sent      unknown in 0 iterations" in text
+    assert "confirmed      confirmed at 10:00:00: nothing remains on host2" in text

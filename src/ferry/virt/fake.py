@@ -65,6 +65,7 @@ class FakeHost:
         self.callbacks: list[LifecycleCallback] = []
         self.script: list[MigrationStats] = []  # stats replayed during migrate()
         self.fail_migration: str | None = None
+        self.leave_incoming = False  # a failed migration leaves the destination's copy
         self.downtimes: list[int] = []
         self.abort = threading.Event()
         self.cpu_verdict = CpuVerdict(True)
@@ -173,7 +174,8 @@ class FakeHost:
                 on_iteration(stats.iteration)
         self._current = None
         if self.abort.is_set() or self.fail_migration:
-            dest.vms.pop(name)
+            if not self.leave_incoming:
+                dest.vms.pop(name)
             if self.abort.is_set():
                 raise MigrationCancelled(f"migration of {name} aborted")
             raise VirtError(self.fail_migration or "failed")
