@@ -72,6 +72,24 @@ def test_a_lost_connection_is_reopened_in_the_background(world: FakeWorld) -> No
     hosts.close()
 
 
+def test_a_caller_does_not_wait_for_the_next_attempt_once_the_host_is_back(
+        world: FakeWorld) -> None:
+    back: list[str] = []
+    hosts = HostConnections(world.connect, lambda name: f"qemu+tls://{name}/system",
+                            lambda h, c: None, lambda h, e: None, back.append,
+                            delay=lambda attempt: 60.0)  # the thread's next try: far off
+    fake = world.host("host1")
+    hosts.get("host1")
+    fake.go_down()
+    until(lambda: hosts.link("host1") is not None and not hosts.link("host1").connected)
+    with pytest.raises(HostUnreachable):
+        hosts.get("host1")
+    fake.come_up()  # a restarted libvirtd answers
+    assert hosts.get("host1") is fake  # at once, by this caller
+    until(lambda: back == ["host1"])  # and the background thread still reports it back
+    hosts.close()
+
+
 def test_a_host_down_at_first_contact_is_healed_too(world: FakeWorld) -> None:
     fake = world.host("host1")
     fake.up = False

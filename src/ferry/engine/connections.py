@@ -80,7 +80,13 @@ class HostConnections:
 
     # -- asking ----------------------------------------------------------
     def get(self, host: str) -> HostConnection:
-        """The host's live connection, opened now if there is none; HostUnreachable if down."""
+        """The host's live connection, opened now if there is none; HostUnreachable if down.
+
+        While the background thread waits between attempts, a caller still tries
+        at once (a restarted libvirtd answers before the next attempt is due);
+        while that thread is itself connecting, callers fail at once instead of
+        all waiting on a connect that may hang until TCP gives up.
+        """
         with self._changed:
             if self._closed:
                 raise HostUnreachable(f"ferry is shutting down: no new connection to {host}")
@@ -93,21 +99,23 @@ class HostConnections:
                 return conn
             # Dead before libvirt said so: open anew right here, as on first use.
             self._discard(host, conn)
-        elif healing:
-            # The background thread is already trying; a second connect here would
-            # only make this caller wait for what that thread will tell everyone.
+        if not opening.acquire(blocking=not healing):
             reason = link.error if link is not None and link.error else "reconnecting"
             raise HostUnreachable(f"host {host} does not answer: {reason}")
-        with opening:
+        try:
             with self._changed:
                 conn = self._conns.get(host)
             if conn is not None:
                 return conn  # another caller opened it while this one waited
             try:
+                # If this succeeds while healing, the background thread sees the
+                # connection, stops, and tells on_back (in its thread, not the caller's).
                 return self._open(host)
             except FerryError as err:
                 self._mark_down(host, err.message)
                 raise
+        finally:
+            opening.release()
 
     def link(self, host: str) -> HostLink | None:
         with self._changed:
@@ -213,21 +221,30 @@ class HostConnections:
         while True:
             attempt += 1
             with self._changed:
-                # A sleep that ends early when ferry shuts down or forgets the host.
-                self._changed.wait_for(lambda: self._closed or host not in self._healing,
-                                       self._delay(attempt))
+                # A pause that ends early when ferry shuts down, forgets the host, or a
+                # caller's own attempt got through.
+                self._changed.wait_for(
+                    lambda: self._closed or host not in self._healing or host in self._conns,
+                    self._delay(attempt))
                 if self._closed or host not in self._healing:
                     return
-            try:
-                self._open(host)
-            except FerryError as err:
-                with self._changed:
-                    if host in self._healing:
-                        self._links[host] = HostLink(False, err.message, time.time())
-                continue
-            except Exception:  # a bug must not end healing silently
-                log.exception("reconnecting to host %s failed", host)
-                continue
+                back = host in self._conns
+                opening = self._opening.setdefault(host, threading.Lock())
+            if not back:
+                with opening:
+                    try:
+                        with self._changed:
+                            back = host in self._conns
+                        if not back:
+                            self._open(host)
+                    except FerryError as err:
+                        with self._changed:
+                            if host in self._healing:
+                                self._links[host] = HostLink(False, err.message, time.time())
+                        continue
+                    except Exception:  # a bug must not end healing silently
+                        log.exception("reconnecting to host %s failed", host)
+                        continue
             with self._changed:
                 self._healing.discard(host)
             log.info("host %s answers again after %d attempt(s)", host, attempt)
