@@ -90,6 +90,21 @@ def test_a_caller_does_not_wait_for_the_next_attempt_once_the_host_is_back(
     hosts.close()
 
 
+def test_an_unknown_host_is_not_healed(world: FakeWorld) -> None:
+    from ferry.errors import NotFound
+
+    def uri_of(name: str) -> str:
+        raise NotFound(f"no host named {name}")
+
+    lost: list[str] = []
+    hosts = HostConnections(world.connect, uri_of, lambda h, c: None,
+                            lambda h, e: lost.append(h), lambda h: None)
+    with pytest.raises(NotFound):
+        hosts.get("ghost")
+    assert lost == [] and hosts.link("ghost") is None
+    hosts.close()
+
+
 def test_a_host_down_at_first_contact_is_healed_too(world: FakeWorld) -> None:
     fake = world.host("host1")
     fake.up = False

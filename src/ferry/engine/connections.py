@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ferry.errors import FerryError, HostUnreachable
+from ferry.errors import FerryError, HostError, HostUnreachable, NotFound
 from ferry.virt.base import Connector, HostConnection
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class HostConnections:
                 # If this succeeds while healing, the background thread sees the
                 # connection, stops, and tells on_back (in its thread, not the caller's).
                 return self._open(host)
-            except FerryError as err:
+            except HostError as err:  # not a host that is unknown: nothing to heal there
                 self._mark_down(host, err.message)
                 raise
         finally:
@@ -237,6 +237,10 @@ class HostConnections:
                             back = host in self._conns
                         if not back:
                             self._open(host)
+                    except NotFound:
+                        with self._changed:  # no longer registered
+                            self._healing.discard(host)
+                        return
                     except FerryError as err:
                         with self._changed:
                             if host in self._healing:
