@@ -131,6 +131,8 @@ class VM:
     migration: MigrationSide | None = None
     # Set by the control plane: the move the VM is in (ferry's job, or libvirt's word).
     moving: MoveHold | None = None
+    # False: its host does not answer now; this is what the host said last
+    current: bool = True
 
     @property
     def memory_mib(self) -> int:

@@ -138,6 +138,7 @@ class VMOut(Out):
     # libvirt's word: "outgoing" (a migration's source) or "incoming" (its destination's copy)
     migration: Literal["incoming", "outgoing"] | None = None
     moving: MoveHoldOut | None = None
+    current: bool = True  # False: its host does not answer; the host's last word
 
 
 class PoolOut(Out):

@@ -101,12 +101,17 @@ def vms_table(vms: Sequence[VMOut]) -> str:
     shared_name = len({vm.name for vm in vms}) < len(vms)  # then show who is who: the UUID
     rows: list[tuple[object, ...]] = [
         (vm.name, vm.host, *((vm.uuid,) if shared_name else ()),
-         vm.state.value + (f", {moving(vm)}" if moving(vm) else ""),
+         _vm_state(vm) + (f", {moving(vm)}" if moving(vm) else ""),
          vm.vcpus, human_mib(vm.memory_mib), len(vm.disks), vm.lab_address)
         for vm in vms
     ]
     return table(("NAME", "HOST", *(("UUID",) if shared_name else ()), "STATE", "VCPUS",
                   "MEMORY", "DISKS", "ADDRESS"), rows)
+
+
+def _vm_state(vm: VMOut) -> str:
+    # A host that does not answer: its VMs as it last showed them, said to be so.
+    return vm.state.value if vm.current else f"{vm.state.value} (not current)"
 
 
 def vm_detail(vm: VMOut) -> str:
@@ -117,7 +122,7 @@ def vm_detail(vm: VMOut) -> str:
         ("Name", vm.name),
         ("UUID", vm.uuid),
         ("Host", vm.host),
-        ("State", vm.state.value),
+        ("State", _vm_state(vm)),
         *([("Move", moving(vm))] if moving(vm) else []),
         ("Memory", human_mib(vm.memory_mib)),
         ("vCPUs", vm.vcpus),
@@ -309,7 +314,17 @@ def job_report(job: JobOut) -> str:
     iterations = _num(r, "iterations")
     if data is not None or iterations is not None:
         iters = f" in {int(iterations)} iterations" if iterations is not None else ""
-        out.append(f"  data sent      {human_bytes(data)}{iters}")
+        basis = str(r.get("data_bytes_basis") or "")
+        sent = "unknown" if data is None else human_bytes(data)
+        if data is not None and basis.startswith("at least"):
+            sent = f"at least {sent}"
+        out.append(f"  data sent      {sent}{iters}")
+    for key, label in (("unconfirmed", "not confirmed"), ("confirmed", "confirmed")):
+        value = r.get(key)
+        if key == "unconfirmed" and value:
+            out.append(f"  {label:<14} {', '.join(map(str, value))} did not answer")
+        elif key == "confirmed" and isinstance(value, dict) and value.get("detail"):
+            out.append(f"  {label:<14} {value['detail']}")
     disks = r.get("disks") or {}
     if isinstance(disks, dict) and disks:
         out.append("  disks:")

@@ -1,6 +1,9 @@
 """The control plane: hosts, inventory, lab VMs and migration jobs behind one facade.
 
-Host connections are opened lazily and reopened once when they drop. The
+Host connections are kept by :mod:`ferry.engine.connections`: opened lazily,
+reopened in the background when a host's libvirtd restarts or its link drops,
+and that host's inventory refreshed fully once it answers again; meanwhile
+its VMs stay listed as it last showed them, marked not current. The
 inventory is rediscovered from libvirt on request and on lifecycle events;
 datastore identity is proved by probe on every refresh.
 """
@@ -19,6 +22,8 @@ from ferry.checks.finding import Finding, Status, errors, finding_dict
 from ferry.checks.report import preflight
 from ferry.engine.clusters import ClusterService
 from ferry.engine.cold import ColdMigration
+from ferry.engine.confirm import Confirmer
+from ferry.engine.connections import HostConnections
 from ferry.engine.datastores import group_pools
 from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
 from ferry.engine.evc import EvcService
@@ -35,7 +40,6 @@ from ferry.engine.vmotion import HeartbeatSource, Unsubscribe, VMotion
 from ferry.errors import (
     FerryError,
     HostError,
-    HostUnreachable,
     InputError,
     NotFound,
     RefusedError,
@@ -72,7 +76,11 @@ class ControlPlane(FerryService):
         self._heartbeat = heartbeat
         self._guest_domain_type = guest_domain_type
         self._lock = threading.RLock()
-        self._conns: dict[str, HostConnection] = {}
+        self._hosts = HostConnections(
+            connector, lambda name: self._host_record(name).uri,
+            on_open=lambda _host, conn: conn.subscribe_lifecycle(self._on_lifecycle),
+            on_lost=self._host_lost, on_back=self._host_back)
+        self._confirmer = Confirmer(self._conn, self._hosts.wait)
         self._facts: dict[str, Host] = {}
         self._vms = VMIndex(store)
         self._pools: list[Pool] = []
@@ -92,29 +100,24 @@ class ControlPlane(FerryService):
         store.mark_interrupted()
         threading.Thread(target=self._refresher, name="inventory-refresh", daemon=True).start()
 
-    # -- connections -----------------------------------------------------
+    # -- connections (ferry.engine.connections) ----------------------------
     def _conn(self, host: str) -> HostConnection:
-        if self._closed:
-            raise HostUnreachable(f"ferry is shutting down: no new connection to {host}")
-        with self._lock:
-            conn = self._conns.get(host)
-        if conn is not None:
-            if conn.alive():
-                return conn
-            self._drop(host)  # libvirtd restarted or the link dropped: open anew
-        with self._lock:
-            record = self._host_record(host)
-        conn = self._connector(record.name, record.uri)
-        conn.subscribe_lifecycle(self._on_lifecycle)
-        with self._lock:
-            self._conns[host] = conn
-        return conn
+        return self._hosts.get(host)
 
     def _drop(self, host: str) -> None:
+        self._hosts.reset(host)
+
+    def _host_lost(self, host: str, error: str) -> None:
+        """The host stopped answering: say so, and keep its VMs as it last showed them."""
         with self._lock:
-            conn = self._conns.pop(host, None)
-        if conn is not None:
-            conn.close()
+            known = self._facts.get(host)
+            if known is not None:
+                self._facts[host] = replace(known, connected=False, error=error)
+        self._vms.keep_not_current(host)
+
+    def _host_back(self, host: str) -> None:
+        """The host answers again: everything it holds is reread, as 'ferry refresh' would."""
+        self.refresh(host)
 
     def _host_record(self, name: str) -> Host:
         return self._store.host(name)
@@ -180,7 +183,7 @@ class ControlPlane(FerryService):
 
     def remove_host(self, name: str) -> None:
         self._store.remove_host(name)
-        self._drop(name)
+        self._hosts.forget(name)
         self._vms.drop_host(name)
         with self._lock:
             self._facts.pop(name, None)
@@ -204,7 +207,8 @@ class ControlPlane(FerryService):
                        cluster=record.cluster)
 
     # -- inventory -------------------------------------------------------
-    def _refresh_host(self, record: Host) -> tuple[list[VM], list[Pool], list[Network]]:
+    def _refresh_host(self, record: Host) -> tuple[list[VM] | None, list[Pool], list[Network]]:
+        """What the host holds; VMs None when it does not answer (its last known are kept)."""
         for attempt in (1, 2):
             try:
                 conn = self._conn(record.name)
@@ -215,9 +219,10 @@ class ControlPlane(FerryService):
                 self._drop(record.name)
                 if attempt == 2:
                     with self._lock:
-                        self._facts[record.name] = replace(record, connected=False,
-                                                           error=err.message)
-                    return [], [], []
+                        self._facts[record.name] = replace(
+                            self._facts.get(record.name, record), connected=False,
+                            error=err.message)
+                    return None, [], []
         with self._lock:
             self._facts[record.name] = replace(
                 record, connected=True, error=None, hostname=facts.hostname,
@@ -238,13 +243,14 @@ class ControlPlane(FerryService):
         with self._lock:
             pools = [p for p in self._pools if p.host not in names]
             networks = [n for n in self._networks if n.host not in names]
-        self._vms.replace(names, (vm for host_vms, _, _ in found for vm in host_vms))
-        for _, host_pools, host_nets in found:
+        for record, (host_vms, host_pools, host_nets) in zip(records, found, strict=True):
+            if host_vms is None:
+                self._vms.keep_not_current(record.name)
+            else:
+                self._vms.replace((record.name,), host_vms)
             pools.extend(host_pools)
             networks.extend(host_nets)
-        with self._lock:
-            conns = dict(self._conns)
-        pools = group_pools(pools, conns)
+        pools = group_pools(pools, self._hosts.open_connections())
         with self._lock:
             self._pools, self._networks = pools, networks
         return self.inventory()
@@ -511,7 +517,7 @@ class ControlPlane(FerryService):
             vm=vm, source=source, dest=dest,
             options=options, policy=policy, subscribe_lifecycle=self._subscribe,
             heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
-            files=files,
+            files=files, reach=self._conn, confirmer=self._confirmer,
         )
         return self._runner.launch(handle, runner.run, (current.host, dest_host))
 
@@ -600,8 +606,5 @@ class ControlPlane(FerryService):
     def close(self) -> None:
         self._closed = True
         self._refresh_wakeup.set()
-        with self._lock:
-            names = list(self._conns)
-        for name in names:
-            self._drop(name)
+        self._hosts.close()
         self._store.close()

@@ -96,6 +96,11 @@ class JobHandle:
             self._save(replace(self._job, state=state, report=report, error=error,
                                finished_at=time.time()))
 
+    def amend_report(self, **fields: Any) -> None:
+        """Add to a job's report, also after it finished (a later confirmation)."""
+        with self._lock:
+            self._save(replace(self._job, report={**self._job.report, **fields}))
+
     def on_cancel(self, action: Callable[[], None] | None) -> None:
         """What cancelling does right now (abort the libvirt job), or None once too late."""
         with self._lock:

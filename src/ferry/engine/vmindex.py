@@ -42,6 +42,13 @@ class VMIndex:
             self._by_host.update(fresh)
             self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
 
+    def keep_not_current(self, host: str) -> None:
+        """``host`` did not answer: its domains stay as it last showed them, said to be so."""
+        with self._lock:
+            kept = [replace(vm, current=False) for vm in self._by_host.get(host, [])]
+            self._by_host[host] = kept
+            self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
+
     def drop_host(self, host: str) -> None:
         with self._lock:
             self._by_host.pop(host, None)

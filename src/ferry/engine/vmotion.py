@@ -16,11 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from ferry.engine.confirm import (
+    Confirmer,
+    Reach,
+    Sighting,
+    describe,
+    seen_dict,
+    settle,
+    sight,
+    unanswered,
+)
 from ferry.engine.diskplan import TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
-from ferry.model import JobState, Phase, VMState
+from ferry.model import JobState, Phase
 from ferry.virt.base import HostConnection, MigrationOptions, MigrationStats
 
 
@@ -47,6 +57,10 @@ class VMotion:
     # Shared-nothing: the disks copied with the memory into files on the destination.
     files: TargetFiles | None = None
     sample_seconds: float = 0.5
+    # Where the hosts are asked afterwards (reopened connections), and who confirms
+    # later what a host that did not answer holds.
+    reach: Reach | None = None
+    confirmer: Confirmer | None = None
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
 
@@ -66,7 +80,7 @@ class VMotion:
                 actions.append(f"could not set initial max downtime: {err.message}")
             worker = threading.Thread(target=self._migrate, args=(job, outcome), daemon=True,
                                       name=f"migrate-{self.vm}")
-            job.on_cancel(lambda: self._abort(job))
+            job.on_cancel(lambda: self._abort(job, samples))
             if job.cancel_requested.is_set():
                 raise MigrationCancelled(f"migration of {self.vm} was cancelled before it began")
             if self.files is not None:
@@ -88,7 +102,8 @@ class VMotion:
             unsubscribe()
         if ended_mono is None:
             ended_mono = time.monotonic()
-        report = self._report(started, started_mono, ended_mono, samples, actions)
+        report = self._report(started, started_mono, ended_mono, samples, actions,
+                              succeeded=not outcome)
         if outcome:
             self._rolled_back(job, outcome[0], report)
         else:
@@ -101,7 +116,14 @@ class VMotion:
         except BaseException as err:  # handed to the job thread, which reports it
             outcome.append(err)
 
-    def _abort(self, job: JobHandle) -> None:
+    def _abort(self, job: JobHandle, samples: list[MigrationStats]) -> None:
+        try:
+            # The last figure of what was sent: libvirt keeps none once the copy is aborted.
+            last = self.source.migration_stats(self.vm)
+            if last is not None:
+                samples.append(last)
+        except FerryError:
+            pass  # the report then rests on the samples taken so far
         try:
             self.source.abort_migration(self.vm)
         except FerryError as err:
@@ -171,21 +193,26 @@ class VMotion:
 
     # -- outcome -----------------------------------------------------------
     def _report(self, started: float, started_mono: float, ended_mono: float,
-                samples: list[MigrationStats], actions: list[str]) -> dict[str, Any]:
+                samples: list[MigrationStats], actions: list[str],
+                succeeded: bool) -> dict[str, Any]:
         final: MigrationStats | None = None
-        try:
-            final = self.dest.completed_migration_stats(self.vm)
-        except FerryError:
-            final = None
-        last = final or (samples[-1] if samples else None)
+        if succeeded:
+            # Only a successful migration has completed statistics, on the destination.
+            try:
+                final = self.dest.completed_migration_stats(self.vm)
+            except FerryError:
+                final = None
+        sent, basis = data_sent(final, samples, self.dest.name)
         report: dict[str, Any] = {
             "policy": self.policy.name,
             "policy_actions": actions,
             "warnings": self.warnings,
             "total_ms": round((ended_mono - started_mono) * 1000),
             "downtime_ms": final.downtime_ms if final else None,
-            "data_bytes": (last.data_processed or last.memory_processed) if last else None,
-            "memory_total": last.memory_total if last else None,
+            "data_bytes": sent,
+            "data_bytes_basis": basis,
+            "memory_total": max((s.memory_total for s in (final, *samples) if s), default=0)
+            or None,
             "iterations": max((s.iteration for s in samples), default=0)
             if not final else max(final.iteration, max((s.iteration for s in samples), default=0)),
             "setup_ms": final.setup_ms if final else None,
@@ -205,15 +232,24 @@ class VMotion:
         return report
 
     def _completed(self, job: JobHandle, report: dict[str, Any]) -> None:
-        where = self._where()
-        if where != (False, True):
-            on_source, on_dest = where
-            job.event(Phase.DONE, "libvirt reported success, but the VM is "
-                      f"{'still' if on_source else 'not'} on {self.source.name} and "
-                      f"{'running' if on_dest else 'not running'} on {self.dest.name}")
-            job.finish(JobState.FAILED, report,
-                       f"after migration the VM is not running on {self.dest.name} alone")
+        src, dst = self._sight(self.source.name), self._sight(self.dest.name)
+        if src.answered and not src.running and dst.running:
+            self._succeeded(job, report)
             return
+        detail = describe(self.vm, src, dst)
+        job.event(Phase.DONE, f"libvirt reported success, but {detail}",
+                  source=seen_dict(src), dest=seen_dict(dst))
+        report["outcome"] = detail
+        missing = unanswered(src, dst)
+        report["unconfirmed"] = list(missing)
+        job.finish(JobState.FAILED, report,
+                   f"after migration the VM is not confirmed running on {self.dest.name} alone: "
+                   f"{detail}")
+        if missing and self.confirmer is not None:
+            self.confirmer.later(job, self.vm, self.source.name, self.dest.name,
+                                 apply_rule=False)
+
+    def _succeeded(self, job: JobHandle, report: dict[str, Any]) -> None:
         for phase, message in ((Phase.RESUMED, f"running on {self.dest.name}"),
                                (Phase.UNREGISTER, f"unregistered from {self.source.name}")):
             if phase not in self._phases:
@@ -234,51 +270,73 @@ class VMotion:
     def _rolled_back(self, job: JobHandle, err: BaseException, report: dict[str, Any]) -> None:
         cancelled = isinstance(err, MigrationCancelled) or job.cancel_requested.is_set()
         message = err.message if isinstance(err, FerryError) else repr(err)
-        on_source, on_dest = self._where()
-        if on_dest and on_source:
-            self._remove_leftover(job)
-            on_dest = self._where()[1]
+        # A host that does not answer is stated as such, never counted as "absent".
+        src, dst, done = settle(self._reach, self.vm, self.source.name, self.dest.name)
+        if self.files is not None and not dst.answered and self.confirmer is not None:
+            # Its new files may be deleted only once it shows nothing uses them, and a
+            # supervised libvirtd comes back: wait for it as long as the clean-up retries.
+            job.event(Phase.ROLLBACK, f"{self.dest.name} did not answer: waiting up to "
+                      f"{self.files.retry_s:.0f} s for it, to delete the files created there")
+            if self.confirmer.wait_for(self.dest.name, self.files.retry_s):
+                src, dst, more = settle(self._reach, self.vm, self.source.name, self.dest.name)
+                done += more
         left: list[str] = []
-        if self.files is not None and not on_dest:
+        if self.files is not None and dst.answered and dst.state is None:
             left = self.files.discard(job)
             report["disks"] = self.files.report()
-        detail = (f"{self.vm} {'is running' if on_source else 'is NOT running'} on "
-                  f"{self.source.name}; {'a copy remains' if on_dest else 'nothing remains'} "
-                  f"on {self.dest.name}"
-                  + (f" (files left: {', '.join(left)})" if left else ""))
-        job.event(Phase.ROLLBACK, detail, on_source=on_source, on_dest=on_dest)
+        detail = describe(self.vm, src, dst) + "".join(f"; {d}" for d in done)
+        if left:
+            detail += f" (files left: {', '.join(left)})"
+        elif self.files is not None and not dst.answered:
+            detail += f" (the new files on {self.dest.name} are kept until it answers)"
+        missing = unanswered(src, dst)
+        job.event(Phase.ROLLBACK, detail, on_source=src.running if src.answered else None,
+                  on_dest=dst.present if dst.answered else None, unconfirmed=list(missing))
         report["rollback"] = detail
+        report["unconfirmed"] = list(missing)
         if cancelled:
             job.finish(JobState.CANCELLED, report, f"cancelled: {message}")
         else:
             job.finish(JobState.FAILED, report, str(MigrationError(
                 f"migration of {self.vm} from {self.source.name} to {self.dest.name} failed: "
                 f"{message}")))
+        if missing and self.confirmer is not None:
+            self.confirmer.later(job, self.vm, self.source.name, self.dest.name,
+                                 apply_rule=True)
 
-    def _where(self) -> tuple[bool, bool]:
-        """(running on the source, running or defined on the destination)."""
-        try:
-            src_vm = self.source.get_vm(self.vm)
-        except FerryError:
-            src_vm = None
-        try:
-            dst_vm = self.dest.get_vm(self.vm)
-        except FerryError:
-            dst_vm = None
-        on_source = src_vm is not None and src_vm.state in (VMState.RUNNING, VMState.PAUSED)
-        return on_source, dst_vm is not None
+    def _reach(self, host: str) -> HostConnection:
+        """The host's current connection: the move's own may have died with its libvirtd."""
+        if self.reach is not None:
+            return self.reach(host)
+        return self.source if host == self.source.name else self.dest
 
-    def _remove_leftover(self, job: JobHandle) -> None:
-        """A failed attempt left a domain on the destination while the source still runs it."""
-        try:
-            leftover = self.dest.get_vm(self.vm)
-            if leftover is not None and leftover.state is not VMState.SHUTOFF:
-                self.dest.destroy_vm(self.vm)
-            if leftover is not None and leftover.persistent:
-                self.dest.undefine_vm(self.vm)
-        except FerryError as err:
-            job.event(Phase.ROLLBACK, f"could not remove the attempt from {self.dest.name}: "
-                      f"{err.message}")
+    def _sight(self, host: str) -> Sighting:
+        return sight(self._reach, host, self.vm)
+
+
+def data_sent(final: MigrationStats | None, samples: list[MigrationStats],
+              dest: str) -> tuple[int | None, str]:
+    """Bytes the migration really sent, and what the figure rests on.
+
+    A successful migration's completed statistics count everything. A failed or
+    cancelled one has none: libvirt 9.0 keeps no completed statistics of it on
+    either host (``jobStats(COMPLETED | KEEP_COMPLETED)`` answers type "none"
+    on the source after an abort), and for a moment after the abort its
+    current statistics read type "cancelled" with every counter 0, which is
+    what reports of "0 B sent" came from. So the figure is the largest any
+    sample showed (the counters only grow; a cancel takes one last sample just
+    before it aborts), and unknown (None) when no sample showed any, never 0.
+    """
+    if final is not None and (final.data_processed or final.memory_processed):
+        return final.data_processed or final.memory_processed, (
+            f"libvirt's statistics of the completed migration on {dest}")
+    counted = [(s.data_processed or s.memory_processed, s.elapsed_ms) for s in samples]
+    counted = [c for c in counted if c[0] > 0]
+    if not counted:
+        return None, "unknown: no sample of the copy was taken before it ended"
+    most, at_ms = max(counted)
+    return most, (f"at least: the last sample, {at_ms / 1000:.1f} s into the copy (libvirt "
+                  "keeps no statistics of a migration that did not complete)")
 
 
 def progress_view(phase: str, stats: MigrationStats) -> dict[str, Any]:

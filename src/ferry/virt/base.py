@@ -148,6 +148,9 @@ migration finished: its last event there, since libvirt sends no "undefined"
 when a migration removes the source's definition).
 """
 
+CloseCallback = Callable[[str], None]
+"""Called with a reason a person reads ("the host stopped answering keepalives")."""
+
 IterationCallback = Callable[[int], None]
 """Called with the pre-copy iteration number when libvirt starts a new one."""
 
@@ -335,6 +338,11 @@ class HostConnection(Protocol):
 
     def alive(self) -> bool:
         """Whether the connection still works (keepalive has not given up on it)."""
+        ...
+
+    def on_close(self, callback: CloseCallback) -> None:
+        """Have ``callback(reason)`` called once when the host closes this connection
+        (its libvirtd stopped, or the keepalive gave up on a dead link)."""
         ...
 
     def close(self) -> None: ...

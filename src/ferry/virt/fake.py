@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
-from ferry.errors import MigrationCancelled, NotFound, VirtError
+from ferry.errors import HostUnreachable, MigrationCancelled, NotFound, VirtError
 from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt.base import (
+    CloseCallback,
     CpuFunctions,
     GuestPlatform,
     HostFacts,
@@ -41,9 +42,17 @@ class FakeWorld:
     def host(self, name: str) -> FakeHost:
         return self.hosts[name]
 
+    def connect_by_name(self, name: str) -> FakeHost:
+        """Reaches host ``name`` as ferry's current connection to it would."""
+        host = self.hosts[name]
+        host.answer()
+        return host
+
     def connect(self, name: str, uri: str) -> FakeHost:
         """Reaches the host the URI names, whatever ferry calls it."""
-        return self.hosts[urlsplit(uri).hostname or ""]
+        host = self.hosts[urlsplit(uri).hostname or ""]
+        host.answer()
+        return host
 
 
 class FakeHost:
@@ -61,6 +70,7 @@ class FakeHost:
         # to look at a VM in the middle of its move); ``migrating`` tells it has begun.
         self.hold: threading.Event | None = None
         self.migrating = threading.Event()
+        self.leave_incoming = False  # a failed migration leaves the destination's copy
         self.downtimes: list[int] = []
         self.abort = threading.Event()
         self.cpu_verdict = CpuVerdict(True)
@@ -78,6 +88,8 @@ class FakeHost:
         # reads as its name's format with no backing file
         self.images: dict[str, ImageInfo] = {}
         self._current: MigrationStats | None = None
+        self.up = True  # False: the host's libvirtd does not answer (go_down, come_up)
+        self.close_callbacks: list[CloseCallback] = []
         world.hosts[name] = self
 
     # -- set-up helpers ------------------------------------------------
@@ -94,8 +106,13 @@ class FakeHost:
         for callback in self.callbacks:
             callback(self.name, vm, event)
 
+    def answer(self) -> None:
+        if not self.up:
+            raise HostUnreachable(f"host {self.name} does not answer")
+
     # -- HostConnection ------------------------------------------------
     def facts(self) -> HostFacts:
+        self.answer()
         return HostFacts(self.name, self.host_uuid, "x86_64", "Intel", "Skylake", 4, 8192,
                          4096, "9.0.0", "7.2.0", ("qemu",), self.cpu_features)
 
@@ -103,9 +120,11 @@ class FakeHost:
         return GuestPlatform(domain_type, "pc-i440fx-7.2", ("Nehalem",))
 
     def list_vms(self) -> list[VM]:
+        self.answer()
         return list(self.vms.values())
 
     def get_vm(self, name: str) -> VM | None:
+        self.answer()
         return self.vms.get(name)
 
     def list_pools(self) -> list[Pool]:
@@ -148,6 +167,9 @@ class FakeHost:
         self.destroy_vm(name)
 
     def destroy_vm(self, name: str) -> None:
+        if not self.vms[name].persistent:
+            del self.vms[name]  # as libvirt: a transient domain is gone once it stops
+            return
         self.vms[name] = replace(self.vms[name], state=VMState.SHUTOFF)
 
     def migrate(self, name: str, options: MigrationOptions,
@@ -173,7 +195,8 @@ class FakeHost:
         self._current = None
         self.vms[name] = replace(self.vms[name], migration=None)
         if self.abort.is_set() or self.fail_migration:
-            dest.vms.pop(name)
+            if not self.leave_incoming:
+                dest.vms.pop(name)
             if self.abort.is_set():
                 raise MigrationCancelled(f"migration of {name} aborted")
             raise VirtError(self.fail_migration or "failed")
@@ -249,7 +272,21 @@ class FakeHost:
         return Reachability(False, f"{self.name} cannot reach {peer}")
 
     def alive(self) -> bool:
-        return True
+        return self.up
+
+    def on_close(self, callback: CloseCallback) -> None:
+        self.close_callbacks.append(callback)
 
     def close(self) -> None:
         return None
+
+    # -- faults ----------------------------------------------------------
+    def go_down(self, reason: str = "the host's libvirtd closed it") -> None:
+        """The host's libvirtd stops: connections close and every call fails until come_up()."""
+        self.up = False
+        callbacks, self.close_callbacks = self.close_callbacks, []
+        for callback in callbacks:
+            callback(reason)
+
+    def come_up(self) -> None:
+        self.up = True

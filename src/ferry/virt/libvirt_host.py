@@ -34,6 +34,7 @@ from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt import cpuxml, domxml
 from ferry.virt.base import (
     BlockJob,
+    CloseCallback,
     CpuFunctions,
     GuestPlatform,
     HostFacts,
@@ -73,6 +74,13 @@ _LIFECYCLE = {
     libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
     libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write on it failed",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the host's libvirtd closed it (stopped or restarted)",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "the host stopped answering keepalives",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by ferry",
 }
 
 _event_loop_lock = threading.Lock()
@@ -151,6 +159,7 @@ class LibvirtHost:
         with _libvirt_call(f"host {name}: keepalive"):
             self._conn.setKeepAlive(5, 3)
         self._callbacks: list[int] = []
+        self._close_watched = False
 
     # -- helpers ---------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -430,7 +439,18 @@ class LibvirtHost:
         return MigrationStats.from_job_stats(raw)
 
     def migration_stats(self, name: str) -> MigrationStats | None:
-        return self._job_stats(name, 0)
+        try:
+            dom = self._domain(name)
+            raw = self._call(f"job statistics of {name}", lambda: dom.jobStats(0))
+        except NotFound:
+            return None
+        # Just after an abort or a failure libvirt 9.0 still answers for a moment, with
+        # type "cancelled" or "failed" and every counter 0 (QEMU drops its RAM counters
+        # then): that is no sample of the copy.
+        if (raw or {}).get("type") not in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
+                                           libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
+            return None
+        return MigrationStats.from_job_stats(raw)
 
     def completed_migration_stats(self, name: str) -> MigrationStats | None:
         return self._job_stats(name, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
@@ -728,7 +748,20 @@ class LibvirtHost:
         except libvirt.libvirtError:
             return False
 
+    def on_close(self, callback: CloseCallback) -> None:
+        def closed(_conn: Any, reason: int, _opaque: Any) -> None:
+            callback(_CLOSE_REASONS.get(reason, f"closed (libvirt reason {reason})"))
+
+        self._call("watch the connection", lambda: self._conn.registerCloseCallback(closed, None))
+        self._close_watched = True
+
     def close(self) -> None:
+        if self._close_watched:
+            self._close_watched = False
+            try:
+                self._conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass  # the connection is already gone
         for cid in self._callbacks:
             try:
                 self._conn.domainEventDeregisterAny(cid)
