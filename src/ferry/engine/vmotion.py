@@ -19,12 +19,13 @@ from typing import Any, Protocol
 from ferry.engine.diskplan import TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
+from ferry.engine.revive import GuestCheck, HeartbeatListener
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.model import JobState, Phase, VMState
 from ferry.virt.base import HostConnection, MigrationOptions, MigrationStats
 
 
-class HeartbeatSource(Protocol):
+class HeartbeatSource(HeartbeatListener, Protocol):
     """The lab's heartbeat collector, as the engine needs it (times are time.monotonic())."""
 
     def largest_gap(self, vm: str, since: float, until: float | None = None) -> Any: ...
@@ -49,6 +50,7 @@ class VMotion:
     sample_seconds: float = 0.5
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
+    _ended_mono: float = 0.0
 
     def run(self, job: JobHandle) -> None:
         """Migrate; always ends the job in a final state, never raises."""
@@ -88,6 +90,7 @@ class VMotion:
             unsubscribe()
         if ended_mono is None:
             ended_mono = time.monotonic()
+        self._ended_mono = ended_mono
         report = self._report(started, started_mono, ended_mono, samples, actions)
         if outcome:
             self._rolled_back(job, outcome[0], report)
@@ -248,12 +251,23 @@ class VMotion:
                   + (f" (files left: {', '.join(left)})" if left else ""))
         job.event(Phase.ROLLBACK, detail, on_source=on_source, on_dest=on_dest)
         report["rollback"] = detail
+        if on_source:
+            self._check_guest(job, report)
         if cancelled:
             job.finish(JobState.CANCELLED, report, f"cancelled: {message}")
         else:
             job.finish(JobState.FAILED, report, str(MigrationError(
                 f"migration of {self.vm} from {self.source.name} to {self.dest.name} failed: "
                 f"{message}")))
+
+    def _check_guest(self, job: JobHandle, report: dict[str, Any]) -> None:
+        """The VM stayed on the source: prove its guest runs, repair a lost timer interrupt."""
+        found = GuestCheck(self.source, self.vm, self.heartbeat).run(self._ended_mono)
+        if found is None:
+            return
+        message, facts = found
+        report["guest_after_rollback"] = facts
+        job.event(Phase.ROLLBACK, message, **facts)
 
     def _where(self) -> tuple[bool, bool]:
         """(running on the source, running or defined on the destination)."""

@@ -58,6 +58,7 @@ class FakeHost:
         self.fail_migration: str | None = None
         self.downtimes: list[int] = []
         self.abort = threading.Event()
+        self.kicks: list[str] = []  # VMs paused (and resumed) after a rollback
         self.cpu_verdict = CpuVerdict(True)
         self.disk_bytes: tuple[int, int] = (2**30, 2**28)  # every disk's (capacity, allocation)
         self.links: dict[str, LinkFacts] = {}
@@ -141,6 +142,13 @@ class FakeHost:
 
     def destroy_vm(self, name: str) -> None:
         self.vms[name] = replace(self.vms[name], state=VMState.SHUTOFF)
+
+    def suspend_vm(self, name: str) -> None:
+        self.vms[name] = replace(self.vms[name], state=VMState.PAUSED)
+        self.kicks.append(name)
+
+    def resume_vm(self, name: str) -> None:
+        self.vms[name] = replace(self.vms[name], state=VMState.RUNNING)
 
     def migrate(self, name: str, options: MigrationOptions,
                 on_iteration: IterationCallback | None = None) -> None:
