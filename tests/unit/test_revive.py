@@ -52,7 +52,7 @@ def test_a_guest_heard_after_the_rollback_is_left_alone(host: FakeHost) -> None:
     assert found is not None
     message, facts = found
     assert facts == {"heard": "alive", "domain_type": "qemu", "kicked": False}
-    assert "heartbeat came" in message and host.kicks == []
+    assert "heartbeat was heard" in message and host.kicks == []
 
 
 def test_a_silent_guest_is_paused_and_resumed_and_that_is_recorded(host: FakeHost) -> None:

@@ -82,8 +82,8 @@ class GuestCheck:
         record: dict[str, Any] = {"heard": heard.value, "domain_type": vm.domain_type}
         if heard is Heard.ALIVE:
             record["kicked"] = False
-            return (f"{self.vm} runs on {self.host.name}: its heartbeat came "
-                    f"{self._since_ms(since)} ms after the migration ended", record)
+            return (f"{self.vm} runs on {self.host.name}: its heartbeat was heard within "
+                    f"{self._since_ms(since)} ms of the migration's end", record)
         if not needs_kick(heard, vm.domain_type):
             record["kicked"] = False
             return None
