@@ -170,6 +170,21 @@ def fill_disk(path: Path, fmt: str, offset_mib: int, mib: int) -> None:
                     str(path)], check=True, capture_output=True, timeout=300)
 
 
+def heartbeat_back_ms(lab: LabEnv, vm: str, ended_at: float | None,
+                      within: float = 2.0) -> int | None:
+    """How long after a job's end (wall time) the guest's next heartbeat came, as a user
+    would check it; None if none came within ``within`` seconds.
+    """
+    assert ended_at is not None, "the job has not ended"
+    ended = time.monotonic() - (time.time() - ended_at)  # the job's end on the collector's clock
+    lab.collector.wait_for_heartbeat(vm, max(ended + within + 0.5 - time.monotonic(), 0.0),
+                                     after=ended)
+    first = lab.collector.first_heartbeat_after(vm, ended)
+    if first is None or first - ended > within:
+        return None
+    return round((first - ended) * 1000)
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

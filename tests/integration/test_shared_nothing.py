@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source, fill_disk, wait_until
+from conftest import LabEnv, disk_source, fill_disk, heartbeat_back_ms, wait_until
 
+from ferry.api.schemas import JobOut
 from ferry.cli.client import FerryClient
 from ferry.lab.hosts import host_exec
 from ferry.lab.lab import crash_libvirtd, local_datastore_dir, restart_libvirtd, set_link
@@ -91,18 +92,18 @@ def _start_and_wait_for_disk_copy(lab: LabEnv, vm: str) -> str:
     return job.id
 
 
-def _assert_whole_on_host1(lab: LabEnv, vm: str) -> None:
+def _assert_whole_on_host1(lab: LabEnv, vm: str, job: JobOut, heartbeat_within: float) -> None:
     assert lab.domains("host1").get(vm) == "running"
     assert vm not in lab.domains("host2")
     source = f"/var/lib/ferry-local/{vm}-disk0.qcow2"
     assert disk_source(lab.virsh("host1", "dumpxml", vm).stdout) == source
     assert f"{vm}-disk0.qcow2" in lab.volumes("host1", "local")
     assert f"{vm}-vda.qcow2" not in lab.volumes("host2", "local")  # partial copy removed
-    seq = lab.collector.last_seq(vm) or 0
-    # Under TCG QEMU drains the in-flight NBD writes with the guest stopped; over the
-    # shaped link that has taken up to ~20 s here.
-    wait_until(lambda: (lab.collector.last_seq(vm) or 0) > seq + 50, 60,
-               f"heartbeats from {vm} still on host1")
+    back_ms = heartbeat_back_ms(lab, vm, job.finished_at, within=heartbeat_within)
+    print(f"{vm}: heartbeat back {back_ms} ms after the job's end; "
+          f"guest check: {job.report.get('guest_after_rollback')}")
+    assert back_ms is not None, (
+        f"no heartbeat from {vm} within {heartbeat_within:g} s of the job's end")
     address = FerryClient().get_vm(vm).lab_address
     assert address
     verdict = lab.collector.request_verify(vm, address)
@@ -119,7 +120,7 @@ def test_cancel_during_disk_copy_keeps_vm_on_its_source_disks(
                90, "the cancel to finish")
     job = client.get_job(job_id)
     assert job.state == "cancelled", job.error
-    _assert_whole_on_host1(lab, slow_disk_vm)
+    _assert_whole_on_host1(lab, slow_disk_vm, job, heartbeat_within=2.0)
 
 
 def test_destination_libvirtd_crash_during_copy_leaves_vm_whole(
@@ -141,7 +142,7 @@ def test_destination_libvirtd_crash_during_copy_leaves_vm_whole(
     # The destination's libvirtd, back, removed the half-migrated guest; ferry the files.
     wait_until(lambda: slow_disk_vm not in lab.domains("host2"), 60,
                "host2 to drop the unfinished incoming VM")
-    _assert_whole_on_host1(lab, slow_disk_vm)
+    _assert_whole_on_host1(lab, slow_disk_vm, job, heartbeat_within=60.0)
 
 
 @pytest.fixture
@@ -180,4 +181,4 @@ def test_target_datastore_filling_up_mid_copy_leaves_vm_whole(
     assert done.state == "failed", done.error
     assert done.error and "host2" in done.error
     assert f"{slow_disk_vm}-vda.qcow2" not in lab.volumes("host2", "tiny")
-    _assert_whole_on_host1(lab, slow_disk_vm)
+    _assert_whole_on_host1(lab, slow_disk_vm, done, heartbeat_within=60.0)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, wait_until
+from conftest import LabEnv, heartbeat_back_ms, wait_until
 
 from ferry.cli.client import FerryClient
 
@@ -48,6 +48,11 @@ def test_live_migration_moves_running_vm_and_heartbeat_continues(
     assert "hb1" not in lab.domains("host2")
 
 
+# A cancel has frozen the guest left on the source in about one try in five here
+# (QEMU under TCG lost its timer interrupt); ten tries in a row make a regression show.
+CANCEL_TRIES = 10
+
+
 def test_cancel_before_switchover_leaves_vm_on_source(
     lab: LabEnv, make_vm: Callable[..., None]
 ) -> None:
@@ -57,27 +62,30 @@ def test_cancel_before_switchover_leaves_vm_on_source(
            "--disk", "0", "--workload", "heartbeat,mem:256")
     assert lab.collector.wait_for_heartbeat("busy1", 60)
     local_before = lab.volumes("host2", "local")
-    set_link("host1", "50mbit")  # 256 MiB of dirty memory now takes most of a minute
-    try:
-        result = lab.ferry("migrate", "busy1", "--host", "host2", "--no-wait", "--json")
-        assert result.code == 0, result.err
-        job_id = json.loads(result.out)["id"]
-        client = FerryClient()
-        wait_until(lambda: client.get_job(job_id).progress.get("memory_processed", 0) > 2**20,
-                   60, "the memory copy to start")
-        assert lab.ferry("job", "cancel", job_id).code == 0
-        wait_until(lambda: client.get_job(job_id).state in ("cancelled", "failed", "succeeded"),
-                   60, "the cancel to finish")
-    finally:
-        set_link("host1", None)
-    job = client.get_job(job_id)
-    assert job.state == "cancelled", job.error
-    assert lab.domains("host1").get("busy1") == "running"
-    assert "busy1" not in lab.domains("host2")
-    assert lab.volumes("host2", "local") == local_before
-    seq = lab.collector.last_seq("busy1") or 0
-    wait_until(lambda: (lab.collector.last_seq("busy1") or 0) > seq + 50, 20,
-               "heartbeats from busy1 still on host1")
+    client = FerryClient()
+    for attempt in range(1, CANCEL_TRIES + 1):
+        set_link("host1", "50mbit")  # 256 MiB of dirty memory now takes most of a minute
+        try:
+            result = lab.ferry("migrate", "busy1", "--host", "host2", "--no-wait", "--json")
+            assert result.code == 0, result.err
+            job_id = json.loads(result.out)["id"]
+            wait_until(lambda: client.get_job(job_id).progress.get(  # noqa: B023
+                "memory_processed", 0) > 2**20, 60, "the memory copy to start")
+            assert lab.ferry("job", "cancel", job_id).code == 0
+            wait_until(lambda: client.get_job(job_id).state in (  # noqa: B023
+                "cancelled", "failed", "succeeded"), 60, "the cancel to finish")
+        finally:
+            set_link("host1", None)
+        job = client.get_job(job_id)
+        assert job.state == "cancelled", job.error
+        assert lab.domains("host1").get("busy1") == "running"
+        assert "busy1" not in lab.domains("host2")
+        assert lab.volumes("host2", "local") == local_before
+        back_ms = heartbeat_back_ms(lab, "busy1", job.finished_at)
+        print(f"cancel {attempt}: heartbeat back {back_ms} ms after the job's end; "
+              f"guest check: {job.report.get('guest_after_rollback')}")
+        assert back_ms is not None and back_ms <= 2000, (
+            f"try {attempt}: no heartbeat from busy1 within 2 s of the job's end")
 
 
 # Bridged like Production, so a running VM's live XML shows type='bridge' for it.

@@ -240,3 +240,16 @@ def test_guest_cmdline() -> None:
         guest_cmdline("vm", "not-an-ip", GuestWorkloads())
     with pytest.raises(InputError, match="negative"):
         guest_cmdline("vm", "198.19.0.21", GuestWorkloads(memory_mib=-1))
+
+
+def test_first_heartbeat_after(collector: HeartbeatCollector, sender: socket.socket) -> None:
+    assert collector.first_heartbeat_after("vm1", 0.0) is None
+    _hb(sender, collector, "vm1", 1)
+    _wait_received(collector, "vm1", 1)
+    mark = time.monotonic()
+    assert collector.first_heartbeat_after("vm1", mark) is None
+    time.sleep(0.01)
+    _hb(sender, collector, "vm1", 2)
+    _wait_received(collector, "vm1", 2)
+    first = collector.first_heartbeat_after("vm1", mark)
+    assert first is not None and mark < first <= time.monotonic()

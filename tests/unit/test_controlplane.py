@@ -126,6 +126,12 @@ def test_cancel_before_switchover(plane: ControlPlane, world: FakeWorld) -> None
     done = wait(plane, job.id)
     assert done.state is JobState.CANCELLED
     assert "web1" in world.host("host1").vms and "web1" not in world.host("host2").vms
+    # The emulated guest left running is paused and resumed (a lost timer interrupt cannot be
+    # seen without a heartbeat), and the job says so.
+    assert world.host("host1").kicks == ["web1"]
+    assert world.host("host1").vms["web1"].state is VMState.RUNNING
+    assert done.report["guest_after_rollback"]["kicked"]
+    assert any("paused and resumed web1" in e.message for e in done.events)
     with pytest.raises(InputError, match="already cancelled"):
         plane.cancel_job(job.id)
 

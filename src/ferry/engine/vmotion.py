@@ -29,12 +29,13 @@ from ferry.engine.confirm import (
 from ferry.engine.diskplan import TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
+from ferry.engine.revive import GuestCheck, HeartbeatListener
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.model import JobState, Phase
 from ferry.virt.base import HostConnection, MigrationOptions, MigrationStats
 
 
-class HeartbeatSource(Protocol):
+class HeartbeatSource(HeartbeatListener, Protocol):
     """The lab's heartbeat collector, as the engine needs it (times are time.monotonic())."""
 
     def largest_gap(self, vm: str, since: float, until: float | None = None) -> Any: ...
@@ -63,6 +64,7 @@ class VMotion:
     confirmer: Confirmer | None = None
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
+    _ended_mono: float = 0.0
 
     def run(self, job: JobHandle) -> None:
         """Migrate; always ends the job in a final state, never raises."""
@@ -102,6 +104,7 @@ class VMotion:
             unsubscribe()
         if ended_mono is None:
             ended_mono = time.monotonic()
+        self._ended_mono = ended_mono
         report = self._report(started, started_mono, ended_mono, samples, actions,
                               succeeded=not outcome)
         if outcome:
@@ -294,6 +297,8 @@ class VMotion:
                   on_dest=dst.present if dst.answered else None, unconfirmed=list(missing))
         report["rollback"] = detail
         report["unconfirmed"] = list(missing)
+        if src.answered and src.running:
+            self._check_guest(job, report)
         if cancelled:
             job.finish(JobState.CANCELLED, report, f"cancelled: {message}")
         else:
@@ -309,6 +314,16 @@ class VMotion:
         if self.reach is not None:
             return self.reach(host)
         return self.source if host == self.source.name else self.dest
+
+    def _check_guest(self, job: JobHandle, report: dict[str, Any]) -> None:
+        """The VM stayed on the source: prove its guest runs, repair a lost timer interrupt."""
+        source = self._reach(self.source.name)
+        found = GuestCheck(source, self.vm, self.heartbeat).run(self._ended_mono)
+        if found is None:
+            return
+        message, facts = found
+        report["guest_after_rollback"] = facts
+        job.event(Phase.ROLLBACK, message, **facts)
 
     def _sight(self, host: str) -> Sighting:
         return sight(self._reach, host, self.vm)

@@ -191,6 +191,14 @@ class HeartbeatCollector:
                 self._cond.wait(remaining)
             return True
 
+    def first_heartbeat_after(self, vm: str, since: float) -> float | None:
+        """When (monotonic) the first heartbeat from ``vm`` after ``since`` arrived, if one did."""
+        with self._cond:
+            state = self._vms.get(vm)
+            times = list(state.times) if state else []
+        i = bisect.bisect_right(times, since)
+        return times[i] if i < len(times) else None
+
     def largest_gap(self, vm: str, since: float, until: float | None = None) -> HeartbeatGap | None:
         """The longest silence between two receipts within [since, until] (monotonic).
 

@@ -210,6 +210,10 @@ class HostConnection(Protocol):
 
     def destroy_vm(self, name: str) -> None: ...
 
+    def suspend_vm(self, name: str) -> None: ...
+
+    def resume_vm(self, name: str) -> None: ...
+
     def migrate(
         self,
         name: str,

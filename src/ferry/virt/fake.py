@@ -73,6 +73,7 @@ class FakeHost:
         self.leave_incoming = False  # a failed migration leaves the destination's copy
         self.downtimes: list[int] = []
         self.abort = threading.Event()
+        self.kicks: list[str] = []  # VMs paused (and resumed) after a rollback
         self.cpu_verdict = CpuVerdict(True)
         self.disk_bytes: tuple[int, int] = (2**30, 2**28)  # every disk's (capacity, allocation)
         self.links: dict[str, LinkFacts] = {}
@@ -171,6 +172,13 @@ class FakeHost:
             del self.vms[name]  # as libvirt: a transient domain is gone once it stops
             return
         self.vms[name] = replace(self.vms[name], state=VMState.SHUTOFF)
+
+    def suspend_vm(self, name: str) -> None:
+        self.vms[name] = replace(self.vms[name], state=VMState.PAUSED)
+        self.kicks.append(name)
+
+    def resume_vm(self, name: str) -> None:
+        self.vms[name] = replace(self.vms[name], state=VMState.RUNNING)
 
     def migrate(self, name: str, options: MigrationOptions,
                 on_iteration: IterationCallback | None = None) -> None:

@@ -356,6 +356,14 @@ class LibvirtHost:
         dom = self._domain(name)
         self._call(f"power off VM {name}", dom.destroy)
 
+    def suspend_vm(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"pause VM {name}", dom.suspend)
+
+    def resume_vm(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"resume VM {name}", dom.resume)
+
     # -- migration -------------------------------------------------------
     def migrate(
         self,
