@@ -1,8 +1,8 @@
 """ferry's one exception tree.
 
 Every error ferry raises derives from :class:`FerryError`; libvirt's own
-errors are translated into this tree in :mod:`ferry.virt.libvirt_host`, the
-only module that imports libvirt::
+errors are translated into this tree in :mod:`ferry.virt.libvirt_calls`, part of
+the libvirt seam (``virt/libvirt_*.py``, the only modules that import libvirt)::
 
     FerryError
      +-- InputError            bad input from a user: unknown name, bad URI, same host twice

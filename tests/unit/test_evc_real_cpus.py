@@ -20,7 +20,7 @@ from ferry.model import VM, Disk, VMState
 from ferry.store.db import Store
 from ferry.virt import cpuxml
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
-from ferry.virt.libvirt_host import CpuCatalog
+from ferry.virt.libvirt_cpu import CpuCatalog
 
 CPU_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cpus"
 INTEL = ("intel-core-i5-2500", "intel-core-i5-6600", "intel-core-i7-4600u",

@@ -81,7 +81,7 @@ class FakeHost:
         self.reachable_peers: set[str] | None = None  # None: every peer answers
         self.cpu_features: tuple[str, ...] = ("sse2", "vmx")
         # EVC: the host CPU guests can get, and libvirt's CPU functions to judge it with
-        # (a test gives it ferry.virt.libvirt_host.CpuCatalog, libvirt's own CPU map).
+        # (a test gives it ferry.virt.libvirt_cpu.CpuCatalog, libvirt's own CPU map).
         self.host_cpu_xml = "<cpu><arch>x86_64</arch><model>Westmere</model></cpu>"
         self.cpu_catalog: CpuFunctions | None = None
         self.block_devices: set[str] = set()

@@ -1,58 +1,47 @@
 """The real :class:`~ferry.virt.base.HostConnection`: libvirt over TLS (or SSH).
 
-This is the only module of ferry that imports libvirt. Every libvirt error is
-translated here into :mod:`ferry.errors`, so nothing above this line needs to
-know libvirt's error codes.
+With :mod:`ferry.virt.libvirt_calls` (errors translated), :mod:`ferry.virt.libvirt_storage`
+(datastores and disks) and :mod:`ferry.virt.libvirt_cpu` (CPU functions), this is
+the libvirt seam: the only modules of ferry that import libvirt. Nothing above
+it needs to know libvirt's error codes.
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import libvirt
 
 from ferry import config
-from ferry.checks.facts import CpuFeatures, CpuVerdict, LinkFacts, Reachability
+from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
 from ferry.errors import (
     ConfigError,
-    FerryError,
     HostError,
-    HostUnreachable,
-    MigrationCancelled,
     NotFound,
     VirtError,
 )
 from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt import cpuxml, domxml
 from ferry.virt.base import (
-    BlockJob,
     CloseCallback,
     CpuFunctions,
     GuestPlatform,
     HostFacts,
-    ImageInfo,
     IterationCallback,
     LifecycleCallback,
     MigrationOptions,
     MigrationStats,
 )
+from ferry.virt.libvirt_calls import libvirt_call, translate
+from ferry.virt.libvirt_cpu import HypervisorCpu
+from ferry.virt.libvirt_storage import StorageCalls
 
 T = TypeVar("T")
-
-_UNREACHABLE_CODES = {
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_RPC,
-    libvirt.VIR_ERR_AUTH_FAILED,
-}
 
 _STATE = {
     libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
@@ -103,35 +92,6 @@ def _ensure_event_loop() -> None:
         _event_loop_started = True
 
 
-def _ignore_libvirt_stderr(_ctx: object, _err: object) -> None:
-    # libvirt prints every error to stderr by default; ferry reports them itself.
-    return None
-
-
-libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
-
-
-def translate(err: libvirt.libvirtError, what: str) -> Exception:
-    code = err.get_error_code()
-    message = f"{what}: {err.get_error_message() or err}"
-    if code == libvirt.VIR_ERR_OPERATION_ABORTED:
-        return MigrationCancelled(message)
-    if code in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_POOL,
-                libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_NETWORK):
-        return NotFound(message)
-    if code in _UNREACHABLE_CODES or err.get_error_domain() == libvirt.VIR_FROM_RPC:
-        return HostUnreachable(message)
-    return VirtError(message, code)
-
-
-@contextmanager
-def _libvirt_call(what: str) -> Iterator[None]:
-    try:
-        yield
-    except libvirt.libvirtError as err:
-        raise translate(err, what) from err
-
-
 def connection_uri(uri: str) -> str:
     """The URI ferry itself opens: the user's URI plus ferry's client PKI for TLS."""
     parts = urlsplit(uri)
@@ -145,29 +105,19 @@ def connection_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-STREAM_CHUNK = 4 * 2**20  # bytes asked of a volume stream at a time
-
-class LibvirtHost:
+class LibvirtHost(StorageCalls):
     """One host's libvirtd, reached by URI."""
 
     def __init__(self, name: str, uri: str) -> None:
         _ensure_event_loop()
         self.name = name
         self.uri = uri
-        with _libvirt_call(f"cannot connect to host {name} at {uri}"):
+        with libvirt_call(f"cannot connect to host {name} at {uri}"):
             self._conn: Any = libvirt.open(connection_uri(uri))
-        with _libvirt_call(f"host {name}: keepalive"):
+        with libvirt_call(f"host {name}: keepalive"):
             self._conn.setKeepAlive(5, 3)
         self._callbacks: list[int] = []
         self._close_watched = False
-
-    # -- helpers ---------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        with _libvirt_call(f"host {self.name}: {what}"):
-            return fn()
-
-    def _domain(self, name: str) -> Any:
-        return self._call(f"VM {name}", lambda: self._conn.lookupByName(name))
 
     # -- facts -----------------------------------------------------------
     def facts(self) -> HostFacts:
@@ -287,54 +237,7 @@ class LibvirtHost:
             networks.append(domxml.parse_network(xml, self.name, bool(net.isActive())))
         return networks
 
-    # -- storage ---------------------------------------------------------
-    def _pool(self, name: str) -> Any:
-        return self._call(f"datastore {name}", lambda: self._conn.storagePoolLookupByName(name))
-
-    def refresh_pool(self, pool: str) -> None:
-        handle = self._pool(pool)
-        self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
-
-    def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
-                      preallocation: str | None = None) -> str:
-        handle = self._pool(pool)
-        # libvirt reserves (fallocate) a raw file when allocation equals capacity.
-        allocation = int(capacity) if preallocation else 0
-        xml = (
-            f"<volume><name>{escape(name)}</name><capacity unit='B'>{int(capacity)}</capacity>"
-            f"<allocation unit='B'>{allocation}</allocation>"
-            f"<target><format type='{escape(fmt)}'/></target></volume>"
-        )
-        vol = self._call(f"create volume {name} in {pool}", lambda: handle.createXML(xml, 0))
-        if preallocation == "full":
-            # Zero-wiping a fully allocated file writes every block (libvirt only
-            # truncates a sparse one), which is what "eagerly zeroed" means.
-            try:
-                self._call(f"zero volume {name} in {pool}", lambda: vol.wipePattern(
-                    libvirt.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0))
-            except FerryError:
-                self._call(f"delete volume {name}", lambda: vol.delete(0))
-                raise
-        return str(vol.path())
-
-    def find_volume(self, pool: str, name: str) -> str | None:
-        handle = self._pool(pool)
-        self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
-        try:
-            vol = self._call(f"volume {name}", lambda: handle.storageVolLookupByName(name))
-        except NotFound:
-            return None
-        return str(vol.path())
-
-    def delete_volume(self, pool: str, name: str) -> None:
-        handle = self._pool(pool)
-        vol = self._call(f"volume {name}", lambda: handle.storageVolLookupByName(name))
-        self._call(f"delete volume {name}", lambda: vol.delete(0))
-
     # -- lifecycle -------------------------------------------------------
-    def define_vm(self, domain_xml: str) -> None:
-        self._call("define VM", lambda: self._conn.defineXML(domain_xml))
-
     def undefine_vm(self, name: str) -> None:
         dom = self._domain(name)
         # Snapshot and checkpoint metadata belong to the definition: without these
@@ -517,7 +420,7 @@ class LibvirtHost:
         return domxml.cpu_definition(xml)
 
     def cpu_functions(self, domain_type: str) -> CpuFunctions:
-        return _HypervisorCpu(self._conn, self.name, domain_type)
+        return HypervisorCpu(self._conn, self.name, domain_type)
 
     def interface_link(self, name: str) -> LinkFacts | None:
         try:
@@ -542,192 +445,6 @@ class LibvirtHost:
         root = ET.fromstring(self._call(f"VM {name}", lambda: dom.XMLDesc(0)))
         targets = [t.get("dev", "") for t in root.findall("devices/disk/target")]
         return [dev for dev in targets if self.block_job(name, dev) is not None]
-
-    # -- storage migration ---------------------------------------------
-    def volume_size(self, path: str) -> tuple[int, int]:
-        vol = self._volume(path)
-        info = self._call(f"volume {path}", vol.info)
-        return int(info[1]), int(info[2])
-
-    def _volume(self, path: str) -> Any:
-        return self._call(f"volume {path}", lambda: self._conn.storageVolLookupByPath(path))
-
-    def reserve_volume(self, path: str) -> None:
-        vol = self._volume(path)
-        capacity = int(self._call(f"volume {path}", vol.info)[1])
-        # Resizing to the same size with ALLOCATE fallocates the holes, data untouched.
-        self._call(f"reserve the space of {path}", partial(
-            vol.resize, capacity, libvirt.VIR_STORAGE_VOL_RESIZE_ALLOCATE))
-
-    def volume_file_size(self, path: str) -> int:
-        vol = self._volume(path)
-        info = self._call(f"volume {path}", partial(
-            vol.infoFlags, libvirt.VIR_STORAGE_VOL_GET_PHYSICAL))
-        return int(info[2])
-
-    def image_info(self, path: str) -> ImageInfo | None:
-        try:
-            vol = self._volume(path)
-        except NotFound:
-            # A file made outside libvirt shows only after its pool is refreshed.
-            for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
-                    libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
-                folder = domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0)))
-                if folder and path.startswith(folder.rstrip("/") + "/"):
-                    self._call(f"refresh datastore {pool.name()}", partial(pool.refresh, 0))
-            try:
-                vol = self._volume(path)
-            except NotFound:
-                return None
-        return domxml.parse_volume(self._call(f"volume {path}", partial(vol.XMLDesc, 0)))
-
-    def clone_volume(self, source_path: str, source_format: str, pool: str, name: str,
-                     fmt: str, preallocation: str | None = None) -> str:
-        image = self.image_info(source_path)
-        if image is None:
-            raise VirtError(f"host {self.name}: {source_path} is on no datastore")
-        # libvirt converts in the format it reads the bytes as, following any backing
-        # file it finds: convert only what it reads as the definition declares.
-        if image.read_as != source_format:
-            raise VirtError(f"host {self.name}: {source_path} is declared {source_format} "
-                            f"but its bytes read as {image.read_as}; ferry converts an image "
-                            "only in its declared format")
-        if image.backing is not None:
-            raise VirtError(f"host {self.name}: {source_path} has a backing file "
-                            f"({image.backing}); ferry converts single images only")
-        source = self._volume(source_path)
-        handle = self._pool(pool)
-        capacity = int(self._call(f"volume {source_path}", source.info)[1])
-        allocation = capacity if preallocation else 0
-        xml = (f"<volume><name>{escape(name)}</name><capacity unit='B'>{capacity}</capacity>"
-               f"<allocation unit='B'>{allocation}</allocation>"
-               f"<target><format type='{escape(fmt)}'/></target></volume>")
-        # For a dir pool libvirt runs 'qemu-img convert -f SRC -O DST' when the formats
-        # differ, and a sparse-aware copy when both are raw.
-        vol = self._call(f"copy {source_path} to {name} in {pool}",
-                         lambda: handle.createXMLFrom(xml, source, 0))
-        return str(vol.path())
-
-    @contextmanager
-    def _volume_stream(self, path: str, start: Callable[[Any], Any], what: str) -> Iterator[Any]:
-        """A stream on the volume at ``path``, finished on success and aborted otherwise."""
-        stream = self._call("open a stream", lambda: self._conn.newStream(0))
-        self._call(f"{what} {path}", lambda: start(stream))
-        done = False
-        try:
-            yield stream
-            self._call(f"{what} {path}", stream.finish)
-            done = True
-        finally:
-            if not done:
-                try:
-                    stream.abort()
-                except libvirt.libvirtError:
-                    pass  # the stream already failed
-
-    def read_volume(self, path: str) -> Generator[bytes | int, None, None]:
-        vol = self._volume(path)
-        what = "read volume"
-        with self._volume_stream(path, lambda stream: vol.download(
-                stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM), what) as stream:
-            while True:
-                got = self._call(f"{what} {path}", partial(
-                    stream.recvFlags, STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE))
-                if got == -3:  # a hole: its length, not its zeros, crosses the wire
-                    yield int(self._call(f"{what} {path}", stream.recvHole))
-                    continue
-                if isinstance(got, int):
-                    raise VirtError(f"host {self.name}: reading {path} failed ({got})")
-                if not got:
-                    break
-                yield got
-
-    def write_volume(self, path: str, chunks: Iterable[bytes | int]) -> None:
-        vol = self._volume(path)
-        what = "write volume"
-        with self._volume_stream(path, lambda stream: vol.upload(
-                stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM), what) as stream:
-            for chunk in chunks:
-                if isinstance(chunk, int):
-                    self._call(f"{what} {path}", partial(stream.sendHole, chunk, 0))
-                    continue
-                left = chunk
-                while left:
-                    sent = self._call(f"{what} {path}", partial(stream.send, left))
-                    left = left[sent:]
-
-    def disk_size(self, name: str, disk: str) -> tuple[int, int]:
-        dom = self._domain(name)
-        # blockInfo reads a powered-off VM's files too, and covers block devices.
-        info = self._call(f"disk {disk} of {name}", partial(dom.blockInfo, disk, 0))
-        return int(info[0]), int(info[1])
-
-    def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
-                   synchronous: bool) -> None:
-        dom = self._domain(name)
-        xml = (f"<disk type='file'><driver type='{escape(dest_format)}'/>"
-               f"<source file={quoteattr(dest_path)}/></disk>")
-        # REUSE_EXT: ferry created the target in the datastore's pool itself.
-        # TRANSIENT_JOB: libvirt refuses a copy job on a persistent VM otherwise;
-        # ferry updates the persistent definition after the pivot.
-        flags = (libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
-                 | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
-        if synchronous:
-            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES
-        self._call(f"copy disk {disk} of {name}", lambda: dom.blockCopy(disk, xml, {}, flags))
-
-    def block_job(self, name: str, disk: str) -> BlockJob | None:
-        dom = self._domain(name)
-        info = self._call(f"block job on {disk} of {name}", partial(dom.blockJobInfo, disk, 0))
-        if not info:
-            return None
-        return BlockJob(int(info.get("cur", 0)), int(info.get("end", 0)))
-
-    def pivot_block_copy(self, name: str, disk: str) -> None:
-        dom = self._domain(name)
-        self._call(f"switch {name} to the copy of {disk}", partial(
-            dom.blockJobAbort, disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT))
-
-    def cancel_block_copy(self, name: str, disk: str) -> None:
-        dom = self._domain(name)
-        self._call(f"cancel the copy of {disk} of {name}", partial(dom.blockJobAbort, disk, 0))
-
-    def saved_definition(self, name: str, disks: dict[str, tuple[str, str]]) -> str:
-        dom = self._domain(name)
-        xml = self._call(f"VM {name}", partial(
-            dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
-        try:
-            return domxml.retarget_disks(xml, disks)
-        except KeyError as err:
-            raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
-
-    def set_persistent_disk(self, name: str, disk: str, path: str, fmt: str) -> None:
-        self.define_vm(self.saved_definition(name, {disk: (path, fmt)}))
-
-    def block_device_present(self, path: str) -> bool:
-        # libvirt has no "stat this path" call; a device is visible to it as a
-        # volume of a pool on its folder: an existing pool if there is one
-        # (libvirt refuses a second pool on the same folder), else a throw-away one.
-        directory, _, name = path.rpartition("/")
-        for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
-                libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
-            if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
-                    == directory:
-                return self.find_volume(pool.name(), name) is not None
-        probe_name = f"ferry-probe-{uuid.uuid4().hex[:12]}"
-        xml = (f"<pool type='dir'><name>{probe_name}</name>"
-               f"<target><path>{escape(directory)}</path></target></pool>")
-        try:
-            probe = self._conn.storagePoolCreateXML(xml, 0)
-        except libvirt.libvirtError:
-            return False  # no such folder on this host
-        try:
-            return self.find_volume(probe_name, name) is not None
-        finally:
-            try:
-                probe.destroy()
-            except libvirt.libvirtError:
-                pass  # a transient pool that is already gone
 
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         # An offline peer-to-peer migration of an empty definition: this host's
@@ -788,51 +505,3 @@ def _version(number: int) -> str:
 
 def open_host(name: str, uri: str) -> LibvirtHost:
     return LibvirtHost(name, uri)
-
-
-class _HypervisorCpu:
-    """libvirt's CPU functions as one host's hypervisor knows its CPU models."""
-
-    def __init__(self, conn: Any, host: str, domain_type: str) -> None:
-        self._conn = conn
-        self._host = host
-        self._domain_type = domain_type
-
-    def _baseline(self, what: str, cpu_xmls: Sequence[str], flags: int) -> str:
-        with _libvirt_call(f"host {self._host}: {what}"):
-            return str(self._conn.baselineHypervisorCPU(
-                None, "x86_64", None, self._domain_type, list(cpu_xmls), flags))
-
-    def expand_cpu(self, cpu_xml: str) -> CpuFeatures:
-        return cpuxml.expanded(self._baseline(
-            "expand CPU model", [cpu_xml], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES))
-
-    def baseline_cpu(self, cpu_xmls: Sequence[str]) -> str:
-        return self._baseline("CPU baseline", cpu_xmls,
-                              libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE)
-
-
-class CpuCatalog:
-    """libvirt's CPU map without a hypervisor (the host-CPU API), over any connection.
-
-    It knows every model and vendor libvirt knows, but not what a hypervisor
-    can run, so its baseline keeps non-migratable features. ferry judges
-    hosts with :class:`LibvirtHost`; this serves where there is no host to
-    ask, such as checking EVC rules against recorded CPU descriptions.
-    """
-
-    def __init__(self, uri: str = "test:///default") -> None:
-        with _libvirt_call(f"cannot open {uri}"):
-            self._conn: Any = libvirt.open(uri)
-
-    def expand_cpu(self, cpu_xml: str) -> CpuFeatures:
-        with _libvirt_call("expand CPU model"):
-            return cpuxml.expanded(self._conn.baselineCPU(
-                [cpuxml.as_host_cpu(cpu_xml)], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES))
-
-    def baseline_cpu(self, cpu_xmls: Sequence[str]) -> str:
-        with _libvirt_call("CPU baseline"):
-            return str(self._conn.baselineCPU([cpuxml.as_host_cpu(x) for x in cpu_xmls], 0))
-
-    def close(self) -> None:
-        self._conn.close()

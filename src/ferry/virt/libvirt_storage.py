@@ -1,0 +1,259 @@
+"""A host's storage through libvirt: volumes, their streams, block copies, images.
+
+Part of the libvirt seam (see :mod:`ferry.virt.libvirt_calls`): the calls of
+:class:`~ferry.virt.base.HostConnection` that read or write datastores, mixed
+into :class:`ferry.virt.libvirt_host.LibvirtHost`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+import libvirt
+
+from ferry.errors import FerryError, NotFound, VirtError
+from ferry.virt import domxml
+from ferry.virt.base import BlockJob, ImageInfo
+from ferry.virt.libvirt_calls import LibvirtCalls
+
+STREAM_CHUNK = 4 * 2**20  # bytes asked of a volume stream at a time
+
+
+class StorageCalls(LibvirtCalls):
+    """Datastores (libvirt storage pools) and the disks of VMs on one host."""
+
+    def define_vm(self, domain_xml: str) -> None:
+        self._call("define VM", lambda: self._conn.defineXML(domain_xml))
+
+    def _pool(self, name: str) -> Any:
+        return self._call(f"datastore {name}", lambda: self._conn.storagePoolLookupByName(name))
+
+    def refresh_pool(self, pool: str) -> None:
+        handle = self._pool(pool)
+        self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
+
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
+                      preallocation: str | None = None) -> str:
+        handle = self._pool(pool)
+        # libvirt reserves (fallocate) a raw file when allocation equals capacity.
+        allocation = int(capacity) if preallocation else 0
+        xml = (
+            f"<volume><name>{escape(name)}</name><capacity unit='B'>{int(capacity)}</capacity>"
+            f"<allocation unit='B'>{allocation}</allocation>"
+            f"<target><format type='{escape(fmt)}'/></target></volume>"
+        )
+        vol = self._call(f"create volume {name} in {pool}", lambda: handle.createXML(xml, 0))
+        if preallocation == "full":
+            # Zero-wiping a fully allocated file writes every block (libvirt only
+            # truncates a sparse one), which is what "eagerly zeroed" means.
+            try:
+                self._call(f"zero volume {name} in {pool}", lambda: vol.wipePattern(
+                    libvirt.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0))
+            except FerryError:
+                self._call(f"delete volume {name}", lambda: vol.delete(0))
+                raise
+        return str(vol.path())
+
+    def find_volume(self, pool: str, name: str) -> str | None:
+        handle = self._pool(pool)
+        self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
+        try:
+            vol = self._call(f"volume {name}", lambda: handle.storageVolLookupByName(name))
+        except NotFound:
+            return None
+        return str(vol.path())
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        handle = self._pool(pool)
+        vol = self._call(f"volume {name}", lambda: handle.storageVolLookupByName(name))
+        self._call(f"delete volume {name}", lambda: vol.delete(0))
+
+    def volume_size(self, path: str) -> tuple[int, int]:
+        vol = self._volume(path)
+        info = self._call(f"volume {path}", vol.info)
+        return int(info[1]), int(info[2])
+
+    def _volume(self, path: str) -> Any:
+        return self._call(f"volume {path}", lambda: self._conn.storageVolLookupByPath(path))
+
+    def reserve_volume(self, path: str) -> None:
+        vol = self._volume(path)
+        capacity = int(self._call(f"volume {path}", vol.info)[1])
+        # Resizing to the same size with ALLOCATE fallocates the holes, data untouched.
+        self._call(f"reserve the space of {path}", partial(
+            vol.resize, capacity, libvirt.VIR_STORAGE_VOL_RESIZE_ALLOCATE))
+
+    def volume_file_size(self, path: str) -> int:
+        vol = self._volume(path)
+        info = self._call(f"volume {path}", partial(
+            vol.infoFlags, libvirt.VIR_STORAGE_VOL_GET_PHYSICAL))
+        return int(info[2])
+
+    def image_info(self, path: str) -> ImageInfo | None:
+        try:
+            vol = self._volume(path)
+        except NotFound:
+            # A file made outside libvirt shows only after its pool is refreshed.
+            for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
+                    libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
+                folder = domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0)))
+                if folder and path.startswith(folder.rstrip("/") + "/"):
+                    self._call(f"refresh datastore {pool.name()}", partial(pool.refresh, 0))
+            try:
+                vol = self._volume(path)
+            except NotFound:
+                return None
+        return domxml.parse_volume(self._call(f"volume {path}", partial(vol.XMLDesc, 0)))
+
+    def clone_volume(self, source_path: str, source_format: str, pool: str, name: str,
+                     fmt: str, preallocation: str | None = None) -> str:
+        image = self.image_info(source_path)
+        if image is None:
+            raise VirtError(f"host {self.name}: {source_path} is on no datastore")
+        # libvirt converts in the format it reads the bytes as, following any backing
+        # file it finds: convert only what it reads as the definition declares.
+        if image.read_as != source_format:
+            raise VirtError(f"host {self.name}: {source_path} is declared {source_format} "
+                            f"but its bytes read as {image.read_as}; ferry converts an image "
+                            "only in its declared format")
+        if image.backing is not None:
+            raise VirtError(f"host {self.name}: {source_path} has a backing file "
+                            f"({image.backing}); ferry converts single images only")
+        source = self._volume(source_path)
+        handle = self._pool(pool)
+        capacity = int(self._call(f"volume {source_path}", source.info)[1])
+        allocation = capacity if preallocation else 0
+        xml = (f"<volume><name>{escape(name)}</name><capacity unit='B'>{capacity}</capacity>"
+               f"<allocation unit='B'>{allocation}</allocation>"
+               f"<target><format type='{escape(fmt)}'/></target></volume>")
+        # For a dir pool libvirt runs 'qemu-img convert -f SRC -O DST' when the formats
+        # differ, and a sparse-aware copy when both are raw.
+        vol = self._call(f"copy {source_path} to {name} in {pool}",
+                         lambda: handle.createXMLFrom(xml, source, 0))
+        return str(vol.path())
+
+    @contextmanager
+    def _volume_stream(self, path: str, start: Callable[[Any], Any], what: str) -> Iterator[Any]:
+        """A stream on the volume at ``path``, finished on success and aborted otherwise."""
+        stream = self._call("open a stream", lambda: self._conn.newStream(0))
+        self._call(f"{what} {path}", lambda: start(stream))
+        done = False
+        try:
+            yield stream
+            self._call(f"{what} {path}", stream.finish)
+            done = True
+        finally:
+            if not done:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass  # the stream already failed
+
+    def read_volume(self, path: str) -> Generator[bytes | int, None, None]:
+        vol = self._volume(path)
+        what = "read volume"
+        with self._volume_stream(path, lambda stream: vol.download(
+                stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM), what) as stream:
+            while True:
+                got = self._call(f"{what} {path}", partial(
+                    stream.recvFlags, STREAM_CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE))
+                if got == -3:  # a hole: its length, not its zeros, crosses the wire
+                    yield int(self._call(f"{what} {path}", stream.recvHole))
+                    continue
+                if isinstance(got, int):
+                    raise VirtError(f"host {self.name}: reading {path} failed ({got})")
+                if not got:
+                    break
+                yield got
+
+    def write_volume(self, path: str, chunks: Iterable[bytes | int]) -> None:
+        vol = self._volume(path)
+        what = "write volume"
+        with self._volume_stream(path, lambda stream: vol.upload(
+                stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM), what) as stream:
+            for chunk in chunks:
+                if isinstance(chunk, int):
+                    self._call(f"{what} {path}", partial(stream.sendHole, chunk, 0))
+                    continue
+                left = chunk
+                while left:
+                    sent = self._call(f"{what} {path}", partial(stream.send, left))
+                    left = left[sent:]
+
+    def disk_size(self, name: str, disk: str) -> tuple[int, int]:
+        dom = self._domain(name)
+        # blockInfo reads a powered-off VM's files too, and covers block devices.
+        info = self._call(f"disk {disk} of {name}", partial(dom.blockInfo, disk, 0))
+        return int(info[0]), int(info[1])
+
+    def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
+                   synchronous: bool) -> None:
+        dom = self._domain(name)
+        xml = (f"<disk type='file'><driver type='{escape(dest_format)}'/>"
+               f"<source file={quoteattr(dest_path)}/></disk>")
+        # REUSE_EXT: ferry created the target in the datastore's pool itself.
+        # TRANSIENT_JOB: libvirt refuses a copy job on a persistent VM otherwise;
+        # ferry updates the persistent definition after the pivot.
+        flags = (libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
+                 | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
+        if synchronous:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES
+        self._call(f"copy disk {disk} of {name}", lambda: dom.blockCopy(disk, xml, {}, flags))
+
+    def block_job(self, name: str, disk: str) -> BlockJob | None:
+        dom = self._domain(name)
+        info = self._call(f"block job on {disk} of {name}", partial(dom.blockJobInfo, disk, 0))
+        if not info:
+            return None
+        return BlockJob(int(info.get("cur", 0)), int(info.get("end", 0)))
+
+    def pivot_block_copy(self, name: str, disk: str) -> None:
+        dom = self._domain(name)
+        self._call(f"switch {name} to the copy of {disk}", partial(
+            dom.blockJobAbort, disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT))
+
+    def cancel_block_copy(self, name: str, disk: str) -> None:
+        dom = self._domain(name)
+        self._call(f"cancel the copy of {disk} of {name}", partial(dom.blockJobAbort, disk, 0))
+
+    def saved_definition(self, name: str, disks: dict[str, tuple[str, str]]) -> str:
+        dom = self._domain(name)
+        xml = self._call(f"VM {name}", partial(
+            dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+        try:
+            return domxml.retarget_disks(xml, disks)
+        except KeyError as err:
+            raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
+
+    def set_persistent_disk(self, name: str, disk: str, path: str, fmt: str) -> None:
+        self.define_vm(self.saved_definition(name, {disk: (path, fmt)}))
+
+    def block_device_present(self, path: str) -> bool:
+        # libvirt has no "stat this path" call; a device is visible to it as a
+        # volume of a pool on its folder: an existing pool if there is one
+        # (libvirt refuses a second pool on the same folder), else a throw-away one.
+        directory, _, name = path.rpartition("/")
+        for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
+                libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
+            if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
+                    == directory:
+                return self.find_volume(pool.name(), name) is not None
+        probe_name = f"ferry-probe-{uuid.uuid4().hex[:12]}"
+        xml = (f"<pool type='dir'><name>{probe_name}</name>"
+               f"<target><path>{escape(directory)}</path></target></pool>")
+        try:
+            probe = self._conn.storagePoolCreateXML(xml, 0)
+        except libvirt.libvirtError:
+            return False  # no such folder on this host
+        try:
+            return self.find_volume(probe_name, name) is not None
+        finally:
+            try:
+                probe.destroy()
+            except libvirt.libvirtError:
+                pass  # a transient pool that is already gone
