@@ -2,7 +2,8 @@
 
 :class:`HostConnection` is everything ferry asks of a host. The real one,
 :mod:`ferry.virt.libvirt_host` (with its parts ``virt/libvirt_*.py``, the only
-modules that import libvirt), talks to libvirt; the fake in :mod:`ferry.virt.fake` stands in for it in unit tests of pure logic.
+modules that import libvirt), talks to libvirt; the fake in
+:mod:`ferry.virt.fake` stands in for it in unit tests of pure logic.
 Implementations raise only :mod:`ferry.errors` exceptions.
 """
 
