@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fake_plane import plane_over
 
 from ferry.engine.connections import HostConnections, backoff
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import HostUnreachable
 from ferry.model import VM, VMState
-from ferry.store.db import Store
 from ferry.virt.base import HostConnection
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
@@ -123,10 +123,8 @@ def test_a_host_down_at_first_contact_is_healed_too(world: FakeWorld) -> None:
 
 @pytest.fixture
 def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
-    plane.add_host("host1", "qemu+tls://host1/system")
-    yield plane
-    plane.close()
+    with plane_over(world, tmp_path, ("host1",)) as plane:
+        yield plane
 
 
 def test_a_silent_host_keeps_its_vms_marked_not_current_until_it_answers(

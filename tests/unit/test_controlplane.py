@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_plane import finished, plane_over
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import InputError, NotFound, RefusedError
-from ferry.model import VM, Disk, Interface, Job, JobState, VMState
-from ferry.store.db import Store
+from ferry.model import VM, Disk, Interface, JobState, VMState
 from ferry.virt.base import MigrationStats
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
@@ -37,21 +37,8 @@ def world() -> FakeWorld:
 
 @pytest.fixture
 def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
-    for i in (1, 2, 3):
-        plane.add_host(f"host{i}", f"qemu+tls://host{i}/system")
-    yield plane
-    plane.close()
-
-
-def wait(plane: ControlPlane, job_id: str) -> Job:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        job = plane.get_job(job_id)
-        if job.state.finished:
-            return job
-        time.sleep(0.02)
-    raise AssertionError("job did not finish")
+    with plane_over(world, tmp_path) as plane:
+        yield plane
 
 
 def test_inventory_groups_datastores_by_probe(plane: ControlPlane) -> None:
@@ -97,7 +84,7 @@ def test_successful_migration_records_phases_and_report(plane: ControlPlane,
     world.host("host1").script = [
         MigrationStats(iteration=i, memory_total=2**30, memory_remaining=2**30 // i)
         for i in (1, 2, 3)]
-    job = wait(plane, plane.start_migration("web1", "host2").id)
+    job = finished(plane, plane.start_migration("web1", "host2").id)
     assert job.state is JobState.SUCCEEDED, job.error
     assert "web1" in world.host("host2").vms and "web1" not in world.host("host1").vms
     phases = [e.phase for e in job.events]
@@ -113,7 +100,7 @@ def test_successful_migration_records_phases_and_report(plane: ControlPlane,
 def test_failed_migration_reports_vm_still_on_source(plane: ControlPlane,
                                                      world: FakeWorld) -> None:
     world.host("host1").fail_migration = "link down"
-    job = wait(plane, plane.start_migration("web1", "host2").id)
+    job = finished(plane, plane.start_migration("web1", "host2").id)
     assert job.state is JobState.FAILED and "link down" in (job.error or "")
     assert "is running on host1; nothing remains on host2" in job.report["rollback"]
 
@@ -123,7 +110,7 @@ def test_cancel_before_switchover(plane: ControlPlane, world: FakeWorld) -> None
     job = plane.start_migration("web1", "host2")
     time.sleep(0.2)
     plane.cancel_job(job.id)
-    done = wait(plane, job.id)
+    done = finished(plane, job.id)
     assert done.state is JobState.CANCELLED
     assert "web1" in world.host("host1").vms and "web1" not in world.host("host2").vms
     # The emulated guest left running is paused and resumed (a lost timer interrupt cannot be

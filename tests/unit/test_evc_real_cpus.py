@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_plane import plane_over
 
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding, Status
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import InputError, RefusedError
 from ferry.model import VM, Disk, VMState
-from ferry.store.db import Store
 from ferry.virt import cpuxml
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 from ferry.virt.libvirt_cpu import CpuCatalog
@@ -59,11 +59,8 @@ def world(catalog: CpuCatalog) -> FakeWorld:
 
 @pytest.fixture
 def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
-    for name in world.hosts:
-        plane.add_host(name, f"qemu+tls://{name}/system")
-    yield plane
-    plane.close()
+    with plane_over(world, tmp_path) as plane:
+        yield plane
 
 
 def cluster_of(plane: ControlPlane, name: str, hosts: tuple[str, ...]) -> None:

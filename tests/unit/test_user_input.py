@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fake_plane import plane_over
 from fastapi.testclient import TestClient
 
 from ferry.api.app import create_app
@@ -20,7 +21,6 @@ from ferry.cli.client import FerryClient
 from ferry.cli.main import main
 from ferry.engine.controlplane import ControlPlane
 from ferry.lab import layout
-from ferry.store.db import Store
 from ferry.validate import NAME_PATTERN, NAME_RULE
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
@@ -43,11 +43,8 @@ def world() -> FakeWorld:
 
 @pytest.fixture
 def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
-    for i in (1, 2):  # host3 answers, but is not registered
-        plane.add_host(f"host{i}", f"qemu+tls://host{i}/system")
-    yield plane
-    plane.close()
+    with plane_over(world, tmp_path, ("host1", "host2")) as plane:  # host3 answers, unregistered
+        yield plane
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fake_plane import finished, plane_over
 
 from ferry.checks.facts import MoveRequest
 from ferry.engine.controlplane import ControlPlane
@@ -91,20 +92,8 @@ def world() -> FakeWorld:
 
 @pytest.fixture
 def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
-    for i in (1, 2, 3):
-        plane.add_host(f"host{i}", f"qemu+tls://host{i}/system")
-    yield plane
-    plane.close()
-
-
-def wait(plane: ControlPlane, job_id: str) -> Job:
-    for _ in range(500):
-        job = plane.get_job(job_id)
-        if job.state.finished:
-            return job
-        threading.Event().wait(0.02)
-    raise AssertionError("job did not finish")
+    with plane_over(world, tmp_path) as plane:
+        yield plane
 
 
 def test_a_vm_in_the_middle_of_a_move_is_shown_on_its_source_and_not_acted_on(
@@ -136,7 +125,7 @@ def test_a_vm_in_the_middle_of_a_move_is_shown_on_its_source_and_not_acted_on(
         assert [j.id for j in plane.list_jobs()] == [job.id]
     finally:
         source.hold.set()
-    assert wait(plane, job.id).state is JobState.SUCCEEDED
+    assert finished(plane, job.id).state is JobState.SUCCEEDED
     plane.refresh()
     assert plane.get_vm("web1").host == "host2" and plane.get_vm("web1").moving is None
 
@@ -178,7 +167,7 @@ def test_two_vms_of_one_name_are_told_apart_by_uuid(plane: ControlPlane,
     assert world.host("host2").vms["web1"].state is VMState.SHUTOFF
     assert world.host("host1").vms["web1"].state is VMState.RUNNING
     job = plane.start_migration(UUID1, "host3")
-    assert wait(plane, job.id).state is JobState.SUCCEEDED
+    assert finished(plane, job.id).state is JobState.SUCCEEDED
     assert job.vm_uuid == UUID1 and "web1" in world.host("host3").vms
 
 
@@ -206,7 +195,7 @@ def test_two_requests_at_once_start_one_move(plane: ControlPlane, world: FakeWor
     assert jobs[0].id in refusals[0].message
     assert refusals[0].findings[0].objects["job"] == jobs[0].id
     assert [j.id for j in plane.list_jobs()] == [jobs[0].id]
-    wait(plane, jobs[0].id)
+    finished(plane, jobs[0].id)
 
 
 def test_the_store_refuses_a_second_move_even_past_every_earlier_check(tmp_path: Path) -> None:
@@ -256,5 +245,5 @@ def test_the_cli_through_the_api_shows_the_move_and_refuses_naming_its_job(
             assert code == 4 and "vm.moving" in err and job.id in err
     finally:
         source.hold.set()
-    wait(plane, job.id)
+    finished(plane, job.id)
     assert source.vms == {} and world.host("host2").vms["web1"].state is VMState.RUNNING
