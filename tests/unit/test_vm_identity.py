@@ -144,6 +144,18 @@ def test_a_migration_ferry_did_not_start_is_named_as_such(plane: ControlPlane,
     assert world.host("host3").vms["web1"].state is VMState.PAUSED
 
 
+def test_a_migration_over_since_the_last_read_does_not_refuse(plane: ControlPlane,
+                                                              world: FakeWorld) -> None:
+    # The inventory was read while an admin's migration ran; it then failed, which
+    # sends the source no event. libvirt's word is judged on a fresh read only.
+    world.host("host1").vms["web1"] = replace(WEB1, migration=MigrationSide.OUTGOING)
+    plane.refresh()
+    world.host("host1").vms["web1"] = WEB1
+    assert plane.get_vm("web1").moving == MoveHold(dest_host=None)  # as last read
+    plane.check(MoveRequest("web1", dest_host="host2"))
+    assert plane.power("web1", "force-off").state is VMState.SHUTOFF
+
+
 def test_an_incoming_copy_alone_is_never_acted_on(plane: ControlPlane, world: FakeWorld) -> None:
     del world.host("host1").vms["web1"]  # its source is a host ferry does not manage
     world.host("host3").vms["web1"] = replace(WEB1, host="host3", state=VMState.PAUSED,

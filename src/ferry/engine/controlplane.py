@@ -62,6 +62,9 @@ from ferry.virt.base import Connector, HostConnection, MigrationOptions
 
 LifecycleListener = Callable[[str, str, str], None]
 
+# How soon a host that showed a migration is read again: its end may send no event.
+MIGRATING_REREAD_S = 2.0
+
 
 class ControlPlane(FerryService):
     def __init__(
@@ -122,11 +125,15 @@ class ControlPlane(FerryService):
     def _host_record(self, name: str) -> Host:
         return self._store.host(name)
 
+    def _mark_dirty(self, host: str) -> None:
+        with self._lock:
+            self._dirty_hosts.add(host)
+        self._refresh_wakeup.set()
+
     def _on_lifecycle(self, host: str, vm: str, event: str) -> None:
         with self._lock:
             listeners = list(self._listeners.values())
-            self._dirty_hosts.add(host)
-        self._refresh_wakeup.set()
+        self._mark_dirty(host)
         for listener in listeners:
             listener(host, vm, event)
 
@@ -157,6 +164,12 @@ class ControlPlane(FerryService):
                     self._refresh_vms(host)
                 except FerryError:
                     continue  # the host's status shows the error on the next full refresh
+                if self._vms.migrating_on(host):
+                    # A failed migration sends its source no event: look again until
+                    # libvirt shows none, so the list does not say "migrating" for ever.
+                    timer = threading.Timer(MIGRATING_REREAD_S, self._mark_dirty, (host,))
+                    timer.daemon = True
+                    timer.start()
 
     # -- hosts -----------------------------------------------------------
     def add_host(self, name: str, uri: str, migration_address: str | None = None) -> Host:
@@ -299,11 +312,20 @@ class ControlPlane(FerryService):
         self.refresh(request.host)
         return self.get_vm(request.name)
 
+    def _fresh(self, vm: VM, action: str) -> VM:
+        """``vm`` reread from its host, refused if it is in a move as the host shows now."""
+        self._vms.refuse_if_held(vm, action)
+        fresh = self._conn(vm.host).get_vm(vm.name)
+        if fresh is None:
+            raise NotFound(f"VM {vm.name} is no longer on {vm.host}")
+        self._vms.refuse_if_moving(fresh, action)
+        return fresh
+
     def power(self, vm: str, action: str) -> VM:
         current = self.get_vm(vm)
         if action not in ("on", "off", "force-off"):
             raise InputError(f"unknown power action {action!r}: use on, off or force-off")
-        self._vms.refuse_if_moving(current, f"power {action}")
+        current = self._fresh(current, f"power {action}")
         conn, name = self._conn(current.host), current.name
         if action == "on":
             self._refuse_if_in_maintenance(current.host, f"starting {name}")
@@ -319,8 +341,7 @@ class ControlPlane(FerryService):
         return self.get_vm(current.uuid)
 
     def delete_vm(self, vm: str) -> None:
-        current = self.get_vm(vm)
-        self._vms.refuse_if_moving(current, "delete")
+        current = self._fresh(self.get_vm(vm), "delete")
         conn = self._conn(current.host)
         pools = [p for p in self._pools if p.host == current.host]
         delete_lab_vm(conn, current, pools)
@@ -329,12 +350,8 @@ class ControlPlane(FerryService):
     # -- pre-flight ------------------------------------------------------
     def check(self, request: MoveRequest) -> list[Finding]:
         vm = self._validate_move(request)
-        self._vms.refuse_if_moving(vm, "check")
         # The VM is reread from its host; the rest is the inventory as last refreshed.
-        fresh = self._conn(vm.host).get_vm(vm.name)
-        if fresh is None:
-            raise NotFound(f"VM {vm.name} is no longer on {vm.host}")
-        self._vms.refuse_if_moving(fresh, "check")
+        fresh = self._fresh(vm, "check")
         inventory = self.inventory()
         inventory = replace(inventory, vms={**inventory.vms, vm.uuid: fresh})
         return self._judge(inventory, fresh, request)
@@ -450,7 +467,7 @@ class ControlPlane(FerryService):
                              f"{', '.join(SUPPORTED_FORMATS)}")
         # At once, before any pre-flight: a VM already moving is refused naming its move.
         # The store's constraint is the guarantee (JobHandle.create); this is the courtesy.
-        self._vms.refuse_if_moving(current, "migration")
+        self._vms.refuse_if_held(current, "migration")
         if cold:
             return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks)
         if dest_datastore is not None and dest_host in (None, current.host):

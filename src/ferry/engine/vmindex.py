@@ -71,8 +71,25 @@ class VMIndex:
         job = self._store.unfinished_job(vm.uuid)
         return replace(vm, moving=hold_of(vm, [job] if job else []))
 
+    def refuse_if_held(self, vm: VM, action: str) -> None:
+        """At once, on the inventory as last read: a VM ferry is moving (the store says so,
+        whichever server runs the move). libvirt's own word on a migration is judged on a
+        fresh read only (:meth:`refuse_if_moving`): a cached one may be over already."""
+        job = self._store.unfinished_job(vm.uuid)
+        hold = hold_of(replace(vm, migration=None, moving=None), [job] if job else [])
+        if hold is not None:
+            raise RefusedError(f"{action} of {vm.name} refused: it is {describe(hold)}",
+                               [moving_finding(vm.name, vm.uuid, vm.host, hold, action)])
+
+    def migrating_on(self, host: str) -> bool:
+        """Whether libvirt showed a migration on ``host`` when it was last read."""
+        with self._lock:
+            return any(vm.migration is not None for vm in self._by_host.get(host, []))
+
     def refuse_if_moving(self, vm: VM, action: str) -> None:
-        """Nothing acts on a VM in the middle of a move, nor on a move's incoming copy."""
+        """Nothing acts on a VM in the middle of a move, nor on a move's incoming copy.
+
+        ``vm`` as its host showed it just now: libvirt's word is only as good as the read."""
         if vm.migration is MigrationSide.INCOMING:
             raise RefusedError(f"{action} of {vm.name} refused: {vm.host} holds only the "
                                "incoming copy of a migration", [incoming_finding(vm, action)])
