@@ -3,6 +3,7 @@ and the control plane's inventory keeps a silent host's VMs, marked not current.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +88,29 @@ def test_a_caller_does_not_wait_for_the_next_attempt_once_the_host_is_back(
     fake.come_up()  # a restarted libvirtd answers
     assert hosts.get("host1") is fake  # at once, by this caller
     until(lambda: back == ["host1"])  # and the background thread still reports it back
+    hosts.close()
+
+
+def test_a_caller_waits_a_little_for_the_attempt_under_way(world: FakeWorld) -> None:
+    fake = world.host("host1")
+    gate = threading.Event()
+    attempts: list[str] = []
+
+    def connect(name: str, uri: str) -> HostConnection:
+        attempts.append(name)
+        if len(attempts) > 1:
+            gate.wait(5)  # the background thread's attempt takes a while
+        return world.connect(name, uri)
+
+    hosts = HostConnections(connect, lambda name: f"qemu+tls://{name}/system",
+                            lambda h, c: None, lambda h, e: None, lambda h: None,
+                            delay=lambda attempt: 0.01)
+    hosts.get("host1")
+    fake.go_down()
+    until(lambda: len(attempts) == 2)  # the thread is connecting now
+    fake.come_up()
+    threading.Timer(0.2, gate.set).start()
+    assert hosts.get("host1") is fake  # the thread's answer, not "does not answer"
     hosts.close()
 
 

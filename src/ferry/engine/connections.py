@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 5.0
+# How long a caller waits for the background thread's attempt under way: a check
+# right after a libvirtd restart gets the host's own answer, not "not verified".
+CALLER_WAIT_S = 5.0
 
 
 def backoff(attempt: int, first: float = BACKOFF_FIRST_S, most: float = BACKOFF_MAX_S) -> float:
@@ -84,8 +87,9 @@ class HostConnections:
 
         While the background thread waits between attempts, a caller still tries
         at once (a restarted libvirtd answers before the next attempt is due);
-        while that thread is itself connecting, callers fail at once instead of
-        all waiting on a connect that may hang until TCP gives up.
+        while that thread is itself connecting, a caller waits for that attempt
+        a little (:data:`CALLER_WAIT_S`: a restarted libvirtd takes milliseconds),
+        not for as long as a connect to a dead link may hang.
         """
         with self._changed:
             if self._closed:
@@ -99,7 +103,7 @@ class HostConnections:
                 return conn
             # Dead before libvirt said so: open anew right here, as on first use.
             self._discard(host, conn)
-        if not opening.acquire(blocking=not healing):
+        if not opening.acquire(timeout=CALLER_WAIT_S if healing else -1):
             reason = link.error if link is not None and link.error else "reconnecting"
             raise HostUnreachable(f"host {host} does not answer: {reason}")
         try:
