@@ -339,32 +339,30 @@ class LibvirtHost(StorageCalls):
         except KeyError as err:
             raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
 
-    def _job_stats(self, name: str, flags: int) -> MigrationStats | None:
+    def _job_stats(self, name: str, flags: int) -> dict[str, Any] | None:
+        """libvirt's job statistics of VM ``name``, as typed parameters; None: no such VM."""
         try:
             dom = self._domain(name)
             raw = self._call(f"job statistics of {name}", lambda: dom.jobStats(flags))
         except NotFound:
             return None
-        if not raw or raw.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
-            return None
-        return MigrationStats.from_job_stats(raw)
+        return dict(raw) if raw else None
 
     def migration_stats(self, name: str) -> MigrationStats | None:
-        try:
-            dom = self._domain(name)
-            raw = self._call(f"job statistics of {name}", lambda: dom.jobStats(0))
-        except NotFound:
-            return None
+        raw = self._job_stats(name, 0)
         # Just after an abort or a failure libvirt 9.0 still answers for a moment, with
         # type "cancelled" or "failed" and every counter 0 (QEMU drops its RAM counters
         # then): that is no sample of the copy.
-        if (raw or {}).get("type") not in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
-                                           libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
+        if raw is None or raw.get("type") not in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
+                                                  libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
             return None
         return MigrationStats.from_job_stats(raw)
 
     def completed_migration_stats(self, name: str) -> MigrationStats | None:
-        return self._job_stats(name, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        raw = self._job_stats(name, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        if not raw or raw.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return MigrationStats.from_job_stats(raw)
 
     def abort_migration(self, name: str) -> None:
         dom = self._domain(name)
