@@ -40,19 +40,23 @@ class VMIndex:
             fresh.setdefault(vm.host, []).append(vm)
         with self._lock:
             self._by_host.update(fresh)
-            self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
+            self._remerge()
 
     def keep_not_current(self, host: str) -> None:
         """``host`` did not answer: its domains stay as it last showed them, said to be so."""
         with self._lock:
-            kept = [replace(vm, current=False) for vm in self._by_host.get(host, [])]
-            self._by_host[host] = kept
-            self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
+            self._by_host[host] = [replace(vm, current=False)
+                                   for vm in self._by_host.get(host, [])]
+            self._remerge()
 
     def drop_host(self, host: str) -> None:
         with self._lock:
             self._by_host.pop(host, None)
-            self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
+            self._remerge()
+
+    def _remerge(self) -> None:
+        """The merged view, from every host's domains (the caller holds the lock)."""
+        self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
 
     def by_uuid(self) -> dict[str, VM]:
         """UUID -> VM: one entry per VM, a migration's incoming copy folded into its source."""
