@@ -275,6 +275,12 @@ class Inventory:
 # How a moved disk is written on its new datastore: as it was, qcow2 (thin),
 # raw with space reserved (thick-lazy), or raw fully written (thick-eager).
 DISK_FORMATS = ("same", "thin", "thick-lazy", "thick-eager")
+# format name -> (file format, preallocation: None | "falloc" | "full"), for all but "same"
+TARGET_FORMATS: dict[str, tuple[str, str | None]] = {
+    "thin": ("qcow2", None),
+    "thick-lazy": ("raw", "falloc"),
+    "thick-eager": ("raw", "full"),
+}
 
 
 class JobState(StrEnum):

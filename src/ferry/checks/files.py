@@ -16,7 +16,7 @@ from __future__ import annotations
 from ferry.checks.facts import LAYERED_FORMATS, MoveKind, PreflightFacts
 from ferry.checks.finding import Finding, Status
 from ferry.checks.storage import chain_of, moved_disks, pool_holding
-from ferry.model import Disk, FileUse
+from ferry.model import TARGET_FORMATS, Disk, FileUse
 
 
 def judged_disks(facts: PreflightFacts) -> list[Disk]:
@@ -92,8 +92,7 @@ def formats_declared(facts: PreflightFacts) -> list[Finding]:
         if disk.source_type not in ("file", "volume"):
             continue
         declared = disk.driver_format or "raw"
-        converted = (target == "thin" and declared != "qcow2") or \
-            (target in ("thick-lazy", "thick-eager") and declared != "raw")
+        converted = target in TARGET_FORMATS and TARGET_FORMATS[target][0] != declared
         objects = {"vm": vm.name, "disk": disk.target, "file": disk.source or "",
                    "format": declared}
         image = facts.images.get(disk.source or "")

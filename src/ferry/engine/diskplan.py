@@ -18,15 +18,9 @@ from dataclasses import dataclass, field
 from ferry.checks.storage import pool_holding
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError, NotFound
-from ferry.model import DISK_FORMATS, VM, Disk, Phase, Pool
+from ferry.model import DISK_FORMATS, TARGET_FORMATS, VM, Disk, Phase, Pool
 from ferry.virt.base import DiskCopy, HostConnection
 
-# format name -> (file format, preallocation: None | "falloc" | "full")
-TARGET_FORMATS: dict[str, tuple[str, str | None]] = {
-    "thin": ("qcow2", None),
-    "thick-lazy": ("raw", "falloc"),
-    "thick-eager": ("raw", "full"),
-}
 SUPPORTED_FORMATS = DISK_FORMATS
 assert set(SUPPORTED_FORMATS) == {"same", *TARGET_FORMATS}
 
