@@ -157,15 +157,18 @@ class Confirmer:
     within: float = CONFIRM_WITHIN_S
     retry_s: float = 2.0
 
-    def later(self, job: JobHandle, vm: str, source: str, dest: str,
-              apply_rule: bool) -> threading.Thread:
-        thread = threading.Thread(target=self._confirm, args=(job, vm, source, dest, apply_rule),
+    def later(self, job: JobHandle, vm: str, source: str, dest: str, apply_rule: bool,
+              on_source: Callable[[], None] | None = None) -> threading.Thread:
+        """Confirm in the background; ``on_source`` runs once the VM is confirmed running
+        on its source (the rollback could not see it there to check its guest)."""
+        thread = threading.Thread(target=self._confirm,
+                                  args=(job, vm, source, dest, apply_rule, on_source),
                                   daemon=True, name=f"confirm-{job.id[:8]}")
         thread.start()
         return thread
 
     def _confirm(self, job: JobHandle, vm: str, source: str, dest: str,
-                 apply_rule: bool) -> None:
+                 apply_rule: bool, on_source: Callable[[], None] | None) -> None:
         deadline = time.monotonic() + self.within
         while True:
             for host in (source, dest):
@@ -180,6 +183,8 @@ class Confirmer:
                 src, dst, done = sight(self.reach, source, vm), sight(self.reach, dest, vm), []
             if not unanswered(src, dst):
                 self._record(job, vm, src, dst, done)
+                if on_source is not None and src.running:
+                    on_source()
                 return
             if time.monotonic() >= deadline:
                 self._give_up(job, vm, source, dest)

@@ -306,8 +306,11 @@ class VMotion:
                 f"migration of {self.vm} from {self.source.name} to {self.dest.name} failed: "
                 f"{message}")))
         if missing and self.confirmer is not None:
-            self.confirmer.later(job, self.vm, self.source.name, self.dest.name,
-                                 apply_rule=True)
+            # A source that did not answer (its libvirtd restarting cancels the move) may
+            # hold a guest whose timer QEMU lost too: checked once it is seen running.
+            self.confirmer.later(
+                job, self.vm, self.source.name, self.dest.name, apply_rule=True,
+                on_source=None if src.answered else lambda: self._check_guest_later(job))
 
     def _reach(self, host: str) -> HostConnection:
         """The host's current connection: the move's own may have died with its libvirtd."""
@@ -324,6 +327,16 @@ class VMotion:
         message, facts = found
         report["guest_after_rollback"] = facts
         job.event(Phase.ROLLBACK, message, **facts)
+
+    def _check_guest_later(self, job: JobHandle) -> None:
+        """As :meth:`_check_guest`, once a finished job's source answers again."""
+        found = GuestCheck(self._reach(self.source.name), self.vm,
+                           self.heartbeat).run(time.monotonic())
+        if found is None:
+            return
+        message, facts = found
+        job.event(Phase.ROLLBACK, message, **facts)
+        job.amend_report(guest_after_rollback=facts)
 
     def _sight(self, host: str) -> Sighting:
         return sight(self._reach, host, self.vm)
