@@ -17,6 +17,7 @@ from ferry.api.app import create_app
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import FerryError
 from ferry.lab.collector import HeartbeatCollector
+from ferry.lab.vms import LabVMFactory
 from ferry.store.db import Store
 from ferry.virt.libvirt_host import open_host
 
@@ -74,8 +75,9 @@ def build_server(settings: config.ServerSettings | None = None) -> Server:
     config.ferry_home().mkdir(parents=True, exist_ok=True)
     token = config.ensure_token()
     collector = lab_collector()
+    # VMs are made from the lab's guest image: the only image ferry ships.
     plane = ControlPlane(Store(settings.database_url), open_host, heartbeat=collector,
-                         guest_domain_type=lab_domain_type())
+                         guest_domain_type=lab_domain_type(), vm_factory=LabVMFactory())
     try:
         plane.refresh()
     except FerryError:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ferry.engine.controlplane import ControlPlane
+from ferry.lab.vms import LabVMFactory
 from ferry.model import Job
 from ferry.store.db import Store
 from ferry.virt.fake import FakeWorld
@@ -17,7 +18,8 @@ from ferry.virt.fake import FakeWorld
 def plane_over(world: FakeWorld, tmp_path: Path,
                hosts: Iterable[str] | None = None) -> Iterator[ControlPlane]:
     """A control plane on a fresh SQLite store with ``hosts`` (default: all) registered."""
-    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
+    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect,
+                         vm_factory=LabVMFactory())
     try:
         for name in world.hosts if hosts is None else hosts:
             plane.add_host(name, f"qemu+tls://{name}/system")

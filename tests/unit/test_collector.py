@@ -231,7 +231,7 @@ def test_guest_cmdline() -> None:
         "ferry.heartbeat=1",
     ):
         assert param in line.split()
-    # ferry's one name rule and sentence, raised in ferry's tree (labvm undoes on FerryError)
+    # ferry's one name rule and sentence, raised in ferry's tree (lab VM creation undoes on it)
     for name in ("", "a b", "x" * 65, "vm;reboot", "vm/1", "-vm", "vm\n"):
         with pytest.raises(InputError, match=f"invalid lab VM name {re.escape(repr(name))}: "
                                              f"{re.escape(NAME_RULE)}"):

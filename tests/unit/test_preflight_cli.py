@@ -20,6 +20,7 @@ from ferry.checks.facts import CpuVerdict
 from ferry.cli.client import FerryClient
 from ferry.cli.main import main
 from ferry.engine.controlplane import ControlPlane
+from ferry.lab.vms import LabVMFactory
 from ferry.model import VM, Disk, Interface, VMState
 from ferry.store.db import Store
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
@@ -47,7 +48,8 @@ def world() -> FakeWorld:
 
 @pytest.fixture
 def cli(world: FakeWorld, tmp_path: Path) -> Iterator[FerryClient]:
-    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect)
+    plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect,
+                         vm_factory=LabVMFactory())
     for i in (1, 2):
         plane.add_host(f"host{i}", f"qemu+tls://host{i}/system")
     with TestClient(create_app(plane, TOKEN)) as http:

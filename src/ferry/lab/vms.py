@@ -1,5 +1,8 @@
 """Creating a VM from the lab guest image on a host: volumes, then ferry-written domain XML.
 
+The server plugs :class:`LabVMFactory` into the control plane when it runs the
+lab; the engine itself knows nothing of the lab.
+
 The guest boots a kernel and initramfs that the lab keeps as volumes on a
 datastore; its workloads are chosen on the kernel command line. The files go
 where the user chose a datastore; nothing here accepts a path from the user.
@@ -9,11 +12,10 @@ from __future__ import annotations
 
 import random
 
-from ferry.checks.storage import pool_holding
 from ferry.errors import ConfigError, FerryError, InputError, NotFound
 from ferry.lab import layout
 from ferry.lab.guest import GuestWorkloads, guest_cmdline
-from ferry.model import VM, Pool, VMState
+from ferry.model import VM
 from ferry.service import VMCreateRequest
 from ferry.virt.base import HostConnection
 from ferry.virt.domxml import DiskSpec, DomainSpec, NicSpec, build_domain_xml, with_cpu
@@ -119,22 +121,10 @@ def create_lab_vm(
             raise
 
 
-def delete_lab_vm(conn: HostConnection, vm: VM, pools: list[Pool]) -> None:
-    """Power off, undefine, then delete the VM's disks that are volumes of a datastore.
+class LabVMFactory:
+    """Makes VMs from the lab's guest image (the control plane's VM factory)."""
 
-    Only file-backed ``device='disk'`` disks are removed: kernels, initrds and
-    ISOs may be shared by other VMs, a block device is a LUN ferry did not
-    make, and a file outside every datastore is not ferry's.
-    """
-    if vm.state is not VMState.SHUTOFF:
-        conn.destroy_vm(vm.name)
-        # Read the disks again once it is off: a running VM's transient disk shows
-        # its throw-away overlay, not the volume that belongs to the VM.
-        vm = conn.get_vm(vm.name) or vm
-    conn.undefine_vm(vm.name)
-    for disk in vm.disks:
-        if disk.device != "disk" or disk.source_type != "file" or not disk.source:
-            continue  # block devices (RDMs) and media belong to the admin, not to the VM
-        pool = pool_holding(pools, disk.source)
-        if pool is not None:
-            conn.delete_volume(pool.name, disk.source.rsplit("/", 1)[-1])
+    def create(self, conn: HostConnection, request: VMCreateRequest, image_pools: list[str],
+               existing: list[VM], domain_type: str, cpu_xml: str | None) -> None:
+        create_lab_vm(conn, request, image_pools, next_lab_address(existing), domain_type,
+                      cpu_xml=cpu_xml)

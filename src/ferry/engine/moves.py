@@ -1,0 +1,222 @@
+"""Starting moves: a request validated, judged on fresh facts, and queued as a job.
+
+Every kind of move starts here: live (host, or host and datastore), Storage
+VMotion, cold, and an evacuation's placed moves. Each is refused with every
+error of its pre-flight report, or recorded as a job and handed to the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from ferry.checks.facts import MoveRequest
+from ferry.checks.finding import Finding, Status, errors, finding_dict
+from ferry.checks.report import preflight
+from ferry.engine.cold import ColdMigration
+from ferry.engine.confirm import Confirmer
+from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
+from ferry.engine.inventory import InventoryCache
+from ferry.engine.jobs import JobHandle
+from ferry.engine.policy import POLICIES
+from ferry.engine.preflight import FactGatherer
+from ferry.engine.runner import JobRunner
+from ferry.engine.svmotion import StorageVMotion
+from ferry.engine.vmindex import VMIndex
+from ferry.engine.vmotion import HeartbeatSource, VMotion
+from ferry.errors import InputError, NotFound, RefusedError
+from ferry.model import VM, Inventory, Job, Phase, VMState
+from ferry.store.db import Store
+from ferry.virt.base import HostConnection, MigrationOptions
+
+
+class MoveStarter:
+    def __init__(self, store: Store, inventory: InventoryCache, vms: VMIndex,
+                 conn: Callable[[str], HostConnection], gatherer: FactGatherer,
+                 runner: JobRunner, fresh: Callable[[VM, str], VM],
+                 heartbeat: HeartbeatSource | None, confirmer: Confirmer) -> None:
+        self._store = store
+        self._inventory = inventory
+        self._vms = vms
+        self._conn = conn
+        self._gatherer = gatherer
+        self._runner = runner
+        self._fresh = fresh
+        self._heartbeat = heartbeat
+        self._confirmer = confirmer
+
+    def check(self, request: MoveRequest) -> list[Finding]:
+        vm = self._validate_move(request)
+        # The VM is reread from its host; the rest is the inventory as last refreshed.
+        fresh = self._fresh(vm, "check")
+        inventory = self._inventory.inventory()
+        inventory = replace(inventory, vms={**inventory.vms, vm.uuid: fresh})
+        return self._judge(inventory, fresh, request)
+
+    def _validate_move(self, request: MoveRequest) -> VM:
+        vm = self._vms.get(request.vm)
+        hosts = {h.name for h in self._store.hosts()}
+        if request.dest_host is not None and request.dest_host not in hosts:
+            raise NotFound(f"no host named {request.dest_host}")
+        target_host = request.destination(vm.host)
+        if request.dest_datastore is not None:
+            pools = {p.name for p in self._inventory.inventory().pools_on(target_host)}
+            if request.dest_datastore not in pools:
+                raise NotFound(f"host {target_host} has no datastore named "
+                               f"{request.dest_datastore}")
+        if request.dest_datastore is None:
+            if request.dest_host is None:
+                raise InputError("say where to move the VM: a host, a datastore, or both")
+            if request.dest_host == vm.host:
+                raise InputError(f"VM {vm.name} already {'is' if request.cold else 'runs'} on "
+                                 f"{vm.host}: choose another host")
+        return vm
+
+    def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
+        facts = self._gatherer.gather(inventory, vm, request, self._runner.slots_taken())
+        return preflight(facts)
+
+    def start(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
+                        disk_format: str = "same", disks: tuple[str, ...] = (),
+                        cold: bool = False) -> Job:
+        current = self._vms.get(vm)
+        if disk_format not in SUPPORTED_FORMATS:
+            raise InputError(f"unknown disk format {disk_format!r}: use "
+                             f"{', '.join(SUPPORTED_FORMATS)}")
+        # At once, before any pre-flight: a VM already moving is refused naming its move.
+        # The store's constraint is the guarantee (JobHandle.create); this is the courtesy.
+        self._vms.refuse_if_held(current, "migration")
+        if cold:
+            return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks)
+        if dest_datastore is not None and dest_host in (None, current.host):
+            return self._start_storage_move(current, dest_datastore, disk_format, disks)
+        request = MoveRequest(current.uuid, dest_host=dest_host, dest_datastore=dest_datastore,
+                              disks=disks, disk_format=disk_format)
+        self._validate_move(request)
+        assert dest_host is not None  # _validate_move refuses a move that names nowhere
+        # Judge on fresh facts: the probe runs again and the VM is reread.
+        current = self._reread(current, "migration")
+        inventory = self._inventory.inventory()
+        findings, warnings = self._judge_or_refuse(
+            inventory, current, request, f"migration of {current.name} to {dest_host}")
+        return self._launch_live(inventory, current, request, findings, warnings)
+
+    def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
+        """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
+        # A host that did not answer lists nothing: the VM as last seen is then judged,
+        # and the pre-flight says what of its host could not be verified.
+        current = self._inventory.refresh(host).vms.get(vm.uuid, vm)
+        self._vms.refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
+        return current
+
+    def start_placed(self, vm: VM, dest_host: str, findings: list[Finding]) -> Job:
+        """An evacuation's move to the host it chose on ``findings``, judged a moment ago
+        on the inventory the evacuation refreshed: judging again would only repeat it."""
+        if vm.state is VMState.SHUTOFF:
+            return self.start(vm.uuid, dest_host, cold=True)
+        blocking = errors(findings)
+        if blocking:
+            raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
+                               f"{len(blocking)} requirement(s) not met", blocking)
+        request = MoveRequest(vm.uuid, dest_host=dest_host)
+        return self._launch_live(self._inventory.inventory(), self._vms.get(vm.uuid), request,
+                                 findings, [f for f in findings if f.status is Status.WARNING])
+
+    def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
+                     findings: list[Finding], warnings: list[Finding]) -> Job:
+        """Queue a judged live move (host, or host and datastore) on the slots."""
+        vm, dest_host, dest_datastore = current.name, request.dest_host, request.dest_datastore
+        disk_format, disks = request.disk_format, request.disks
+        assert dest_host is not None
+        dest_record = self._store.host(dest_host)
+        policy = POLICIES["default"]
+        options = MigrationOptions(
+            dest_uri=dest_record.uri,
+            migration_address=dest_record.migration_address,
+            shared_storage_proven=True,  # the report proved every file's datastore shared
+            auto_converge=policy.auto_converge,
+            auto_converge_initial_pct=policy.throttle_initial_pct,
+            auto_converge_increment_pct=policy.throttle_increment_pct,
+            allow_postcopy=policy.allow_postcopy,
+        )
+        source, dest = self._conn(current.host), self._conn(dest_host)
+        # Shared-nothing: the disks travel with the memory, into new files there.
+        files = self._target_files(inventory, current, dest_host, dest_datastore, disk_format,
+                                   disks)
+        kind = "migrate" if files is None else "migrate-with-storage"
+        handle = JobHandle.create(self._store, kind, vm, current.host, dest_host, current.uuid)
+        handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
+        handle.checked(findings, warnings, dest_host + (
+            f", datastore {dest_datastore}" if dest_datastore else ""))
+        runner = VMotion(
+            vm=vm, source=source, dest=dest,
+            options=options, policy=policy, subscribe_lifecycle=self._inventory.subscribe,
+            heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
+            files=files, reach=self._conn, confirmer=self._confirmer,
+        )
+        return self._runner.launch(handle, runner.run, (current.host, dest_host))
+
+    def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
+                            disks: tuple[str, ...]) -> Job:
+        request = MoveRequest(vm.uuid, dest_datastore=datastore, disks=disks,
+                              disk_format=disk_format)
+        self._validate_move(request)
+        current = self._reread(vm, "storage migration", vm.host)
+        inventory = self._inventory.inventory()
+        findings, warnings = self._judge_or_refuse(
+            inventory, current, request, f"moving the disks of {vm.name} to {datastore}")
+        conn = self._conn(vm.host)  # before the job: a job that never runs would hold the VM
+        handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host,
+                                  vm.uuid)
+        handle.checked(findings, warnings, f"datastore {datastore}")
+        runner = StorageVMotion(
+            vm=current, conn=conn, target_pool=datastore,
+            pools=[p for p in inventory.pools if p.host == vm.host],
+            disk_format=disk_format, disks=disks, heartbeat=self._heartbeat)
+        return self._runner.launch(handle, runner.run, (vm.host,))
+
+    def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
+                         disk_format: str, disks: tuple[str, ...]) -> Job:
+        request = MoveRequest(vm.uuid, dest_host=dest_host, dest_datastore=datastore, cold=True,
+                              disks=disks, disk_format=disk_format)
+        self._validate_move(request)
+        target_host = request.destination(vm.host)
+        current = self._reread(vm, "cold migration")
+        inventory = self._inventory.inventory()
+        where = " and ".join(part for part in (
+            f"host {dest_host}" if dest_host not in (None, vm.host) else "",
+            f"datastore {datastore}" if datastore else "") if part)
+        findings, warnings = self._judge_or_refuse(
+            inventory, current, request, f"cold migration of {vm.name} to {where}")
+        source, dest = self._conn(vm.host), self._conn(target_host)
+        files = self._target_files(inventory, current, target_host, datastore, disk_format,
+                                   disks)
+        handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host,
+                                  vm.uuid)
+        handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
+        handle.checked(findings, warnings, where)
+        runner = ColdMigration(current, source, dest, files)
+        return self._runner.launch(handle, runner.run, (vm.host, target_host))
+
+    def _target_files(self, inventory: Inventory, vm: VM, dest_host: str,
+                      datastore: str | None, disk_format: str,
+                      disks: tuple[str, ...]) -> TargetFiles | None:
+        """The files a move between hosts creates in ``datastore``; None: no disk moves."""
+        if datastore is None:
+            return None
+        moves = plan_moves(vm, inventory.pools_on(vm.host), disk_format, disks)
+        if not moves:
+            raise InputError(f"VM {vm.name} has no data disk to move to {datastore}")
+        return TargetFiles(vm.name, moves, self._conn(vm.host), self._conn(dest_host),
+                           datastore, reopen_target=lambda: self._conn(dest_host))
+
+    def _judge_or_refuse(self, inventory: Inventory, vm: VM, request: MoveRequest,
+                         what: str) -> tuple[list[Finding], list[Finding]]:
+        """Every row, or RefusedError listing every error; returns (rows, warnings)."""
+        findings = self._judge(inventory, vm, request)
+        blocking = errors(findings)
+        if blocking:
+            raise RefusedError(
+                f"{what} refused: {len(blocking)} requirement(s) not met", blocking)
+        return findings, [f for f in findings if f.status is Status.WARNING]
+
