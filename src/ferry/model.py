@@ -283,6 +283,18 @@ TARGET_FORMATS: dict[str, tuple[str, str | None]] = {
 }
 
 
+class JobKind(StrEnum):
+    MIGRATE = "migrate"  # live, between hosts, over shared storage
+    MIGRATE_WITH_STORAGE = "migrate-with-storage"  # live, disks copied with the memory
+    STORAGE_MIGRATE = "storage-migrate"  # live, disks to another datastore, same host
+    COLD_MIGRATE = "cold-migrate"  # powered off: files copied, definition moved
+    EVACUATE = "evacuate"  # maintenance mode: starts the moves off a host
+
+    @property
+    def live_between_hosts(self) -> bool:
+        return self in (JobKind.MIGRATE, JobKind.MIGRATE_WITH_STORAGE)
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -311,12 +323,62 @@ class Phase(StrEnum):
     UNREGISTER = "unregister-source"  # step 9
     DONE = "done"
     ROLLBACK = "rollback"
+    RECONCILE = "reconcile"  # a server that took the job over judges it against libvirt
+
+
+class ResourceKind(StrEnum):
+    """What ferry creates or frees on a host for a job (``job_resources``)."""
+
+    VOLUME = "volume"  # a target file in a datastore: the VM's, once the move succeeds
+    STAGING = "staging"  # a conversion's throw-away file: removed whatever happens
+    DEFINITION = "definition"  # the VM's definition on the destination (cold migration)
+    SOURCE_VOLUME = "source-volume"  # the VM's old file: freed once it runs on the new one
+
+    @property
+    def created_by_ferry(self) -> bool:
+        return self is not ResourceKind.SOURCE_VOLUME
+
+
+class ResourceState(StrEnum):
+    INTENDED = "intended"  # recorded before the host is asked to create it
+    CREATED = "created"  # the host made it (or, for a source file: it is still the VM's)
+    REMOVED = "removed"  # deleted by ferry (or found gone)
+    ADOPTED = "adopted"  # it became the VM's own when the move succeeded
+    KEPT = "kept"  # a source file the VM still uses after the move failed
+
+    @property
+    def settled(self) -> bool:
+        return self in (ResourceState.REMOVED, ResourceState.ADOPTED, ResourceState.KEPT)
+
+
+@dataclass(frozen=True)
+class JobResource:
+    id: int
+    host: str
+    kind: ResourceKind
+    name: str  # the volume's or the domain's name
+    state: ResourceState
+    pool: str | None = None  # the datastore of a volume
+    path: str | None = None  # the file, once the host made it
+
+
+@dataclass(frozen=True)
+class MoveSpec:
+    """What a move was asked to do: enough for any server to start or judge it."""
+
+    vm_uuid: str
+    dest_host: str | None = None
+    dest_datastore: str | None = None
+    disk_format: str = "same"
+    disks: tuple[str, ...] = ()
+    cold: bool = False
+    warnings: tuple[dict[str, Any], ...] = ()  # the pre-flight's warnings, for the report
 
 
 @dataclass(frozen=True)
 class JobEvent:
     at: float  # unix time
-    phase: str
+    phase: Phase
     message: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -324,12 +386,12 @@ class JobEvent:
 @dataclass(frozen=True)
 class Job:
     id: str
-    kind: str  # migrate
+    kind: JobKind
     vm: str
     source_host: str
     dest_host: str | None
     state: JobState
-    phase: str
+    phase: Phase
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -338,3 +400,9 @@ class Job:
     report: dict[str, Any] = field(default_factory=dict)
     events: tuple[JobEvent, ...] = ()
     vm_uuid: str | None = None  # the VM a move holds (one unfinished move per VM); None: evacuation
+    spec: MoveSpec | None = None  # None: an evacuation, whose host is source_host
+    slot_hosts: tuple[str, ...] = ()  # the hosts whose migration slots it takes
+    owner: str | None = None  # the server that runs it (holds its lease)
+    cancel_requested: bool = False
+    parent_id: str | None = None  # the evacuation that started this move
+    resources: tuple[JobResource, ...] = ()

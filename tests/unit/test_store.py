@@ -29,8 +29,10 @@ import pytest
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, inspect
 
 from ferry.errors import InputError, NotFound, VMBusy
-from ferry.model import EvcMode, Host, Job, JobEvent, JobState
-from ferry.store.db import Store, metadata
+from ferry.jobstates import IllegalTransition
+from ferry.model import EvcMode, Host, Job, JobEvent, JobKind, JobState, Phase
+from ferry.store.db import Store
+from ferry.store.schema import metadata
 
 PG_ROOT = Path("/usr/lib/postgresql")
 PG_USER = "postgres"
@@ -178,9 +180,9 @@ T0 = 1_717_000_000.123456  # realistic time.time() values, with sub-second digit
 
 def make_job(job_id: str, created_at: float = T0, state: JobState = JobState.QUEUED,
              **changes: Any) -> Job:
-    job = Job(id=job_id, kind="migrate", vm="web1", source_host="host1", dest_host="host2",
-              state=state, phase="requested", created_at=created_at,
-              events=(JobEvent(created_at, "requested", f"migration {job_id} requested"),))
+    job = Job(id=job_id, kind=JobKind.MIGRATE, vm="web1", source_host="host1",
+              dest_host="host2", state=state, phase=Phase.REQUESTED, created_at=created_at,
+              events=(JobEvent(created_at, Phase.REQUESTED, f"migration {job_id} requested"),))
     return replace(job, **changes)
 
 
@@ -271,23 +273,28 @@ def test_job_round_trip_with_events_progress_and_report(store: Store) -> None:
     store.add_job(job)
     assert store.job("job-1") == job
 
-    running = replace(job, state=JobState.RUNNING, phase="precopy", started_at=T0 + 0.5,
+    running = replace(job, state=JobState.RUNNING, phase=Phase.PRECOPY, started_at=T0 + 0.5,
                       progress={"percent": 42.5, "remaining_bytes": 2**40, "iteration": 3,
                                 "dirty_rate": None, "phases": ["precopy", "switchover"],
                                 "note": "précopie — 42 %"})
-    store.update_job(running)
+    store.transition("job-1", None, JobState.RUNNING, started_at=T0 + 0.5)
+    store.update_job("job-1", None, phase=Phase.PRECOPY, progress=running.progress)
     # Recorded out of time order and with a tie: events come back as recorded.
-    later = [JobEvent(T0 + 2.0, "state-check", "VM web1 is running", {"state": "running"}),
-             JobEvent(T0 + 1.0, "compatibility", "host2 can run web1", {"findings": []}),
-             JobEvent(T0 + 1.0, "precopy", "copying memory",
+    later = [JobEvent(T0 + 2.0, Phase.STATE_CHECK, "VM web1 is running", {"state": "running"}),
+             JobEvent(T0 + 1.0, Phase.COMPATIBILITY, "host2 can run web1", {"findings": []}),
+             JobEvent(T0 + 1.0, Phase.PRECOPY, "copying memory",
                       {"bandwidth_mib": 100, "nested": {"a": [1, 2.5, True, None]}})]
     for event in later:
         store.add_event("job-1", event)
-    done = replace(running, state=JobState.SUCCEEDED, phase="done", finished_at=T0 + 9.75,
+    done = replace(running, state=JobState.SUCCEEDED, phase=Phase.DONE, finished_at=T0 + 9.75,
                    events=(*job.events, *later),
                    report={"downtime_ms": 12.5, "total_bytes": 1_073_741_824,
                            "verdict": "ok", "checks": [{"name": "cpu", "ok": True}]})
-    store.update_job(done)
+    store.update_job("job-1", None, phase=Phase.DONE)
+    store.transition("job-1", None, JobState.SUCCEEDED, finished_at=T0 + 9.75,
+                     report=done.report)
+    with pytest.raises(IllegalTransition, match="job-1 cannot go from succeeded to running"):
+        store.transition("job-1", None, JobState.RUNNING)
 
     assert store.job("job-1") == done
 
@@ -310,31 +317,6 @@ def test_jobs_lists_newest_first_up_to_the_limit(store: Store) -> None:
     assert [j.id for j in store.jobs(limit=2)] == ["job-c", "job-e"]
 
 
-def test_mark_interrupted_fails_unfinished_jobs_only(open_store: Callable[[], Store]) -> None:
-    before = open_store()
-    jobs = {state: make_job(f"job-{state.value}", created_at=T0 + i, state=state,
-                            report={"kept": state.value})
-            for i, state in enumerate(JobState)}
-    jobs[JobState.FAILED] = replace(jobs[JobState.FAILED], error="disk full on host2")
-    jobs[JobState.SUCCEEDED] = replace(jobs[JobState.SUCCEEDED], finished_at=T0 + 60)
-    for job in jobs.values():
-        before.add_job(job)
-    before.close()
-
-    after = open_store()  # the restarted server
-    after.mark_interrupted()
-
-    for state, job in jobs.items():
-        now = after.job(job.id)
-        if state in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING):
-            assert now.state is JobState.FAILED, state
-            assert now.error and "ferry server stopped" in now.error, state
-            assert now.finished_at is not None and now.finished_at >= job.created_at, state
-            assert replace(now, state=job.state, error=None, finished_at=None) == job
-        else:
-            assert now == job, state
-
-
 def test_two_stores_on_one_database_see_each_others_writes(
         open_store: Callable[[], Store]) -> None:
     one, two = open_store(), open_store()
@@ -347,9 +329,10 @@ def test_two_stores_on_one_database_see_each_others_writes(
     job = make_job("job-1")
     two.add_job(job)
     assert one.job("job-1") == job
-    running = replace(job, state=JobState.RUNNING, progress={"percent": 10})
-    one.update_job(running)
-    event = JobEvent(T0 + 1, "precopy", "copying memory", {"percent": 10})
+    running = replace(job, state=JobState.RUNNING, progress={"percent": 10}, started_at=T0)
+    one.transition("job-1", None, JobState.RUNNING, started_at=T0)
+    one.update_job("job-1", None, progress={"percent": 10})
+    event = JobEvent(T0 + 1, Phase.PRECOPY, "copying memory", {"percent": 10})
     one.add_event("job-1", event)
     assert two.job("job-1") == replace(running, events=(*job.events, event))
 
@@ -400,12 +383,12 @@ def test_a_vm_has_one_unfinished_move_and_the_refusal_names_it(store: Store) -> 
         store.add_job(make_job("job-b", vm_uuid="uuid-1"))
     assert busy.value.job == replace(running, events=())  # listed as jobs() lists them
     store.add_job(make_job("job-c", vm_uuid="uuid-2"))  # another VM moves meanwhile
-    store.add_job(make_job("evac-1", kind="evacuate"))  # jobs that hold no VM never clash
-    store.add_job(make_job("evac-2", kind="evacuate"))
+    store.add_job(make_job("evac-1", kind=JobKind.EVACUATE))  # a job holding no VM never clashes
+    store.add_job(make_job("evac-2", kind=JobKind.EVACUATE))
     assert store.unfinished_job("uuid-1") == replace(running, events=())
     assert {j.id for j in store.unfinished_jobs()} == {"job-a", "job-c"}
 
-    store.update_job(replace(running, state=JobState.SUCCEEDED, finished_at=T0 + 9))
+    store.transition("job-a", None, JobState.SUCCEEDED, finished_at=T0 + 9)
     assert store.unfinished_job("uuid-1") is None
     store.add_job(make_job("job-b", vm_uuid="uuid-1"))  # the VM is free again
     assert store.unfinished_job("uuid-1") == make_job("job-b", vm_uuid="uuid-1", events=())
@@ -437,18 +420,6 @@ def test_racing_stores_start_one_move_of_a_vm(open_store: Callable[[], Store]) -
         if exc is not None:
             assert isinstance(exc, VMBusy) and winners[0] in exc.message, repr(exc)
     assert [j.id for j in stores[0].jobs()] == winners
-
-
-def test_a_restarted_server_releases_the_vms_of_interrupted_moves(
-        open_store: Callable[[], Store]) -> None:
-    crashed = open_store()
-    crashed.add_job(make_job("job-1", state=JobState.RUNNING, vm_uuid="uuid-1"))
-    crashed.close()
-
-    restarted = open_store()
-    restarted.mark_interrupted()
-    restarted.add_job(make_job("job-2", vm_uuid="uuid-1"))
-    assert restarted.unfinished_job("uuid-1") == make_job("job-2", vm_uuid="uuid-1", events=())
 
 
 def test_an_old_database_gains_the_vm_column_and_the_one_move_constraint(

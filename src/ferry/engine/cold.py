@@ -31,8 +31,8 @@ from typing import Any
 from ferry.engine.diskplan import DiskMove, TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.preflight import read_image
-from ferry.errors import FerryError, MigrationCancelled, MigrationError
-from ferry.model import VM, JobState, Phase, VMState
+from ferry.errors import FerryError, MigrationCancelled, MigrationError, NotFound
+from ferry.model import VM, JobState, Phase, ResourceKind, ResourceState, VMState
 from ferry.virt.base import HostConnection
 
 _ZEROS = bytes(2**20)
@@ -86,7 +86,7 @@ class ColdMigration:
     source: HostConnection
     dest: HostConnection  # the same connection when only the datastore changes
     files: TargetFiles | None  # None: only the registration moves
-    _staged: list[tuple[HostConnection, str, str]] = field(default_factory=list)
+    _staged: list[tuple[HostConnection, str, str, int]] = field(default_factory=list)
     _verified: dict[str, str] = field(default_factory=dict)
 
     def run(self, job: JobHandle) -> None:
@@ -106,6 +106,7 @@ class ColdMigration:
             self._register(job)
             registered = True
             if self.files is not None:
+                self.files.settle(job, succeeded=True)
                 self.files.delete_sources(job)
         except FerryError as err:
             if registered:
@@ -146,6 +147,7 @@ class ColdMigration:
         source_path = disk.source or ""
         source_fmt = disk.driver_format or "raw"
         self._check_single_image(source_path, source_fmt)
+        self.files.record(job, move)
         move.capacity = self.source.disk_size(self.vm.name, disk.target)[0]
         pool, target = self.files.pool, self.dest
         same_host = self.source.name == self.dest.name
@@ -156,7 +158,7 @@ class ColdMigration:
             self._create(move, size, "raw" if move.fmt == "qcow2" else move.fmt)
             self._stream(job, move, self.source, source_path, move.target_path)
         elif move.fmt == "raw":
-            staging = self._stage(self.source, source_pool.name, move, lambda name: (
+            staging = self._stage(job, self.source, source_pool.name, move, lambda name: (
                 self.source.clone_volume(source_path, source_fmt, source_pool.name, name,
                                          "raw")))
             self._create(move, move.capacity, "raw")
@@ -168,7 +170,7 @@ class ColdMigration:
             move.created = True
             self._check_capacity(move)
         else:
-            staging = self._stage(target, pool, move, lambda name: (
+            staging = self._stage(job, target, pool, move, lambda name: (
                 target.create_volume(pool, name, move.capacity, "raw")))
             self._stream(job, move, self.source, source_path, staging)
             move.target_path = target.clone_volume(staging, "raw", pool, move.target_volume,
@@ -176,6 +178,8 @@ class ColdMigration:
             move.created = True
             self._check_capacity(move)
         move.copied = move.capacity
+        assert move.resource is not None
+        job.resource(move.resource, ResourceState.CREATED, move.target_path)
         job.event(Phase.COPY, f"disk {disk.target}: {source_path} ({source_fmt}) -> "
                   f"{move.target_path} ({move.fmt}) on {target.name}")
 
@@ -198,12 +202,14 @@ class ColdMigration:
                                                    fmt, move.preallocation)
         move.created = True
 
-    def _stage(self, conn: HostConnection, pool: str, move: DiskMove,
+    def _stage(self, job: JobHandle, conn: HostConnection, pool: str, move: DiskMove,
                make: Callable[[str], str]) -> str:
         """A raw staging file for a conversion, deleted when the move ends either way."""
         name = f"{move.target_volume}.ferry-staging"
+        record = job.intend(conn.name, ResourceKind.STAGING, name, pool)
+        self._staged.append((conn, pool, name, record))
         path = make(name)
-        self._staged.append((conn, pool, name))
+        job.resource(record, ResourceState.CREATED, path)
         return path
 
     def _stream(self, job: JobHandle, move: DiskMove, source: HostConnection,
@@ -252,13 +258,19 @@ class ColdMigration:
         moved = {m.disk.target: (m.target_path, m.fmt)
                  for m in (self.files.moves if self.files else [])}
         xml = self.source.saved_definition(self.vm.name, moved)
-        self.dest.define_vm(xml)
-        if self.dest.name != self.source.name:
+        if self.dest.name == self.source.name:
+            self.dest.define_vm(xml)  # the VM's own definition, pointed at its new files
+        else:
+            record = job.intend(self.dest.name, ResourceKind.DEFINITION, self.vm.name)
+            self.dest.define_vm(xml)
+            job.resource(record, ResourceState.CREATED)
             try:
                 self.source.undefine_vm(self.vm.name)
             except FerryError:
                 self.dest.undefine_vm(self.vm.name)  # one definition, on the source
+                job.resource(record, ResourceState.REMOVED)
                 raise
+            job.resource(record, ResourceState.ADOPTED)
         job.event(Phase.REGISTER, f"{self.vm.name} defined on {self.dest.name} with its new "
                   f"files" if moved else f"{self.vm.name} defined on {self.dest.name}")
         if self.dest.name != self.source.name:
@@ -266,9 +278,13 @@ class ColdMigration:
 
     # -- outcome -----------------------------------------------------------
     def _drop_staging(self, job: JobHandle) -> None:
-        for conn, pool, name in self._staged:
+        for conn, pool, name, record in self._staged:
             try:
-                conn.delete_volume(pool, name)
+                try:
+                    conn.delete_volume(pool, name)
+                except NotFound:
+                    pass  # never made (its creation failed): nothing to delete
+                job.resource(record, ResourceState.REMOVED)
             except FerryError as err:
                 job.event(Phase.ROLLBACK, f"could not delete staging file {name} on "
                           f"{conn.name}: {err.message}")
@@ -276,6 +292,8 @@ class ColdMigration:
 
     def _roll_back(self, job: JobHandle, err: FerryError, started: float) -> None:
         left = self.files.discard(job) if self.files else []
+        if self.files is not None:
+            self.files.settle(job, succeeded=False)
         job.event(Phase.ROLLBACK, f"{self.vm.name} stays defined on {self.source.name} with its "
                   f"own files; {'nothing left' if not left else 'left: ' + ', '.join(left)} "
                   f"on {self.dest.name}")

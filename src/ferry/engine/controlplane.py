@@ -25,12 +25,25 @@ from ferry.engine.maintenance import Evacuation
 from ferry.engine.moves import MoveStarter
 from ferry.engine.placement import evacuation_scope
 from ferry.engine.preflight import FactGatherer
-from ferry.engine.runner import JobRunner
+from ferry.engine.reconcile import Reconciler
+from ferry.engine.runner import LEASE_S, JobBody, JobRunner
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.engine.vms import VMActions, VMFactory
-from ferry.errors import InputError, NotFound
-from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Job, Network, Phase, VMState
+from ferry.errors import InputError
+from ferry.model import (
+    VM,
+    Cluster,
+    EvcReport,
+    Host,
+    Inventory,
+    Job,
+    JobKind,
+    JobState,
+    Network,
+    Phase,
+    VMState,
+)
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection
@@ -44,6 +57,8 @@ class ControlPlane(FerryService):
         heartbeat: HeartbeatSource | None = None,
         guest_domain_type: str | None = None,
         vm_factory: VMFactory | None = None,
+        server_name: str | None = None,
+        lease_s: float = LEASE_S,
     ) -> None:
         self._store = store
         self._connector = connector
@@ -58,15 +73,18 @@ class ControlPlane(FerryService):
         self._clusters = ClusterService(store, self._evc, self._running_on, self.refresh,
                                         self.inventory)
         self._gatherer = FactGatherer(self._conn, self._evc.fit)
-        # After a job, where its VM now is; every move refreshes fully (datastore
-        # probes included) before it is judged, so that need not be done here too.
-        self._runner = JobRunner(store, self._slot_limit, self._inventory.refresh_vms)
         self._actions = VMActions(store, self._inventory, self._vms, self._conn, self._evc,
                                   self._guest_type_on, vm_factory)
         self._moves = MoveStarter(store, self._inventory, self._vms, self._conn,
-                                  self._gatherer, self._runner, self._actions.fresh, heartbeat,
-                                  Confirmer(self._conn, self._hosts.wait))
-        store.mark_interrupted()
+                                  self._gatherer, self._slots_taken, self._actions.fresh,
+                                  heartbeat, Confirmer(self._conn, self._hosts.wait))
+        reconciler = Reconciler(self._conn, self._resume_evacuation)
+        # After a job, where its VM now is; every move refreshes fully (datastore
+        # probes included) before it is judged, so that need not be done here too.
+        self._runner = JobRunner(store, self._body_for, reconciler.run,
+                                 self._inventory.refresh_vms, name=server_name,
+                                 lease_s=lease_s)
+        self._moves.queue_with(self._runner.launch)
 
     # -- connections (ferry.engine.connections) ----------------------------
     def _conn(self, host: str) -> HostConnection:
@@ -199,23 +217,51 @@ class ControlPlane(FerryService):
 
     # -- maintenance mode ------------------------------------------------
     def enter_maintenance(self, name: str) -> Job:
-        record = self._store.host(name)
+        self._store.host(name)
         self._store.update_host(name, maintenance=True)  # nothing is placed here from now
         self._gatherer.forget_reachability()
+        handle = JobHandle.create(self._store, JobKind.EVACUATE, name, name, None)
+        evacuation = self._evacuation(name, handle)
+        return self._runner.coordinate(handle, evacuation.run)
+
+    def _evacuation(self, host: str, handle: JobHandle) -> Evacuation:
+        """The evacuation of ``host`` from where it stands: the VMs still there, and the
+        moves the job already started (a server taking it over resumes it)."""
+        record = self._store.host(host)
         inventory = self.refresh()
-        vms = [vm for vm in inventory.vms.values() if vm.host == name]
+        children = self._store.children(handle.id)
+        moving = {c.vm_uuid for c in children if not c.state.finished}
+        vms = [vm for vm in inventory.vms.values() if vm.host == host and vm.uuid not in moving]
         scope = evacuation_scope(record, self._store.hosts())
         targets = [self._inventory.host_view(h) for h in scope.hosts]
-        handle = JobHandle.create(self._store, "evacuate", name, name, None)
-        handle.event(Phase.STATE_CHECK, f"{name} is in maintenance mode; {len(vms)} VM(s) to "
+        handle.event(Phase.STATE_CHECK, f"{host} is in maintenance mode; {len(vms)} VM(s) to "
                      f"move to {scope.description}: "
                      f"{', '.join(t.name for t in targets) or 'none available'}",
                      vms=[vm.name for vm in vms])
-        runner = Evacuation(
-            host=name, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
+        return Evacuation(
+            host=host, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
             check=self.check, job_of=self.get_job, cancel=self.cancel_job,
-            start=self._moves.start_placed, scope=scope.description)
-        return self._runner.coordinate(handle, runner.run, (name,))
+            start=lambda vm, dest, findings: self._moves.start_placed(vm, dest, findings,
+                                                                      parent=handle.id),
+            scope=scope.description, children=children)
+
+    def _resume_evacuation(self, handle: JobHandle) -> None:
+        host = handle.job.source_host
+        if not self._store.host(host).maintenance:
+            handle.event(Phase.ROLLBACK, f"{host} left maintenance mode while its evacuation "
+                         "had no server: nothing more is moved")
+            handle.finish(JobState.CANCELLED, handle.job.report,
+                          f"{host} left maintenance mode")
+            return
+        self._evacuation(host, handle).run(handle)
+
+    def _body_for(self, job: Job) -> JobBody:
+        if job.kind is JobKind.EVACUATE:
+            raise InputError(f"job {job.id} (evacuation) is not started from the queue")
+        return self._moves.body_for(job)
+
+    def _slots_taken(self) -> dict[str, int]:
+        return self._runner.slots_taken()
 
     def exit_maintenance(self, name: str) -> Host:
         self._store.host(name)
@@ -224,12 +270,6 @@ class ControlPlane(FerryService):
         return self._inventory.host_view(self._store.host(name))
 
     # -- jobs ------------------------------------------------------------
-    def _slot_limit(self, host: str) -> int:
-        try:
-            return self._store.host(host).max_migrations
-        except NotFound:
-            return 2  # the seed's default; the move itself will fail on the missing host
-
     def list_jobs(self, limit: int = 100) -> list[Job]:
         return self._store.jobs(limit)
 
@@ -243,6 +283,7 @@ class ControlPlane(FerryService):
         return self._runner.unfinished()
 
     def close(self) -> None:
+        self._runner.close()
         self._inventory.close()
         self._hosts.close()
         self._store.close()

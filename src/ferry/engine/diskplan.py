@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from ferry.checks.storage import pool_holding
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError, NotFound
-from ferry.model import DISK_FORMATS, TARGET_FORMATS, VM, Disk, Phase, Pool
+from ferry.model import (
+    DISK_FORMATS,
+    TARGET_FORMATS,
+    VM,
+    Disk,
+    Phase,
+    Pool,
+    ResourceKind,
+    ResourceState,
+)
 from ferry.virt.base import DiskCopy, HostConnection
 
 SUPPORTED_FORMATS = DISK_FORMATS
@@ -38,6 +47,8 @@ class DiskMove:
     pivoted: bool = False
     synchronous: bool = False
     copied: int = 0
+    resource: int | None = None  # the job's record of the target file
+    source_resource: int | None = None  # the job's record of the source file it frees
 
     def as_copy(self) -> DiskCopy:
         return DiskCopy(self.disk.target, self.target_path, self.fmt)
@@ -86,12 +97,33 @@ class TargetFiles:
     def create(self, job: JobHandle) -> None:
         for move in self.moves:
             move.capacity = self.source.disk_size(self.vm, move.disk.target)[0]
+            self.record(job, move)
             move.target_path = self.target.create_volume(
                 self.pool, move.target_volume, move.capacity, move.fmt, move.preallocation)
             move.created = True
+            assert move.resource is not None
+            job.resource(move.resource, ResourceState.CREATED, move.target_path)
         job.event(Phase.REGISTER, f"created {len(self.moves)} file(s) for {self.vm} on "
                   f"datastore {self.pool} of {self.target.name}",
                   files=[m.target_path for m in self.moves])
+
+    def record(self, job: JobHandle, move: DiskMove) -> None:
+        """Intent before action: the target file about to be made, and the source file the
+        move frees once the VM runs on it, recorded in the job before the host is asked."""
+        move.resource = job.intend(self.target.name, ResourceKind.VOLUME, move.target_volume,
+                                   self.pool)
+        if move.source_pool is not None and move.disk.source:
+            move.source_resource = job.intend(
+                self.source.name, ResourceKind.SOURCE_VOLUME,
+                move.disk.source.rsplit("/", 1)[-1], move.source_pool.name, move.disk.source)
+
+    def settle(self, job: JobHandle, succeeded: bool) -> None:
+        """The move ended: its records say what became of each file."""
+        for move in self.moves:
+            if move.resource is not None and (succeeded or move.pivoted) and move.created:
+                job.resource(move.resource, ResourceState.ADOPTED)
+            if move.source_resource is not None and not succeeded:
+                job.resource(move.source_resource, ResourceState.KEPT)
 
     def discard(self, job: JobHandle) -> list[str]:
         """Delete every target file ferry created that the VM does not use; what is left.
@@ -103,7 +135,7 @@ class TargetFiles:
         while True:
             failure = None
             for move in self.moves:
-                if not move.created or move.pivoted:
+                if move.pivoted or (not move.created and move.resource is None):
                     continue  # a pivoted copy is what the VM runs on: it stays
                 try:
                     self.target.delete_volume(self.pool, move.target_volume)
@@ -112,6 +144,8 @@ class TargetFiles:
                     move.created = False  # already gone: nothing of ferry's is left
                 except FerryError as err:
                     failure = err
+                if not move.created and move.resource is not None:
+                    job.resource(move.resource, ResourceState.REMOVED)
             if failure is None or self.reopen_target is None or time.monotonic() > deadline:
                 break
             time.sleep(2.0)
@@ -142,6 +176,8 @@ class TargetFiles:
                 continue
             self.source.delete_volume(move.source_pool.name, source.rsplit("/", 1)[-1])
             self.deleted_sources.append(source)
+            if move.source_resource is not None:
+                job.resource(move.source_resource, ResourceState.REMOVED)
         job.event(Phase.UNREGISTER, f"deleted {len(self.deleted_sources)} source file(s) on "
                   f"{self.source.name}", deleted=self.deleted_sources, kept=kept)
 

@@ -1,11 +1,14 @@
-"""A running job: its state, phase events with timestamps, progress, and cancellation.
+"""A job as its owner runs it: state, phase events, progress, cancel, resources.
 
 The handle is the one place a job changes; every change is written through to
-the store so the API (another thread) and a later server see the same job.
+the store at once, so every server (and a server that takes the job over)
+reads the same job. Writes name the owner: a server that lost the job's lease
+writes nothing more (the job is another's), and says so in its log.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -15,34 +18,59 @@ from typing import Any
 
 from ferry.checks.finding import Finding, finding_dict
 from ferry.engine.identity import moving_finding
-from ferry.errors import InputError, VMBusy
-from ferry.model import Job, JobEvent, JobState, MoveHold, Phase
+from ferry.errors import VMBusy
+from ferry.jobstates import check_transition
+from ferry.model import (
+    Job,
+    JobEvent,
+    JobKind,
+    JobState,
+    MoveHold,
+    MoveSpec,
+    Phase,
+    ResourceKind,
+    ResourceState,
+)
 from ferry.store.db import Store
+from ferry.store.jobs import LostOwnership
+
+log = logging.getLogger(__name__)
+
+
+def _asked(kind: JobKind, vm: str, source: str, dest: str | None) -> str:
+    if kind is JobKind.EVACUATE:
+        return f"evacuation of host {source} requested"
+    if dest in (None, source):
+        return f"{kind} of {vm} on {source} requested"
+    return f"{kind} of {vm} from {source} to {dest} requested"
 
 
 class JobHandle:
-    def __init__(self, store: Store, job: Job) -> None:
+    def __init__(self, store: Store, job: Job, owner: str | None = None) -> None:
         self._store = store
         self._job = job
+        self._owner = owner
         self._lock = threading.Lock()
+        self._lost = False
         self.cancel_requested = threading.Event()
+        if job.cancel_requested:
+            self.cancel_requested.set()
         self._on_cancel: Callable[[], None] | None = None
 
     @classmethod
-    def create(cls, store: Store, kind: str, vm: str, source: str, dest: str | None,
-               vm_uuid: str | None = None) -> JobHandle:
-        """Record a new job; a move (``vm_uuid`` given) is refused while its VM has another."""
+    def create(cls, store: Store, kind: JobKind, vm: str, source: str, dest: str | None,
+               vm_uuid: str | None = None, spec: MoveSpec | None = None,
+               slot_hosts: tuple[str, ...] = (), parent_id: str | None = None,
+               events: tuple[JobEvent, ...] = ()) -> JobHandle:
+        """Record a new queued job; a move (``vm_uuid`` given) is refused while its VM has
+        another."""
         now = time.time()
-        if kind == "evacuate":
-            asked = f"evacuation of host {source} requested"
-        elif dest in (None, source):
-            asked = f"{kind} of {vm} on {source} requested"
-        else:
-            asked = f"{kind} of {vm} from {source} to {dest} requested"
         job = Job(
             id=str(uuid.uuid4()), kind=kind, vm=vm, source_host=source, dest_host=dest,
-            state=JobState.QUEUED, phase=Phase.REQUESTED.value, created_at=now,
-            events=(JobEvent(now, Phase.REQUESTED.value, asked),), vm_uuid=vm_uuid,
+            state=JobState.QUEUED, phase=Phase.REQUESTED, created_at=now,
+            events=(JobEvent(now, Phase.REQUESTED, _asked(kind, vm, source, dest)), *events),
+            vm_uuid=vm_uuid, spec=spec, slot_hosts=tuple(dict.fromkeys(slot_hosts)),
+            parent_id=parent_id,
         )
         try:
             store.add_job(job)
@@ -64,20 +92,46 @@ class JobHandle:
         with self._lock:
             return self._job
 
-    def _save(self, job: Job) -> None:
-        self._job = job
-        self._store.update_job(job)
+    @property
+    def owner(self) -> str | None:
+        return self._owner
+
+    def owned_by(self, owner: str) -> None:
+        """This server runs the job from now on (it claimed or took it over)."""
+        with self._lock:
+            self._owner = owner
+            self._job = replace(self._job, owner=owner)
+
+    # -- writing through --------------------------------------------------------
+    def _write(self, action: Callable[[], None]) -> bool:
+        """Run a store write unless the job is another server's now; False if it is."""
+        if self._lost:
+            return False
+        try:
+            action()
+        except LostOwnership as err:
+            self._lost = True
+            log.warning("job %s: %s; this server writes no more of it", self.id, err.message)
+            return False
+        return True
+
+    def _move(self, state: JobState, **fields: Any) -> None:
+        """Change state along the job's allowed transitions, here and in the store."""
+        with self._lock:
+            check_transition(self.id, self._job.state, state)
+            if self._write(lambda: self._store.transition(self.id, self._owner, state,
+                                                          **fields)):
+                self._job = replace(self._job, state=state, **fields)
 
     def start(self) -> None:
-        with self._lock:
-            self._save(replace(self._job, state=JobState.RUNNING, started_at=time.time()))
+        self._move(JobState.RUNNING, started_at=time.time())
 
     def event(self, phase: Phase, message: str, at: float | None = None, **data: Any) -> None:
-        event = JobEvent(at if at is not None else time.time(), phase.value, message, data)
+        event = JobEvent(at if at is not None else time.time(), phase, message, data)
         with self._lock:
-            self._store.add_event(self._job.id, event)
-            self._save(replace(self._job, phase=phase.value,
-                               events=(*self._job.events, event)))
+            if self._write(lambda: self._store.add_event(self.id, event)):
+                self._write(lambda: self._store.update_job(self.id, self._owner, phase=phase))
+                self._job = replace(self._job, phase=phase, events=(*self._job.events, event))
 
     def checked(self, findings: list[Finding], warnings: list[Finding], against: str) -> None:
         """The compatibility phase passed: what was checked, and the warnings kept."""
@@ -89,32 +143,55 @@ class JobHandle:
 
     def progress(self, values: dict[str, Any]) -> None:
         with self._lock:
-            self._save(replace(self._job, progress=values))
+            if self._write(lambda: self._store.update_job(self.id, self._owner,
+                                                          progress=values)):
+                self._job = replace(self._job, progress=values)
 
     def finish(self, state: JobState, report: dict[str, Any], error: str | None = None) -> None:
         with self._lock:
-            self._save(replace(self._job, state=state, report=report, error=error,
-                               finished_at=time.time()))
+            if self._job.state is JobState.CANCELLING and state is JobState.SUCCEEDED:
+                # A cancel that came too late: the job says what really happened.
+                error = None
+        self._move(state, report=report, error=error, finished_at=time.time())
 
     def amend_report(self, **fields: Any) -> None:
         """Add to a job's report, also after it finished (a later confirmation)."""
         with self._lock:
-            self._save(replace(self._job, report={**self._job.report, **fields}))
+            report = {**self._job.report, **fields}
+            if self._write(lambda: self._store.update_job(self.id, self._owner,
+                                                          report=report)):
+                self._job = replace(self._job, report=report)
 
+    # -- resources: intent before action -----------------------------------------
+    def intend(self, host: str, kind: ResourceKind, name: str, pool: str | None = None,
+               path: str | None = None) -> int:
+        """Record what is about to be created on ``host`` (or, for a source file, what the
+        move will free), before the host is asked: any server can clean it up."""
+        state = (ResourceState.INTENDED if kind.created_by_ferry else ResourceState.CREATED)
+        return self._store.add_resource(self.id, host, kind, name, pool, path, state)
+
+    def resource(self, resource_id: int, state: ResourceState, path: str | None = None) -> None:
+        self._store.set_resource(resource_id, state, path)
+
+    def stored(self) -> Job:
+        """The job as the store holds it, with its events and resources."""
+        return self._store.job(self.id)
+
+    # -- cancelling ----------------------------------------------------------
     def on_cancel(self, action: Callable[[], None] | None) -> None:
         """What cancelling does right now (abort the libvirt job), or None once too late."""
         with self._lock:
             self._on_cancel = action
 
-    def cancel(self) -> Job:
+    def notice_cancel(self) -> None:
+        """A user's cancel, recorded in the store (through any server), reaches the owner."""
         with self._lock:
-            job = self._job
-            if job.state.finished:
-                raise InputError(f"job {job.id} is already {job.state.value}")
-            action = self._on_cancel
+            if self.cancel_requested.is_set():
+                return
             self.cancel_requested.set()
-            if job.state is not JobState.QUEUED:
-                self._save(replace(job, state=JobState.CANCELLING))
+            if self._job.state is JobState.RUNNING:
+                self._job = replace(self._job, state=JobState.CANCELLING,
+                                    cancel_requested=True)
+            action = self._on_cancel
         if action is not None:
             action()
-        return self.job

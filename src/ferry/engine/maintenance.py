@@ -41,6 +41,7 @@ class Evacuation:
     job_of: Callable[[str], Job]
     cancel: Callable[[str], Job]  # cancels a move's job (withdraws it while queued)
     scope: str = "every other host"  # where ``targets`` come from, for the report
+    children: list[Job] = field(default_factory=list)  # moves it started before a takeover
     poll_seconds: float = 0.2
     _planned: dict[str, int] = field(default_factory=dict)  # host -> MiB placed there
     _moves: dict[str, dict[str, Any]] = field(default_factory=dict)  # vm -> where, job, state
@@ -49,6 +50,10 @@ class Evacuation:
     def run(self, job: JobHandle) -> None:
         """Move every VM; always ends the job in a final state, never raises."""
         started = time.monotonic()
+        for child in self.children:
+            self._moves[child.vm] = {"host": child.dest_host, "job": child.id,
+                                     "state": child.state.value, "error": child.error,
+                                     "kind": "cold" if child.kind == "cold-migrate" else "live"}
         # The biggest running VMs first: they are the hardest to place.
         order = sorted(self.vms, key=lambda vm: (vm.state is VMState.SHUTOFF, -vm.memory_mib))
         for vm in order:

@@ -15,17 +15,16 @@ from ferry.checks.finding import Finding, Status, errors, finding_dict
 from ferry.checks.report import preflight
 from ferry.engine.cold import ColdMigration
 from ferry.engine.confirm import Confirmer
-from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
+from ferry.engine.diskplan import SUPPORTED_FORMATS, DiskMove, TargetFiles, plan_moves
 from ferry.engine.inventory import InventoryCache
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import POLICIES
 from ferry.engine.preflight import FactGatherer
-from ferry.engine.runner import JobRunner
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, VMotion
 from ferry.errors import InputError, NotFound, RefusedError
-from ferry.model import VM, Inventory, Job, Phase, VMState
+from ferry.model import VM, Inventory, Job, JobKind, MoveSpec, Phase, VMState
 from ferry.store.db import Store
 from ferry.virt.base import HostConnection, MigrationOptions
 
@@ -33,17 +32,22 @@ from ferry.virt.base import HostConnection, MigrationOptions
 class MoveStarter:
     def __init__(self, store: Store, inventory: InventoryCache, vms: VMIndex,
                  conn: Callable[[str], HostConnection], gatherer: FactGatherer,
-                 runner: JobRunner, fresh: Callable[[VM, str], VM],
+                 slots_taken: Callable[[], dict[str, int]], fresh: Callable[[VM, str], VM],
                  heartbeat: HeartbeatSource | None, confirmer: Confirmer) -> None:
         self._store = store
         self._inventory = inventory
         self._vms = vms
         self._conn = conn
         self._gatherer = gatherer
-        self._runner = runner
+        self._slots_taken = slots_taken
+        self._queue: Callable[[JobHandle], Job] | None = None
         self._fresh = fresh
         self._heartbeat = heartbeat
         self._confirmer = confirmer
+
+    def queue_with(self, queue: Callable[[JobHandle], Job]) -> None:
+        """Where recorded moves go to wait for their slots (the job runner)."""
+        self._queue = queue
 
     def check(self, request: MoveRequest) -> list[Finding]:
         vm = self._validate_move(request)
@@ -73,12 +77,12 @@ class MoveStarter:
         return vm
 
     def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
-        facts = self._gatherer.gather(inventory, vm, request, self._runner.slots_taken())
+        facts = self._gatherer.gather(inventory, vm, request, self._slots_taken())
         return preflight(facts)
 
     def start(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
-                        disk_format: str = "same", disks: tuple[str, ...] = (),
-                        cold: bool = False) -> Job:
+              disk_format: str = "same", disks: tuple[str, ...] = (), cold: bool = False,
+              parent: str | None = None) -> Job:
         current = self._vms.get(vm)
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
@@ -87,7 +91,8 @@ class MoveStarter:
         # The store's constraint is the guarantee (JobHandle.create); this is the courtesy.
         self._vms.refuse_if_held(current, "migration")
         if cold:
-            return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks)
+            return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks,
+                                         parent)
         if dest_datastore is not None and dest_host in (None, current.host):
             return self._start_storage_move(current, dest_datastore, disk_format, disks)
         request = MoveRequest(current.uuid, dest_host=dest_host, dest_datastore=dest_datastore,
@@ -99,7 +104,7 @@ class MoveStarter:
         inventory = self._inventory.inventory()
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"migration of {current.name} to {dest_host}")
-        return self._launch_live(inventory, current, request, findings, warnings)
+        return self._launch_live(inventory, current, request, findings, warnings, parent)
 
     def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
         """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
@@ -109,52 +114,49 @@ class MoveStarter:
         self._vms.refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
         return current
 
-    def start_placed(self, vm: VM, dest_host: str, findings: list[Finding]) -> Job:
+    def start_placed(self, vm: VM, dest_host: str, findings: list[Finding],
+                     parent: str | None = None) -> Job:
         """An evacuation's move to the host it chose on ``findings``, judged a moment ago
         on the inventory the evacuation refreshed: judging again would only repeat it."""
         if vm.state is VMState.SHUTOFF:
-            return self.start(vm.uuid, dest_host, cold=True)
+            return self.start(vm.uuid, dest_host, cold=True, parent=parent)
         blocking = errors(findings)
         if blocking:
             raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
                                f"{len(blocking)} requirement(s) not met", blocking)
         request = MoveRequest(vm.uuid, dest_host=dest_host)
         return self._launch_live(self._inventory.inventory(), self._vms.get(vm.uuid), request,
-                                 findings, [f for f in findings if f.status is Status.WARNING])
+                                 findings, [f for f in findings if f.status is Status.WARNING],
+                                 parent)
+
+    def _record(self, kind: JobKind, vm: VM, dest_host: str, request: MoveRequest,
+                findings: list[Finding], warnings: list[Finding], against: str,
+                parent: str | None, state_check: str) -> Job:
+        """The judged move, recorded queued with what any server needs to run it."""
+        spec = MoveSpec(vm.uuid, request.dest_host, request.dest_datastore,
+                        request.disk_format, request.disks, request.cold,
+                        tuple(finding_dict(f) for f in warnings))
+        handle = JobHandle.create(
+            self._store, kind, vm.name, vm.host, dest_host, vm.uuid, spec=spec,
+            slot_hosts=(vm.host, dest_host), parent_id=parent)
+        handle.event(Phase.STATE_CHECK, state_check)
+        handle.checked(findings, warnings, against)
+        assert self._queue is not None, "the control plane wires the queue before any move"
+        return self._queue(handle)
 
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
-                     findings: list[Finding], warnings: list[Finding]) -> Job:
+                     findings: list[Finding], warnings: list[Finding],
+                     parent: str | None = None) -> Job:
         """Queue a judged live move (host, or host and datastore) on the slots."""
-        vm, dest_host, dest_datastore = current.name, request.dest_host, request.dest_datastore
-        disk_format, disks = request.disk_format, request.disks
+        dest_host, dest_datastore = request.dest_host, request.dest_datastore
         assert dest_host is not None
-        dest_record = self._store.host(dest_host)
-        policy = POLICIES["default"]
-        options = MigrationOptions(
-            dest_uri=dest_record.uri,
-            migration_address=dest_record.migration_address,
-            shared_storage_proven=True,  # the report proved every file's datastore shared
-            auto_converge=policy.auto_converge,
-            auto_converge_initial_pct=policy.throttle_initial_pct,
-            auto_converge_increment_pct=policy.throttle_increment_pct,
-            allow_postcopy=policy.allow_postcopy,
-        )
-        source, dest = self._conn(current.host), self._conn(dest_host)
-        # Shared-nothing: the disks travel with the memory, into new files there.
-        files = self._target_files(inventory, current, dest_host, dest_datastore, disk_format,
-                                   disks)
-        kind = "migrate" if files is None else "migrate-with-storage"
-        handle = JobHandle.create(self._store, kind, vm, current.host, dest_host, current.uuid)
-        handle.event(Phase.STATE_CHECK, f"{vm} is {current.state.value} on {current.host}")
-        handle.checked(findings, warnings, dest_host + (
-            f", datastore {dest_datastore}" if dest_datastore else ""))
-        runner = VMotion(
-            vm=vm, source=source, dest=dest,
-            options=options, policy=policy, subscribe_lifecycle=self._inventory.subscribe,
-            heartbeat=self._heartbeat, warnings=[finding_dict(f) for f in warnings],
-            files=files, reach=self._conn, confirmer=self._confirmer,
-        )
-        return self._runner.launch(handle, runner.run, (current.host, dest_host))
+        if dest_datastore is not None:  # refused now, not when it would start
+            self._planned(inventory, current, dest_datastore, request)
+        kind = JobKind.MIGRATE if dest_datastore is None else JobKind.MIGRATE_WITH_STORAGE
+        return self._record(kind, current, dest_host, request, findings, warnings,
+                            dest_host + (f", datastore {dest_datastore}"
+                                         if dest_datastore else ""),
+                            parent, f"{current.name} is {current.state.value} on {current.host}")
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...]) -> Job:
@@ -165,18 +167,14 @@ class MoveStarter:
         inventory = self._inventory.inventory()
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"moving the disks of {vm.name} to {datastore}")
-        conn = self._conn(vm.host)  # before the job: a job that never runs would hold the VM
-        handle = JobHandle.create(self._store, "storage-migrate", vm.name, vm.host, vm.host,
-                                  vm.uuid)
-        handle.checked(findings, warnings, f"datastore {datastore}")
-        runner = StorageVMotion(
-            vm=current, conn=conn, target_pool=datastore,
-            pools=[p for p in inventory.pools if p.host == vm.host],
-            disk_format=disk_format, disks=disks, heartbeat=self._heartbeat)
-        return self._runner.launch(handle, runner.run, (vm.host,))
+        self._conn(vm.host)  # before the job: a host that does not answer refuses it now
+        return self._record(JobKind.STORAGE_MIGRATE, current, vm.host, request, findings,
+                            warnings, f"datastore {datastore}", None,
+                            f"{vm.name} is {current.state.value} on {vm.host}")
 
     def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
-                         disk_format: str, disks: tuple[str, ...]) -> Job:
+                         disk_format: str, disks: tuple[str, ...],
+                         parent: str | None = None) -> Job:
         request = MoveRequest(vm.uuid, dest_host=dest_host, dest_datastore=datastore, cold=True,
                               disks=disks, disk_format=disk_format)
         self._validate_move(request)
@@ -188,27 +186,67 @@ class MoveStarter:
             f"datastore {datastore}" if datastore else "") if part)
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"cold migration of {vm.name} to {where}")
-        source, dest = self._conn(vm.host), self._conn(target_host)
-        files = self._target_files(inventory, current, target_host, datastore, disk_format,
-                                   disks)
-        handle = JobHandle.create(self._store, "cold-migrate", vm.name, vm.host, target_host,
-                                  vm.uuid)
-        handle.event(Phase.STATE_CHECK, f"{vm.name} is powered off on {vm.host}: cold migration")
-        handle.checked(findings, warnings, where)
-        runner = ColdMigration(current, source, dest, files)
-        return self._runner.launch(handle, runner.run, (vm.host, target_host))
+        if datastore is not None:
+            self._planned(inventory, current, datastore, request)
+        return self._record(JobKind.COLD_MIGRATE, current, target_host, request, findings,
+                            warnings, where, parent,
+                            f"{vm.name} is powered off on {vm.host}: cold migration")
 
-    def _target_files(self, inventory: Inventory, vm: VM, dest_host: str,
-                      datastore: str | None, disk_format: str,
-                      disks: tuple[str, ...]) -> TargetFiles | None:
-        """The files a move between hosts creates in ``datastore``; None: no disk moves."""
-        if datastore is None:
-            return None
-        moves = plan_moves(vm, inventory.pools_on(vm.host), disk_format, disks)
+    # -- running a recorded move (on whichever server claims it) -------------------
+    def body_for(self, job: Job) -> Callable[[JobHandle], None]:
+        """What runs ``job`` now, built from its record and the hosts as they are."""
+        spec = job.spec
+        if spec is None:
+            raise InputError(f"job {job.id} records no move to run")
+        target = job.dest_host or job.source_host
+        self._inventory.refresh_vms(job.source_host)
+        current = self._conn(job.source_host).get_vm(job.vm)
+        if current is None or current.uuid != spec.vm_uuid:
+            raise NotFound(f"VM {job.vm} is no longer on {job.source_host}")
+        inventory = self._inventory.inventory()
+        request = MoveRequest(spec.vm_uuid, dest_host=spec.dest_host,
+                              dest_datastore=spec.dest_datastore, disks=spec.disks,
+                              disk_format=spec.disk_format, cold=spec.cold)
+        source, dest = self._conn(job.source_host), self._conn(target)
+        if job.kind is JobKind.STORAGE_MIGRATE:
+            assert spec.dest_datastore is not None
+            return StorageVMotion(
+                vm=current, conn=source, target_pool=spec.dest_datastore,
+                pools=inventory.pools_on(job.source_host), disk_format=spec.disk_format,
+                disks=spec.disks, heartbeat=self._heartbeat).run
+        files = None
+        if spec.dest_datastore is not None:
+            files = TargetFiles(current.name, self._planned(inventory, current,
+                                                            spec.dest_datastore, request),
+                                source, dest, spec.dest_datastore,
+                                reopen_target=lambda: self._conn(target))
+        if job.kind is JobKind.COLD_MIGRATE:
+            return ColdMigration(current, source, dest, files).run
+        dest_record = self._store.host(target)
+        policy = POLICIES["default"]
+        options = MigrationOptions(
+            dest_uri=dest_record.uri,
+            migration_address=dest_record.migration_address,
+            shared_storage_proven=True,  # the report proved every file's datastore shared
+            auto_converge=policy.auto_converge,
+            auto_converge_initial_pct=policy.throttle_initial_pct,
+            auto_converge_increment_pct=policy.throttle_increment_pct,
+            allow_postcopy=policy.allow_postcopy,
+        )
+        return VMotion(
+            vm=current.name, source=source, dest=dest,
+            options=options, policy=policy, subscribe_lifecycle=self._inventory.subscribe,
+            heartbeat=self._heartbeat, warnings=list(spec.warnings),
+            files=files, reach=self._conn, confirmer=self._confirmer,
+        ).run
+
+    def _planned(self, inventory: Inventory, vm: VM, datastore: str,
+                 request: MoveRequest) -> list[DiskMove]:
+        """The files a move to ``datastore`` creates; InputError when no disk would move."""
+        moves = plan_moves(vm, inventory.pools_on(vm.host), request.disk_format, request.disks)
         if not moves:
             raise InputError(f"VM {vm.name} has no data disk to move to {datastore}")
-        return TargetFiles(vm.name, moves, self._conn(vm.host), self._conn(dest_host),
-                           datastore, reopen_target=lambda: self._conn(dest_host))
+        return moves
 
     def _judge_or_refuse(self, inventory: Inventory, vm: VM, request: MoveRequest,
                          what: str) -> tuple[list[Finding], list[Finding]]:

@@ -1,21 +1,25 @@
-"""Running jobs: moves wait for their hosts' migration slots, then run in a thread each.
+"""This server's share of the jobs: it claims queued moves, runs them, keeps its leases,
+and takes over the jobs of servers that stopped.
 
-The control plane hands over a job and what runs it; this module queues it on
-the per-host slots (:mod:`ferry.engine.scheduler`), starts it when it may,
-keeps a bug in a job from leaving it "running" forever, refreshes the hosts it
-touched, and frees its slots. Coordinating jobs (an evacuation) run at once
-and take no slot: the moves they start take theirs.
+Every job lives in the store. A move is recorded queued with the hosts whose
+slots it takes; each server, every ``poll_s``, claims the moves that may start
+(the store decides across servers, :mod:`ferry.store.coordination`) and runs
+each in a thread. A server renews the lease of every job it runs; a job whose
+lease ran out (its server died, or stopped) is taken over by one server and
+judged against libvirt (:mod:`ferry.engine.reconcile`). A cancel asked of any
+server is recorded in the store and reaches the job's owner.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 
 from ferry.engine.jobs import JobHandle
-from ferry.engine.scheduler import SlotScheduler
-from ferry.errors import FerryError, InputError
+from ferry.errors import FerryError
 from ferry.model import Job, JobState, Phase
 from ferry.store.db import Store
 
@@ -23,55 +27,60 @@ log = logging.getLogger(__name__)
 
 JobBody = Callable[[JobHandle], None]
 
+# A dead server's jobs are taken over this long after its last renewal, at most.
+LEASE_S = 10.0
+RENEW_S = 2.0  # well inside the lease: two renewals may fail before it ends
+POLL_S = 0.5  # how soon a free slot or a cancel through another server is seen
+
 
 class JobRunner:
-    def __init__(self, store: Store, slot_limit: Callable[[str], int],
-                 refresh: Callable[[str], object]) -> None:
+    def __init__(self, store: Store, body_for: Callable[[Job], JobBody],
+                 reconcile: Callable[[JobHandle], None], refresh: Callable[[str], object],
+                 name: str | None = None, lease_s: float = LEASE_S,
+                 poll_s: float = POLL_S) -> None:
         self._store = store
-        self._slot_limit = slot_limit
+        self._body_for = body_for
+        self._reconcile = reconcile
         self._refresh = refresh
+        self._lease_s = lease_s
+        self._poll_s = poll_s
         self._lock = threading.Lock()
         self._jobs: dict[str, JobHandle] = {}
-        self._scheduler = SlotScheduler(slot_limit)
+        self._wakeup = threading.Event()
+        self._closed = threading.Event()
+        self.server_id = store.register_server(name or socket.gethostname())
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        self._thread.start()
 
-    def launch(self, handle: JobHandle, run: JobBody, hosts: tuple[str, ...]) -> Job:
-        """Queue a move for a slot on each of ``hosts``; it starts by itself."""
-        with self._lock:
-            self._jobs[handle.id] = handle
-        self._scheduler.submit(handle.id, hosts, lambda: self._begin(handle, run, hosts))
-        if handle.id in self._scheduler.waiting():
-            busy = self._scheduler.running_on()
+    # -- asked by the control plane ------------------------------------------
+    def launch(self, handle: JobHandle) -> Job:
+        """A move recorded queued: it starts by itself once its hosts have a free slot."""
+        self._claim()
+        job = self._store.job(handle.id)
+        if job.state is JobState.QUEUED:
+            running, _ = self._store.slot_usage()
+            limits = {h.name: h.max_migrations for h in self._store.hosts()}
             handle.event(Phase.REQUESTED, "queued: waiting for a migration slot on " + ", ".join(
-                f"{h} ({busy.get(h, 0)} of {self._slot_limit(h)} in use)"
-                for h in dict.fromkeys(hosts)))
-        return handle.job
+                f"{h} ({running.get(h, 0)} of {limits.get(h, '?')} in use)"
+                for h in job.slot_hosts))
+        return self._store.job(handle.id)
 
-    def coordinate(self, handle: JobHandle, run: JobBody, hosts: tuple[str, ...]) -> Job:
-        """Start a job that only starts other jobs, at once and without a slot."""
-        with self._lock:
-            self._jobs[handle.id] = handle
+    def coordinate(self, handle: JobHandle, run: JobBody) -> Job:
+        """Start a job that only starts other jobs (an evacuation): at once, no slot."""
+        self._store.own(handle.id, self.server_id, self._lease_s)
+        handle.owned_by(self.server_id)
         handle.start()
-        def work() -> None:
-            self._run(run, handle)
-            self._refresh_all(hosts)
-
-        threading.Thread(target=work, daemon=True, name=f"job-{handle.id[:8]}").start()
+        self._run_in_thread(handle, run, ())
         return handle.job
 
     def cancel(self, job_id: str) -> Job:
+        job = self._store.request_cancel(job_id)
         with self._lock:
             handle = self._jobs.get(job_id)
-        if handle is None:
-            job = self._store.job(job_id)
-            if job.state.finished:
-                raise InputError(f"job {job_id} is already {job.state.value}")
-            raise InputError(f"job {job_id} is not run by this server")
-        if self._scheduler.withdraw(job_id):
-            handle.event(Phase.ROLLBACK, "cancelled while waiting for a slot: nothing was done")
-            handle.finish(JobState.CANCELLED, {}, "cancelled before it started")
-            return self._store.job(job_id)
-        handle.cancel()
-        return self._store.job(job_id)
+        if handle is not None:
+            handle.notice_cancel()
+        self._wakeup.set()
+        return job
 
     def unfinished(self) -> list[Job]:
         with self._lock:
@@ -79,26 +88,72 @@ class JobRunner:
 
     def slots_taken(self) -> dict[str, int]:
         """host -> moves running there, plus the moves already waiting in line for it."""
-        taken = self._scheduler.running_on()
-        with self._lock:
-            jobs = dict(self._jobs)
-        for job_id in self._scheduler.waiting():
-            job = jobs[job_id].job
-            for host in {job.source_host, job.dest_host} - {None}:
-                assert host is not None
-                taken[host] = taken.get(host, 0) + 1
-        return taken
+        running, waiting = self._store.slot_usage()
+        return {h: running.get(h, 0) + waiting.get(h, 0) for h in {*running, *waiting}}
 
-    def _begin(self, handle: JobHandle, run: JobBody, hosts: tuple[str, ...]) -> None:
-        handle.start()
+    def close(self) -> None:
+        self._closed.set()
+        self._wakeup.set()
+        self._thread.join(5)
+        try:
+            self._store.stop_server(self.server_id)
+        except Exception:  # the database may be gone already; the leases then run out
+            log.warning("could not release this server's leases", exc_info=True)
+
+    # -- the loop --------------------------------------------------------------
+    def _loop(self) -> None:
+        renewed = taken_over = 0.0
+        while not self._closed.is_set():
+            try:
+                now = time.monotonic()
+                if now - renewed >= RENEW_S:
+                    self._store.renew(self.server_id, self._lease_s)
+                    renewed = now
+                self._claim()
+                self._deliver_cancels()
+                if now - taken_over >= RENEW_S:
+                    self._take_over()
+                    taken_over = now
+            except Exception:  # the database restarting must not end this server's loop
+                log.exception("job runner loop")
+            self._wakeup.wait(self._poll_s)
+            self._wakeup.clear()
+
+    def _claim(self) -> None:
+        for job in self._store.claim_startable(self.server_id, self._lease_s):
+            handle = JobHandle(self._store, replace_state(job), self.server_id)
+            try:
+                body = self._body_for(job)
+            except FerryError as err:
+                handle.event(Phase.ROLLBACK, f"could not start: {err.message}; nothing was done")
+                handle.finish(JobState.FAILED, {}, err.message)
+                continue
+            self._run_in_thread(handle, body, job.slot_hosts)
+
+    def _take_over(self) -> None:
+        for job in self._store.take_over_expired(self.server_id, self._lease_s):
+            handle = JobHandle(self._store, job, self.server_id)
+            log.info("took over job %s of %s from server %s", job.id, job.vm, job.owner)
+            self._run_in_thread(handle, self._reconcile, job.slot_hosts)
+
+    def _deliver_cancels(self) -> None:
+        for job_id in self._store.cancels_for(self.server_id):
+            with self._lock:
+                handle = self._jobs.get(job_id)
+            if handle is not None:
+                handle.notice_cancel()
+
+    def _run_in_thread(self, handle: JobHandle, run: JobBody, hosts: tuple[str, ...]) -> None:
+        with self._lock:
+            self._jobs[handle.id] = handle
 
         def work() -> None:
             try:
                 self._run(run, handle)
             finally:
-                # The slots go first: the next move in line need not wait for the
-                # refresh, which only updates ferry's own view of the hosts.
-                self._scheduler.finished(handle.id)
+                with self._lock:
+                    self._jobs.pop(handle.id, None)
+                self._wakeup.set()  # its slots are free: the next move in line may start
                 self._refresh_all(hosts)
 
         threading.Thread(target=work, daemon=True, name=f"job-{handle.id[:8]}").start()
@@ -110,7 +165,8 @@ class JobRunner:
             log.exception("job %s of %s crashed", handle.id, handle.job.vm)
             handle.event(Phase.ROLLBACK, f"ferry failed internally: {err!r}; check where "
                          f"{handle.job.vm} is with 'ferry vm show {handle.job.vm}'")
-            handle.finish(JobState.FAILED, handle.job.report, f"internal error: {err!r}")
+            if not handle.job.state.finished:
+                handle.finish(JobState.FAILED, handle.job.report, f"internal error: {err!r}")
 
     def _refresh_all(self, hosts: tuple[str, ...]) -> None:
         for host in sorted(set(hosts)):
@@ -118,3 +174,10 @@ class JobRunner:
                 self._refresh(host)
             except FerryError:
                 continue  # the next refresh shows the host's state
+
+
+def replace_state(job: Job) -> Job:
+    """The job as the claim left it: running."""
+    from dataclasses import replace
+
+    return replace(job, state=JobState.RUNNING)

@@ -57,6 +57,7 @@ class StorageVMotion:
             self._mirror(job)
             self._pivot(job)
             self._repoint(job)
+            self._files.settle(job, succeeded=True)
             self._files.delete_sources(job)
         except FerryError as err:
             self._roll_back(job, err, started)
@@ -147,6 +148,8 @@ class StorageVMotion:
             except FerryError:
                 pass  # no job left to cancel
         left = self._files.discard(job) if self._files else []
+        if self._files is not None:
+            self._files.settle(job, succeeded=False)
         job.event(Phase.ROLLBACK, f"{self.vm.name} keeps running on its source disks; "
                   f"{'nothing left' if not left else 'left: ' + ', '.join(left)} on "
                   f"{self.target_pool}")

@@ -260,6 +260,7 @@ class VMotion:
         if self.files is not None:
             try:
                 self.files.reserve_thick()
+                self.files.settle(job, succeeded=True)
                 self.files.delete_sources(job)
             except FerryError as err:
                 # The VM is safe on the destination; only space is not yet freed.
@@ -271,7 +272,9 @@ class VMotion:
         job.finish(JobState.SUCCEEDED, report)
 
     def _rolled_back(self, job: JobHandle, err: BaseException, report: dict[str, Any]) -> None:
-        cancelled = isinstance(err, MigrationCancelled) or job.cancel_requested.is_set()
+        # Cancelled only when the cancel is what stopped it: a late cancel never relabels
+        # a real failure (nor a policy's abort) as the user's.
+        cancelled = isinstance(err, MigrationCancelled) and job.cancel_requested.is_set()
         message = err.message if isinstance(err, FerryError) else repr(err)
         # A host that does not answer is stated as such, never counted as "absent".
         src, dst, done = settle(self._reach, self.vm, self.source.name, self.dest.name)
@@ -286,6 +289,7 @@ class VMotion:
         left: list[str] = []
         if self.files is not None and dst.answered and dst.state is None:
             left = self.files.discard(job)
+            self.files.settle(job, succeeded=False)
             report["disks"] = self.files.report()
         detail = describe(self.vm, src, dst) + "".join(f"; {d}" for d in done)
         if left:

@@ -1,4 +1,4 @@
-"""ferry's persistent state: registered hosts, jobs and their events.
+"""ferry's persistent state: registered hosts, clusters, jobs and their events.
 
 SQLAlchemy Core over SQLite by default; any SQLAlchemy URL (PostgreSQL) by
 configuration. The inventory itself is not stored: it is rediscovered from
@@ -10,20 +10,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
-    Column,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     delete,
     insert,
@@ -32,86 +22,21 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from ferry.errors import InputError, NotFound, VMBusy
-from ferry.model import Cluster, EvcMode, Host, Job, JobEvent, JobState
-
-metadata = MetaData()
-
-hosts_table = Table(
-    "hosts",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("uri", String(512), nullable=False),
-    Column("migration_address", String(255)),
-    Column("migration_enabled", Boolean, nullable=False, default=True),
-    Column("maintenance", Boolean, nullable=False, default=False),
-    Column("max_migrations", Integer, nullable=False, default=2),
-    Column("memory_limit_mib", Integer),
-    Column("migration_interface", String(64)),
-    Column("migration_network_isolated", Boolean, nullable=False, default=False),
-    Column("cluster", String(64)),
-)
-
-clusters_table = Table(
-    "clusters",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("created_at", Float, nullable=False),
-    Column("evc", Text),  # the EVC mode as JSON; NULL: EVC is off
-)
-
-jobs_table = Table(
-    "jobs",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("kind", String(32), nullable=False),
-    Column("vm", String(255), nullable=False),
-    Column("source_host", String(64), nullable=False),
-    Column("dest_host", String(64)),
-    Column("state", String(16), nullable=False),
-    Column("phase", String(32), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Column("error", Text),
-    Column("progress", Text, nullable=False, default="{}"),
-    Column("report", Text, nullable=False, default="{}"),
-    Column("vm_uuid", String(36)),  # NULL for a job that holds no VM (an evacuation)
-)
-
-# The states of a job that still holds its VM; a job leaves them when it ends or when
-# a restarted server marks it interrupted, which releases the VM.
-UNFINISHED = tuple(state.value for state in JobState if not state.finished)
-
-# One move per VM, where it cannot race: the database refuses a second unfinished job
-# for one VM UUID, whichever ferry server (all sharing one PostgreSQL) inserts it.
-one_move_per_vm = Index(
-    "jobs_one_move_per_vm", jobs_table.c.vm_uuid, unique=True,
-    sqlite_where=jobs_table.c.state.in_(UNFINISHED),
-    postgresql_where=jobs_table.c.state.in_(UNFINISHED),
-)
-
-events_table = Table(
-    "job_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False,
-           index=True),
-    Column("at", Float, nullable=False),
-    Column("phase", String(32), nullable=False),
-    Column("message", Text, nullable=False),
-    Column("data", Text, nullable=False, default="{}"),
-)
+from ferry.errors import InputError, NotFound
+from ferry.model import Cluster, EvcMode, Host
+from ferry.store.coordination import Coordination
+from ferry.store.jobs import JobRecords
+from ferry.store.schema import clusters_table, hosts_table, metadata
 
 _HOST_FIELDS = ("name", "uri", "migration_address", "migration_enabled", "maintenance",
                 "max_migrations", "memory_limit_mib", "migration_interface",
                 "migration_network_isolated", "cluster")
 
 
-class Store:
+class Store(JobRecords, Coordination):
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
@@ -250,82 +175,6 @@ class Store:
                 return cluster
         raise NotFound(f"no cluster named {name}")
 
-    # -- jobs --------------------------------------------------------------
-    def add_job(self, job: Job) -> None:
-        """Record a new job; VMBusy when its VM already has an unfinished one.
-
-        The unique index decides, so two requests racing on one server or on two
-        servers cannot both insert; the loser is told which job holds the VM.
-        """
-        for _attempt in (1, 2):
-            try:
-                with self._lock, self.engine.begin() as conn:
-                    conn.execute(insert(jobs_table).values(**_job_row(job)))
-                    for event in job.events:
-                        conn.execute(insert(events_table).values(**_event_row(job.id, event)))
-                return
-            except IntegrityError:
-                if job.vm_uuid is None:
-                    raise
-                holder = self.unfinished_job(job.vm_uuid)
-                if holder is not None:
-                    raise VMBusy(f"VM {job.vm} is already in a move: job {holder.id} "
-                                 f"({holder.kind}, {holder.state.value})", holder) from None
-                # The holder ended between the insert and the look-up: try once more.
-        raise VMBusy(f"VM {job.vm} is in another move that keeps changing; try again", None)
-
-    def unfinished_job(self, vm_uuid: str) -> Job | None:
-        """The job that holds VM ``vm_uuid`` now (at most one: the index sees to it)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(jobs_table).where(
-                jobs_table.c.vm_uuid == vm_uuid,
-                jobs_table.c.state.in_(UNFINISHED))).mappings().first()
-            return _job_from_row(row) if row is not None else None
-
-    def unfinished_jobs(self) -> list[Job]:
-        """Every job that holds a VM now, by any server sharing this database."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs_table).where(
-                jobs_table.c.vm_uuid.is_not(None),
-                jobs_table.c.state.in_(UNFINISHED))).mappings()
-            return [_job_from_row(r) for r in rows]
-
-    def update_job(self, job: Job) -> None:
-        row = _job_row(job)
-        del row["id"]
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(update(jobs_table).where(jobs_table.c.id == job.id).values(**row))
-
-    def add_event(self, job_id: str, event: JobEvent) -> None:
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(insert(events_table).values(**_event_row(job_id, event)))
-
-    def job(self, job_id: str) -> Job:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(jobs_table).where(jobs_table.c.id == job_id)).mappings().first()
-            if row is None:
-                raise NotFound(f"no job with id {job_id}")
-            events = conn.execute(
-                select(events_table).where(events_table.c.job_id == job_id)
-                .order_by(events_table.c.id)).mappings()
-            return replace(_job_from_row(row), events=tuple(_event_from_row(e) for e in events))
-
-    def jobs(self, limit: int = 100) -> list[Job]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs_table).order_by(jobs_table.c.created_at.desc()).limit(limit)).mappings()
-            return [_job_from_row(r) for r in rows]
-
-    def mark_interrupted(self) -> None:
-        """Jobs a previous server left running did not finish under its watch."""
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(update(jobs_table)
-                         .where(jobs_table.c.state.in_(UNFINISHED))
-                         .values(state=JobState.FAILED.value, finished_at=time.time(),
-                                 error="the ferry server stopped while this job ran; "
-                                       "check where the VM runs with 'ferry vm show'"))
-
     def close(self) -> None:
         self.engine.dispose()
 
@@ -344,35 +193,3 @@ def _sql_literal(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     raise TypeError(f"no SQL literal for {value!r}")
-
-
-def _job_row(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id, "kind": job.kind, "vm": job.vm, "source_host": job.source_host,
-        "dest_host": job.dest_host, "state": job.state.value, "phase": job.phase,
-        "created_at": job.created_at, "started_at": job.started_at,
-        "finished_at": job.finished_at, "error": job.error,
-        "progress": json.dumps(job.progress), "report": json.dumps(job.report),
-        "vm_uuid": job.vm_uuid,
-    }
-
-
-def _job_from_row(row: RowMapping) -> Job:
-    return Job(
-        id=row["id"], kind=row["kind"], vm=row["vm"], source_host=row["source_host"],
-        dest_host=row["dest_host"], state=JobState(row["state"]), phase=row["phase"],
-        created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], error=row["error"],
-        progress=json.loads(row["progress"] or "{}"), report=json.loads(row["report"] or "{}"),
-        vm_uuid=row["vm_uuid"],
-    )
-
-
-def _event_row(job_id: str, event: JobEvent) -> dict[str, Any]:
-    return {"job_id": job_id, "at": event.at, "phase": event.phase, "message": event.message,
-            "data": json.dumps(event.data)}
-
-
-def _event_from_row(row: RowMapping) -> JobEvent:
-    return JobEvent(at=row["at"], phase=row["phase"], message=row["message"],
-                    data=json.loads(row["data"] or "{}"))

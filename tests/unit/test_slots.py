@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferry.engine.scheduler import QueuedMove, SlotScheduler, startable
+from ferry.slots import QueuedMove, startable
 
 LIMITS = {"h1": 2, "h2": 2, "h3": 2, "h4": 2}
 
@@ -27,16 +27,3 @@ def test_a_storage_move_counts_on_its_one_host_and_limits_are_per_host() -> None
     queue = [QueuedMove("s", ("h1",)), QueuedMove("m", ("h1", "h2"))]
     assert startable(queue, {"h1": 1}, {**LIMITS, "h1": 1}) == []
     assert startable(queue, {"h1": 1}, LIMITS) == ["s"]
-
-
-def test_scheduler_starts_waiting_moves_by_themselves_in_order() -> None:
-    started: list[str] = []
-    scheduler = SlotScheduler(lambda host: 2)
-    for job, hosts in (("a", ("h1", "h2")), ("b", ("h1", "h3")), ("c", ("h1", "h2")),
-                       ("d", ("h1", "h3"))):
-        scheduler.submit(job, hosts, lambda job=job: started.append(job))  # type: ignore[misc]
-    assert started == ["a", "b"] and scheduler.waiting() == ["c", "d"]
-    assert scheduler.running_on() == {"h1": 2, "h2": 1, "h3": 1}
-    assert scheduler.withdraw("c") and not scheduler.withdraw("c")
-    scheduler.finished("a")
-    assert started == ["a", "b", "d"] and scheduler.waiting() == []
