@@ -1,9 +1,12 @@
-"""An in-memory :class:`~ferry.virt.base.HostConnection` for unit tests of pure logic.
+"""An in-memory :class:`~ferry.virt.base.HostConnection` for unit tests.
 
 It keeps VMs, pools (with a shared "backing" so probes behave as on real
-storage), and networks as plain data. Migration here only moves records and
-replays scripted statistics: it proves nothing about real migration, which
-the lab's integration tests cover.
+storage), volumes with their bytes (:mod:`ferry.virt.fake_storage`),
+definitions, power and block copies (:mod:`ferry.virt.fake_power`) and networks
+as plain data, and keeps the promises ``tests/unit/test_seam_contract.py``
+holds libvirt to. Migration here only moves records and replays scripted
+statistics: it proves nothing about real migration, which the lab's
+integration tests cover. Tests plant failures with :attr:`FakeHost.faults`.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
-from ferry.errors import HostUnreachable, MigrationCancelled, NotFound, VirtError
+from ferry.errors import FerryError, HostUnreachable, MigrationCancelled, NotFound, VirtError
 from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt.base import (
     CloseCallback,
     CpuFunctions,
     GuestPlatform,
+    HostConnection,
     HostFacts,
     ImageInfo,
     IterationCallback,
@@ -26,13 +30,10 @@ from ferry.virt.base import (
     MigrationOptions,
     MigrationStats,
 )
+from ferry.virt.fake_power import FakePower, domain_xml
+from ferry.virt.fake_storage import Backing
 
-
-@dataclass
-class Backing:
-    """Where a pool's files live; pools sharing one Backing are the same storage."""
-
-    files: set[str] = field(default_factory=set)
+__all__ = ["Backing", "FakeHost", "FakeWorld"]
 
 
 @dataclass
@@ -55,7 +56,7 @@ class FakeWorld:
         return host
 
 
-class FakeHost:
+class FakeHost(FakePower):
     def __init__(self, world: FakeWorld, name: str, host_uuid: str) -> None:
         self.world = world
         self.name = name
@@ -91,6 +92,10 @@ class FakeHost:
         self._current: MigrationStats | None = None
         self.up = True  # False: the host's libvirtd does not answer (go_down, come_up)
         self.close_callbacks: list[CloseCallback] = []
+        self.definitions: dict[str, str] = {}  # persistent VMs' saved definitions
+        self.faults: dict[str, FerryError] = {}  # method name -> what its next call raises
+        self.mirror_polls: int | None = 0  # a block copy is ready after this many looks
+        self._copies = {}
         world.hosts[name] = self
 
     # -- set-up helpers ------------------------------------------------
@@ -102,10 +107,8 @@ class FakeHost:
 
     def add_vm(self, vm: VM) -> None:
         self.vms[vm.name] = replace(vm, host=self.name)
-
-    def _emit(self, vm: str, event: str) -> None:
-        for callback in self.callbacks:
-            callback(self.name, vm, event)
+        if vm.persistent:
+            self.definitions[vm.name] = domain_xml(vm)
 
     def answer(self) -> None:
         if not self.up:
@@ -133,52 +136,6 @@ class FakeHost:
 
     def list_networks(self) -> list[Network]:
         return list(self.networks)
-
-    def refresh_pool(self, pool: str) -> None:
-        self._backing(pool)
-
-    def _backing(self, pool: str) -> Backing:
-        if pool not in self.pools:
-            raise NotFound(f"host {self.name}: no datastore {pool}")
-        return self.pools[pool][1]
-
-    def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
-                      preallocation: str | None = None) -> str:
-        self._backing(pool).files.add(name)
-        return f"{self.pools[pool][0].path}/{name}"
-
-    def find_volume(self, pool: str, name: str) -> str | None:
-        if name in self._backing(pool).files:
-            return f"{self.pools[pool][0].path}/{name}"
-        return None
-
-    def delete_volume(self, pool: str, name: str) -> None:
-        self._backing(pool).files.discard(name)
-
-    def define_vm(self, domain_xml: str) -> None:
-        raise VirtError("the fake host does not parse domain XML")
-
-    def undefine_vm(self, name: str) -> None:
-        self.vms.pop(name, None)
-
-    def start_vm(self, name: str) -> None:
-        self.vms[name] = replace(self.vms[name], state=VMState.RUNNING)
-
-    def shutdown_vm(self, name: str) -> None:
-        self.destroy_vm(name)
-
-    def destroy_vm(self, name: str) -> None:
-        if not self.vms[name].persistent:
-            del self.vms[name]  # as libvirt: a transient domain is gone once it stops
-            return
-        self.vms[name] = replace(self.vms[name], state=VMState.SHUTOFF)
-
-    def suspend_vm(self, name: str) -> None:
-        self.vms[name] = replace(self.vms[name], state=VMState.PAUSED)
-        self.kicks.append(name)
-
-    def resume_vm(self, name: str) -> None:
-        self.vms[name] = replace(self.vms[name], state=VMState.RUNNING)
 
     def migrate(self, name: str, options: MigrationOptions,
                 on_iteration: IterationCallback | None = None) -> None:
@@ -213,6 +170,7 @@ class FakeHost:
                                  migration=None)
         dest._emit(name, "resumed")
         del self.vms[name]
+        dest.definitions[name] = self.definitions.pop(name, "") or domain_xml(dest.vms[name])
         self._emit(name, "undefined")
 
     def migration_stats(self, name: str) -> MigrationStats | None:
@@ -253,29 +211,13 @@ class FakeHost:
     def interface_link(self, name: str) -> LinkFacts | None:
         return self.links.get(name)
 
-    def block_jobs(self, name: str) -> list[str]:
-        return list(self.busy_disks)
-
-    def disk_size(self, name: str, disk: str) -> tuple[int, int]:
-        vm = self.vms.get(name)
-        if vm is None or disk not in {d.target for d in vm.disks}:
-            raise NotFound(f"host {self.name}: VM {name} has no disk {disk}")
-        return self.disk_bytes
-
     def block_device_present(self, path: str) -> bool:
         return path in self.block_devices
 
-    def image_info(self, path: str) -> ImageInfo | None:
-        if path in self.images:
-            return self.images[path]
-        if not any(pool.path and path.startswith(pool.path.rstrip("/") + "/")
-                   for pool, _ in self.pools.values()):
-            return None
-        return ImageInfo(path, "qcow2" if path.endswith(".qcow2") else "raw")
-
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         peer = urlsplit(peer_uri).hostname or ""
-        if self.reachable_peers is None or peer in self.reachable_peers:
+        answers = peer in self.world.hosts and self.world.hosts[peer].up
+        if answers and (self.reachable_peers is None or peer in self.reachable_peers):
             return Reachability(True, f"{self.name} reached {peer}")
         return Reachability(False, f"{self.name} cannot reach {peer}")
 
@@ -298,3 +240,7 @@ class FakeHost:
 
     def come_up(self) -> None:
         self.up = True
+
+
+def _fake_is_the_whole_seam(world: FakeWorld) -> HostConnection:
+    return FakeHost(world, "checked", "by mypy")  # mypy fails here if a seam call is missing

@@ -1,18 +1,22 @@
 """libvirt's CPU functions: one host's hypervisor's, and libvirt's CPU map alone.
 
-Part of the libvirt seam (see :mod:`ferry.virt.libvirt_calls`).
+Part of the libvirt seam (see :mod:`ferry.virt.libvirt_calls`): the calls of
+:class:`~ferry.virt.seam.cpu.Cpu`, mixed into :class:`ferry.virt.libvirt_host.LibvirtHost`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import libvirt
 
-from ferry.checks.facts import CpuFeatures
-from ferry.virt import cpuxml
-from ferry.virt.libvirt_calls import libvirt_call
+from ferry.checks.facts import CpuFeatures, CpuVerdict
+from ferry.errors import HostError
+from ferry.virt import cpuxml, domxml
+from ferry.virt.base import CpuFunctions
+from ferry.virt.libvirt_calls import LibvirtCalls, libvirt_call, translate
 
 
 class HypervisorCpu:
@@ -61,3 +65,38 @@ class CpuCatalog:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class CpuCalls(LibvirtCalls):
+    """One host's verdicts on guest CPU definitions, and its CPU functions."""
+
+    def compare_cpu(self, domain_type: str, cpu_xml: str) -> CpuVerdict:
+        try:
+            result = self._conn.compareHypervisorCPU(
+                None, "x86_64", None, domain_type, cpu_xml,
+                libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_CPU_INCOMPATIBLE:
+                raise translate(err, f"host {self.name}: compare CPU") from err
+            detail = err.get_error_message() or str(err)
+            return CpuVerdict(False, cpuxml.missing_features(detail), detail)
+        return CpuVerdict(result != libvirt.VIR_CPU_COMPARE_INCOMPATIBLE)
+
+
+    def host_cpu(self, domain_type: str) -> str:
+        xml = self._call("domain capabilities", lambda: self._conn.getDomainCapabilities(
+            None, "x86_64", None, domain_type, 0))
+        cpu = cpuxml.host_model(xml)
+        if cpu is None:
+            raise HostError(f"host {self.name}: the hypervisor describes no host CPU for "
+                            f"{domain_type} guests (no host-model CPU)")
+        return cpu
+
+    def vm_cpu(self, name: str) -> str | None:
+        dom = self._domain(name)
+        xml = self._call(f"VM {name}", partial(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+        return domxml.cpu_definition(xml)
+
+    def cpu_functions(self, domain_type: str) -> CpuFunctions:
+        return HypervisorCpu(self._conn, self.name, domain_type)
+

@@ -7,18 +7,17 @@ into :class:`ferry.virt.libvirt_host.LibvirtHost`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import libvirt
 
 from ferry.errors import FerryError, NotFound, VirtError
 from ferry.virt import domxml
-from ferry.virt.base import BlockJob, ImageInfo
+from ferry.virt.base import ImageInfo
 from ferry.virt.libvirt_calls import LibvirtCalls
 
 STREAM_CHUNK = 4 * 2**20  # bytes asked of a volume stream at a time
@@ -26,9 +25,6 @@ STREAM_CHUNK = 4 * 2**20  # bytes asked of a volume stream at a time
 
 class StorageCalls(LibvirtCalls):
     """Datastores (libvirt storage pools) and the disks of VMs on one host."""
-
-    def define_vm(self, domain_xml: str) -> None:
-        self._call("define VM", lambda: self._conn.defineXML(domain_xml))
 
     def _pool(self, name: str) -> Any:
         return self._call(f"datastore {name}", lambda: self._conn.storagePoolLookupByName(name))
@@ -190,70 +186,3 @@ class StorageCalls(LibvirtCalls):
         # blockInfo reads a powered-off VM's files too, and covers block devices.
         info = self._call(f"disk {disk} of {name}", partial(dom.blockInfo, disk, 0))
         return int(info[0]), int(info[1])
-
-    def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
-                   synchronous: bool) -> None:
-        dom = self._domain(name)
-        xml = (f"<disk type='file'><driver type='{escape(dest_format)}'/>"
-               f"<source file={quoteattr(dest_path)}/></disk>")
-        # REUSE_EXT: ferry created the target in the datastore's pool itself.
-        # TRANSIENT_JOB: libvirt refuses a copy job on a persistent VM otherwise;
-        # ferry updates the persistent definition after the pivot.
-        flags = (libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
-                 | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
-        if synchronous:
-            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES
-        self._call(f"copy disk {disk} of {name}", lambda: dom.blockCopy(disk, xml, {}, flags))
-
-    def block_job(self, name: str, disk: str) -> BlockJob | None:
-        dom = self._domain(name)
-        info = self._call(f"block job on {disk} of {name}", partial(dom.blockJobInfo, disk, 0))
-        if not info:
-            return None
-        return BlockJob(int(info.get("cur", 0)), int(info.get("end", 0)))
-
-    def pivot_block_copy(self, name: str, disk: str) -> None:
-        dom = self._domain(name)
-        self._call(f"switch {name} to the copy of {disk}", partial(
-            dom.blockJobAbort, disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT))
-
-    def cancel_block_copy(self, name: str, disk: str) -> None:
-        dom = self._domain(name)
-        self._call(f"cancel the copy of {disk} of {name}", partial(dom.blockJobAbort, disk, 0))
-
-    def saved_definition(self, name: str, disks: dict[str, tuple[str, str]]) -> str:
-        dom = self._domain(name)
-        xml = self._call(f"VM {name}", partial(
-            dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
-        try:
-            return domxml.retarget_disks(xml, disks)
-        except KeyError as err:
-            raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
-
-    def set_persistent_disk(self, name: str, disk: str, path: str, fmt: str) -> None:
-        self.define_vm(self.saved_definition(name, {disk: (path, fmt)}))
-
-    def block_device_present(self, path: str) -> bool:
-        # libvirt has no "stat this path" call; a device is visible to it as a
-        # volume of a pool on its folder: an existing pool if there is one
-        # (libvirt refuses a second pool on the same folder), else a throw-away one.
-        directory, _, name = path.rpartition("/")
-        for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
-                libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
-            if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
-                    == directory:
-                return self.find_volume(pool.name(), name) is not None
-        probe_name = f"ferry-probe-{uuid.uuid4().hex[:12]}"
-        xml = (f"<pool type='dir'><name>{probe_name}</name>"
-               f"<target><path>{escape(directory)}</path></target></pool>")
-        try:
-            probe = self._conn.storagePoolCreateXML(xml, 0)
-        except libvirt.libvirtError:
-            return False  # no such folder on this host
-        try:
-            return self.find_volume(probe_name, name) is not None
-        finally:
-            try:
-                probe.destroy()
-            except libvirt.libvirtError:
-                pass  # a transient pool that is already gone

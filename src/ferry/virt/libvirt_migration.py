@@ -1,0 +1,161 @@
+"""Live migration through libvirt: the move itself, its statistics, and VM events.
+
+Part of the libvirt seam (see :mod:`ferry.virt.libvirt_calls`): the calls of
+:class:`~ferry.virt.seam.migration.Migration`, mixed into
+:class:`ferry.virt.libvirt_host.LibvirtHost`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import libvirt
+
+from ferry.errors import NotFound, VirtError
+from ferry.virt import domxml
+from ferry.virt.base import (
+    IterationCallback,
+    LifecycleCallback,
+    MigrationOptions,
+    MigrationStats,
+)
+from ferry.virt.libvirt_calls import LibvirtCalls
+
+_LIFECYCLE = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+
+class MigrationCalls(LibvirtCalls):
+    """Moves of one host's running VMs to other hosts, and the events of its VMs."""
+
+    _callbacks: list[int]  # lifecycle subscriptions, deregistered when the host closes
+
+    def migrate(
+        self,
+        name: str,
+        options: MigrationOptions,
+        on_iteration: IterationCallback | None = None,
+    ) -> None:
+        dom = self._domain(name)
+        flags = (
+            libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_PEER2PEER
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+        )
+        if options.shared_storage_proven:
+            # libvirt cannot see that a folder is shared; ferry's probe did.
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        if options.allow_postcopy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if options.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        params: dict[str, Any] = {}
+        if options.migration_address:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{options.migration_address}"
+        if options.auto_converge and options.auto_converge_initial_pct is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = int(
+                options.auto_converge_initial_pct)
+        if options.auto_converge and options.auto_converge_increment_pct is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = int(
+                options.auto_converge_increment_pct)
+        if options.bandwidth_mibps:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(options.bandwidth_mibps)
+        if options.copy_disks:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            params.update(self._copy_disk_params(dom, name, options))
+        callback_id = None
+        if on_iteration is not None:
+            def iteration(_conn: Any, _dom: Any, number: int, _opaque: Any) -> None:
+                on_iteration(int(number))
+
+            callback_id = self._call("subscribe to migration iterations", lambda: (
+                self._conn.domainEventRegisterAny(
+                    dom, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, iteration, None)))
+        try:
+            self._call(f"migrate VM {name} to {options.dest_uri}",
+                       lambda: dom.migrateToURI3(options.dest_uri, params, flags))
+        finally:
+            if callback_id is not None:
+                try:
+                    self._conn.domainEventDeregisterAny(callback_id)
+                except libvirt.libvirtError:
+                    pass  # the connection went away; its callbacks went with it
+
+    def _copy_disk_params(self, dom: Any, name: str, options: MigrationOptions) -> dict[str, Any]:
+        """Which disks QEMU copies over NBD, and both destination definitions repointed."""
+        files = {c.target: (c.path, c.fmt) for c in options.copy_disks}
+        secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+        live = self._call(f"VM {name}", partial(dom.XMLDesc, secure))
+        saved = self._call(f"VM {name}", partial(
+            dom.XMLDesc, secure | libvirt.VIR_DOMAIN_XML_INACTIVE))
+        try:
+            return {
+                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(files),
+                # The running VM on the destination opens the new files ...
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: domxml.retarget_disks(live, files),
+                # ... and so does its saved definition (libvirt would keep the old paths).
+                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: domxml.retarget_disks(saved, files),
+            }
+        except KeyError as err:
+            raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
+
+    def _job_stats(self, name: str, flags: int) -> dict[str, Any] | None:
+        """libvirt's job statistics of VM ``name``, as typed parameters; None: no such VM."""
+        try:
+            dom = self._domain(name)
+            raw = self._call(f"job statistics of {name}", lambda: dom.jobStats(flags))
+        except NotFound:
+            return None
+        return dict(raw) if raw else None
+
+    def migration_stats(self, name: str) -> MigrationStats | None:
+        raw = self._job_stats(name, 0)
+        # Just after an abort or a failure libvirt 9.0 still answers for a moment, with
+        # type "cancelled" or "failed" and every counter 0 (QEMU drops its RAM counters
+        # then): that is no sample of the copy.
+        if raw is None or raw.get("type") not in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
+                                                  libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
+            return None
+        return MigrationStats.from_job_stats(raw)
+
+    def completed_migration_stats(self, name: str) -> MigrationStats | None:
+        raw = self._job_stats(name, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        if not raw or raw.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return MigrationStats.from_job_stats(raw)
+
+    def abort_migration(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"cancel migration of {name}", dom.abortJob)
+
+    def set_max_downtime(self, name: str, ms: int) -> None:
+        dom = self._domain(name)
+        self._call(f"set max downtime of {name}", lambda: dom.migrateSetMaxDowntime(int(ms), 0))
+
+    def start_postcopy(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"switch {name} to post-copy", lambda: dom.migrateStartPostCopy(0))
+
+    def subscribe_lifecycle(self, callback: LifecycleCallback) -> None:
+        def lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            name = _LIFECYCLE.get(event, str(event))
+            if (event, detail) == (libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                                   libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED):
+                name = "migrated-away"
+            callback(self.name, dom.name(), name)
+
+        cid = self._call("subscribe to VM events", lambda: self._conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None))
+        self._callbacks.append(cid)

@@ -1,0 +1,113 @@
+"""What the pre-flight and the connection pool probe on a host through libvirt.
+
+Part of the libvirt seam (see :mod:`ferry.virt.libvirt_calls`): the calls of
+:class:`~ferry.virt.seam.probes.Probes`, mixed into
+:class:`ferry.virt.libvirt_host.LibvirtHost`.
+"""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from functools import partial
+from typing import Any
+from xml.sax.saxutils import escape
+
+import libvirt
+
+from ferry.checks.facts import LinkFacts, Reachability
+from ferry.virt import domxml
+from ferry.virt.base import CloseCallback
+from ferry.virt.libvirt_calls import translate
+from ferry.virt.libvirt_storage import StorageCalls
+
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write on it failed",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the host's libvirtd closed it (stopped or restarted)",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "the host stopped answering keepalives",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by ferry",
+}
+
+
+class ProbeCalls(StorageCalls):
+    """A host's links, devices and liveness (a device is seen as a volume of a pool)."""
+
+    _close_watched: bool  # on_close registered a callback, unregistered when the host closes
+
+    def interface_link(self, name: str) -> LinkFacts | None:
+        try:
+            iface = self._conn.interfaceLookupByName(name)
+            root = ET.fromstring(iface.XMLDesc(0))
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+                return None
+            raise translate(err, f"host {self.name}: interface {name}") from err
+        link = root.find("link")
+        mtu = root.find("mtu")
+        speed = link.get("speed") if link is not None else None
+        return LinkFacts(
+            interface=name,
+            up=link is None or link.get("state", "up") == "up",
+            speed_mbps=int(speed) if speed and speed.isdigit() else None,
+            mtu=int(mtu.get("size", "0")) if mtu is not None else None,
+        )
+
+
+    def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
+        # An offline peer-to-peer migration of an empty definition: this host's
+        # libvirtd opens the same TLS connection to the peer that a live
+        # migration opens, and nothing runs anywhere.
+        xml = (f"<domain type='qemu'><name>{escape(probe_name)}</name>"
+               "<memory unit='MiB'>16</memory><os><type arch='x86_64'>hvm</type></os>"
+               "</domain>")
+        dom = self._call("define reachability probe", lambda: self._conn.defineXML(xml))
+        flags = (libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PEER2PEER
+                 | libvirt.VIR_MIGRATE_PERSIST_DEST)
+        try:
+            dom.migrateToURI3(peer_uri, {}, flags)
+            return Reachability(True, f"{self.name} reached {peer_uri}")
+        except libvirt.libvirtError as err:
+            return Reachability(False, err.get_error_message() or str(err))
+        finally:
+            try:
+                dom.undefine()
+            except libvirt.libvirtError:
+                pass  # already gone
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def on_close(self, callback: CloseCallback) -> None:
+        def closed(_conn: Any, reason: int, _opaque: Any) -> None:
+            callback(_CLOSE_REASONS.get(reason, f"closed (libvirt reason {reason})"))
+
+        self._call("watch the connection", lambda: self._conn.registerCloseCallback(closed, None))
+        self._close_watched = True
+
+    def block_device_present(self, path: str) -> bool:
+        # libvirt has no "stat this path" call; a device is visible to it as a
+        # volume of a pool on its folder: an existing pool if there is one
+        # (libvirt refuses a second pool on the same folder), else a throw-away one.
+        directory, _, name = path.rpartition("/")
+        for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
+                libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
+            if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
+                    == directory:
+                return self.find_volume(pool.name(), name) is not None
+        probe_name = f"ferry-probe-{uuid.uuid4().hex[:12]}"
+        xml = (f"<pool type='dir'><name>{probe_name}</name>"
+               f"<target><path>{escape(directory)}</path></target></pool>")
+        try:
+            probe = self._conn.storagePoolCreateXML(xml, 0)
+        except libvirt.libvirtError:
+            return False  # no such folder on this host
+        try:
+            return self.find_volume(probe_name, name) is not None
+        finally:
+            try:
+                probe.destroy()
+            except libvirt.libvirtError:
+                pass  # a transient pool that is already gone
