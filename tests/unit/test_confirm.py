@@ -19,7 +19,7 @@ from ferry.engine.confirm import (
 )
 from ferry.engine.jobs import JobHandle
 from ferry.engine.vmotion import data_sent
-from ferry.model import VM, VMState
+from ferry.model import VM, JobKind, VMState
 from ferry.store.db import Store
 from ferry.virt.base import MigrationStats
 from ferry.virt.fake import FakeHost, FakeWorld
@@ -106,7 +106,7 @@ def test_a_confirmation_comes_once_the_host_answers(tmp_path: Path) -> None:
     dest.add_vm(VM1)  # the incoming copy that was not seen at the rollback
     dest.go_down()
     store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
-    job = JobHandle.create(store, "migrate", "web1", "host1", "host2")
+    job = JobHandle.create(store, JobKind.MIGRATE, "web1", "host1", "host2")
     waits: list[str] = []
 
     def wait_for(host: str, timeout: float) -> bool:
@@ -136,7 +136,7 @@ def test_a_confirmation_gives_up_in_bounded_time_and_says_so(tmp_path: Path) -> 
     world = _world()
     world.host("host2").go_down()
     store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
-    job = JobHandle.create(store, "migrate", "web1", "host1", "host2")
+    job = JobHandle.create(store, JobKind.MIGRATE, "web1", "host1", "host2")
     def never(_host: str, timeout: float) -> bool:
         time.sleep(timeout)
         return False
@@ -152,7 +152,7 @@ def test_a_confirmation_ends_quietly_when_ferry_stops(tmp_path: Path) -> None:
     world = _world()
     world.host("host2").go_down()
     store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
-    job = JobHandle.create(store, "migrate", "web1", "host1", "host2")
+    job = JobHandle.create(store, JobKind.MIGRATE, "web1", "host1", "host2")
     # wait_for answers False long before the deadline only when ferry shuts down
     Confirmer(world.connect_by_name, lambda _h, _t: False, within=60).later(
         job, "web1", "host1", "host2", apply_rule=True).join(5)
@@ -208,7 +208,7 @@ def test_the_job_report_says_what_is_known_of_the_bytes_and_the_hosts() -> None:
     from ferry.cli.render import job_report
 
     def shown(report: dict[str, object]) -> str:
-        return job_report(JobOut(id="j1", kind="migrate", vm="web1", source_host="host1",
+        return job_report(JobOut(id="j1", kind=JobKind.MIGRATE, vm="web1", source_host="host1",
                                  dest_host="host2", state="cancelled", phase="rollback",
                                  created_at=0.0, report=report))
 

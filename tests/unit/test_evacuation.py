@@ -14,7 +14,7 @@ from ferry.checks.finding import Finding
 from ferry.engine.jobs import JobHandle
 from ferry.engine.maintenance import Evacuation
 from ferry.errors import InputError
-from ferry.model import VM, Job, JobState
+from ferry.model import VM, Job, JobKind, JobState, Phase
 from ferry.store.db import Store
 
 
@@ -28,8 +28,8 @@ class Moves:
     def start(self, target_vm: VM, dest: str, _findings: list[Finding]) -> Job:
         name = target_vm.name
         state = JobState.RUNNING if not self.jobs else JobState.QUEUED
-        job = Job(id=f"job-{name}", kind="migrate", vm=name, source_host="host1",
-                  dest_host=dest, state=state, phase="requested", created_at=0.0)
+        job = Job(id=f"job-{name}", kind=JobKind.MIGRATE, vm=name, source_host="host1",
+                  dest_host=dest, state=state, phase=Phase.REQUESTED, created_at=0.0)
         self.jobs[job.id] = job
         return job
 
@@ -60,14 +60,15 @@ def test_cancelling_withdraws_the_queued_moves_and_lets_the_running_one_finish(
     evacuation = Evacuation(host="host1", vms=vms, targets=[host("host2")], all_vms=vms,
                             check=check, start=moves.start, job_of=moves.job_of,
                             cancel=moves.cancel, poll_seconds=0.01)
-    handle = JobHandle.create(store, "evacuate", "host1", "host1", None)
+    handle = JobHandle.create(store, JobKind.EVACUATE, "host1", "host1", None)
     handle.start()
     worker = threading.Thread(target=evacuation.run, args=(handle,))
     worker.start()
     deadline = time.monotonic() + 10
     while len(moves.jobs) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    handle.cancel()  # while v3 (biggest, placed first) runs and v2, v1 wait for a slot
+    store.request_cancel(handle.id)  # while v3 (biggest, placed first) runs, v2, v1 wait
+    handle.notice_cancel()
     moves.release.set()
     worker.join(10)
     job = store.job(handle.id)

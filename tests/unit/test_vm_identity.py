@@ -16,7 +16,18 @@ from ferry.engine.controlplane import ControlPlane
 from ferry.engine.identity import hold_of, merge_vms, resolve
 from ferry.engine.jobs import JobHandle
 from ferry.errors import AmbiguousName, NotFound, RefusedError, VMBusy
-from ferry.model import VM, Disk, Interface, Job, JobState, MigrationSide, MoveHold, VMState
+from ferry.model import (
+    VM,
+    Disk,
+    Interface,
+    Job,
+    JobKind,
+    JobState,
+    MigrationSide,
+    MoveHold,
+    Phase,
+    VMState,
+)
 from ferry.store.db import Store
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
@@ -69,8 +80,8 @@ def test_a_name_resolves_to_its_one_vm_or_asks_for_the_uuid() -> None:
 
 
 def test_ferrys_job_names_the_move_and_libvirt_names_one_ferry_did_not_start() -> None:
-    job = Job(id="job-7", kind="migrate", vm="web1", source_host="host1", dest_host="host3",
-              state=JobState.RUNNING, phase="precopy", created_at=0.0, vm_uuid=UUID1)
+    job = Job(id="job-7", kind=JobKind.MIGRATE, vm="web1", source_host="host1", dest_host="host3",
+              state=JobState.RUNNING, phase=Phase.PRECOPY, created_at=0.0, vm_uuid=UUID1)
     assert hold_of(WEB1, [job]) == MoveHold("host3", "job-7", "migrate", "running")
     assert hold_of(WEB1, [replace(job, state=JobState.SUCCEEDED)]) is None
     outgoing = replace(WEB1, migration=MigrationSide.OUTGOING)
@@ -213,9 +224,9 @@ def test_two_requests_at_once_start_one_move(plane: ControlPlane, world: FakeWor
 def test_the_store_refuses_a_second_move_even_past_every_earlier_check(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
     try:
-        first = JobHandle.create(store, "migrate", "web1", "host1", "host2", UUID1)
+        first = JobHandle.create(store, JobKind.MIGRATE, "web1", "host1", "host2", UUID1)
         with pytest.raises(VMBusy) as busy:
-            JobHandle.create(store, "cold-migrate", "web1", "host1", "host3", UUID1)
+            JobHandle.create(store, JobKind.COLD_MIGRATE, "web1", "host1", "host3", UUID1)
         assert [f.code for f in busy.value.findings] == ["vm.moving"]
         assert busy.value.findings[0].objects["job"] == first.id
         assert f"job {first.id} (migrate, queued)" in busy.value.message
