@@ -6,9 +6,11 @@ pure functions over it and tests can build it by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from functools import cached_property
+from typing import Any, Protocol, TypeVar
 
 
 class VMState(StrEnum):
@@ -265,11 +267,43 @@ class Inventory:
     pools: tuple[Pool, ...]
     networks: tuple[Network, ...]
 
+    # Indexed once per snapshot: a VM judged against every host reads each host's
+    # pools, networks and VMs, and a scan per read grew with the square of the fleet.
+    @cached_property
+    def _pools_by_host(self) -> dict[str, list[Pool]]:
+        return _by_host(self.pools)
+
+    @cached_property
+    def _networks_by_host(self) -> dict[str, list[Network]]:
+        return _by_host(self.networks)
+
+    @cached_property
+    def _vms_by_host(self) -> dict[str, list[VM]]:
+        return _by_host(self.vms.values())
+
     def pools_on(self, host: str) -> list[Pool]:
-        return [p for p in self.pools if p.host == host]
+        return list(self._pools_by_host.get(host, ()))
 
     def networks_on(self, host: str) -> list[Network]:
-        return [n for n in self.networks if n.host == host]
+        return list(self._networks_by_host.get(host, ()))
+
+    def vms_on(self, host: str) -> list[VM]:
+        return list(self._vms_by_host.get(host, ()))
+
+
+class _OnHost(Protocol):
+    @property
+    def host(self) -> str: ...
+
+
+H = TypeVar("H", bound=_OnHost)
+
+
+def _by_host(items: Iterable[H]) -> dict[str, list[H]]:
+    found: dict[str, list[H]] = {}
+    for item in items:
+        found.setdefault(item.host, []).append(item)
+    return found
 
 
 # How a moved disk is written on its new datastore: as it was, qcow2 (thin),

@@ -213,7 +213,8 @@ class ControlPlane(FerryService):
                      vms=[vm.name for vm in vms])
         runner = Evacuation(
             host=name, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
-            check=self.check, job_of=self.get_job, cancel=self.cancel_job,
+            judge=lambda vm, cold: self._moves.judge_each(inventory, vm, cold),
+            job_of=self.get_job, cancel=self.cancel_job,
             start=self._moves.start_placed, scope=scope.description)
         return self._runner.coordinate(handle, runner.run, (name,))
 

@@ -19,7 +19,7 @@ from ferry.engine.diskplan import SUPPORTED_FORMATS, TargetFiles, plan_moves
 from ferry.engine.inventory import InventoryCache
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import POLICIES
-from ferry.engine.preflight import FactGatherer
+from ferry.engine.preflight import FactGatherer, SourceFacts
 from ferry.engine.runner import JobRunner
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
@@ -71,6 +71,28 @@ class MoveStarter:
                 raise InputError(f"VM {vm.name} already {'is' if request.cold else 'runs'} on "
                                  f"{vm.host}: choose another host")
         return vm
+
+    def judge_each(self, inventory: Inventory, vm: VM,
+                   cold: bool) -> Callable[[str], list[Finding]]:
+        """``vm``'s pre-flight report for any destination host, from one snapshot.
+
+        The VM is reread once, its own host's facts, the clusters and the slots are
+        read once, and ``inventory`` is the one given (an evacuation's, refreshed when
+        it began); each report then asks only the destination what it alone can tell.
+        """
+        fresh = self._fresh(vm, "check")
+        running = self._runner.slots_taken()
+        clusters = self._store.clusters()
+        own: list[SourceFacts] = []
+
+        def judge(dest: str) -> list[Finding]:
+            request = MoveRequest(fresh.uuid, dest_host=dest, cold=cold)
+            if not own:
+                own.append(self._gatherer.source_facts(fresh, request))
+            return preflight(self._gatherer.gather(inventory, fresh, request, running,
+                                                   own[0], clusters))
+
+        return judge
 
     def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
         facts = self._gatherer.gather(inventory, vm, request, self._runner.slots_taken())

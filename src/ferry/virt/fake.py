@@ -4,12 +4,20 @@ It keeps VMs, pools (with a shared "backing" so probes behave as on real
 storage), and networks as plain data. Migration here only moves records and
 replays scripted statistics: it proves nothing about real migration, which
 the lab's integration tests cover.
+
+Every call ferry makes through the seam is counted per host (``FakeHost.calls``):
+on real hosts each is a round trip over the network, so the counts are what a
+test or a benchmark asserts about how ferry's work grows with the fleet.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
@@ -19,6 +27,7 @@ from ferry.virt.base import (
     CloseCallback,
     CpuFunctions,
     GuestPlatform,
+    HostConnection,
     HostFacts,
     ImageInfo,
     IterationCallback,
@@ -41,6 +50,14 @@ class FakeWorld:
 
     def host(self, name: str) -> FakeHost:
         return self.hosts[name]
+
+    def calls(self) -> int:
+        """Seam calls made to every host so far."""
+        return sum(host.calls.total() for host in self.hosts.values())
+
+    def reset_calls(self) -> None:
+        for host in self.hosts.values():
+            host.calls.clear()
 
     def connect_by_name(self, name: str) -> FakeHost:
         """Reaches host ``name`` as ferry's current connection to it would."""
@@ -91,6 +108,7 @@ class FakeHost:
         self._current: MigrationStats | None = None
         self.up = True  # False: the host's libvirtd does not answer (go_down, come_up)
         self.close_callbacks: list[CloseCallback] = []
+        self.calls: Counter[str] = Counter()  # seam method -> calls made to this host
         world.hosts[name] = self
 
     # -- set-up helpers ------------------------------------------------
@@ -147,6 +165,9 @@ class FakeHost:
         self._backing(pool).files.add(name)
         return f"{self.pools[pool][0].path}/{name}"
 
+    def list_volumes(self, pool: str) -> list[str]:
+        return sorted(self._backing(pool).files)
+
     def find_volume(self, pool: str, name: str) -> str | None:
         if name in self._backing(pool).files:
             return f"{self.pools[pool][0].path}/{name}"
@@ -165,9 +186,12 @@ class FakeHost:
         self.vms[name] = replace(self.vms[name], state=VMState.RUNNING)
 
     def shutdown_vm(self, name: str) -> None:
-        self.destroy_vm(name)
+        self._stop(name)
 
     def destroy_vm(self, name: str) -> None:
+        self._stop(name)
+
+    def _stop(self, name: str) -> None:
         if not self.vms[name].persistent:
             del self.vms[name]  # as libvirt: a transient domain is gone once it stops
             return
@@ -298,3 +322,21 @@ class FakeHost:
 
     def come_up(self) -> None:
         self.up = True
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _counted(method: F) -> F:
+    @functools.wraps(method)
+    def counted(self: FakeHost, *args: Any, **kwargs: Any) -> Any:
+        self.calls[method.__name__] += 1
+        return method(self, *args, **kwargs)
+    return counted  # type: ignore[return-value]
+
+
+# Counted where ferry calls a host: every method of the seam the fake has (its own
+# helpers call each other only through private methods, so a call counts once).
+for _method in [n for n in dir(HostConnection) if not n.startswith("_")]:
+    if callable(getattr(FakeHost, _method, None)):
+        setattr(FakeHost, _method, _counted(getattr(FakeHost, _method)))
