@@ -30,7 +30,18 @@ from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.engine.vms import VMActions, VMFactory
 from ferry.errors import InputError, NotFound
-from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Job, Network, Phase, VMState
+from ferry.model import (
+    DEFAULT_SETTINGS,
+    VM,
+    Cluster,
+    EvcReport,
+    Host,
+    Inventory,
+    Job,
+    Network,
+    Phase,
+    VMState,
+)
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection
@@ -155,6 +166,16 @@ class ControlPlane(FerryService):
     def check(self, request: MoveRequest) -> list[Finding]:
         return self._moves.check(request)
 
+    def check_each(self, vm: str, hosts: list[str] | None = None,
+                   cold: bool = False) -> dict[str, list[Finding]]:
+        """The VM's report for each of ``hosts`` (default: every other host), all judged
+        from one snapshot of the facts, as an evacuation judges its VMs."""
+        current = self._vms.get(vm)
+        names = hosts if hosts is not None else [
+            h.name for h in self._store.hosts() if h.name != current.host]
+        judge = self._moves.judge_each(self._inventory.inventory(), current, cold)
+        return {name: judge(name) for name in names}
+
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = (),
                         cold: bool = False) -> Job:
@@ -211,11 +232,16 @@ class ControlPlane(FerryService):
                      f"move to {scope.description}: "
                      f"{', '.join(t.name for t in targets) or 'none available'}",
                      vms=[vm.name for vm in vms])
+        # One snapshot for every VM of the evacuation: the inventory just refreshed and
+        # the clusters (each a read of the whole fleet) are read once, not per VM.
+        clusters = self._store.clusters()
         runner = Evacuation(
             host=name, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
-            judge=lambda vm, cold: self._moves.judge_each(inventory, vm, cold),
+            judge=lambda vm, cold: self._moves.judge_each(inventory, vm, cold, clusters),
             job_of=self.get_job, cancel=self.cancel_job,
-            start=self._moves.start_placed, scope=scope.description)
+            start=lambda vm, host, findings: self._moves.start_placed(
+                vm, host, findings, inventory),
+            scope=scope.description)
         return self._runner.coordinate(handle, runner.run, (name,))
 
     def exit_maintenance(self, name: str) -> Host:
@@ -229,7 +255,7 @@ class ControlPlane(FerryService):
         try:
             return self._store.host(host).max_migrations
         except NotFound:
-            return 2  # the seed's default; the move itself will fail on the missing host
+            return DEFAULT_SETTINGS.max_migrations  # the move itself fails on the missing host
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         return self._store.jobs(limit)

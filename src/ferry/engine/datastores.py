@@ -62,20 +62,39 @@ def _write_marker(group: _Group, writer: Pool, conns: Mapping[str, HostConnectio
     group.marker, group.writer = name, writer
 
 
-def _join(pool: Pool, groups: list[_Group], conns: Mapping[str, HostConnection]) -> bool:
-    """Lists ``pool`` once; adds it to the first group whose marker it holds."""
-    candidates = [g for g in groups if g.may_hold(pool)]
-    if not candidates:
+class _Markers:
+    """The groups by their markers, so a pool's listing is matched without a scan of
+    every group (a fleet of local pools has as many groups as hosts)."""
+
+    def __init__(self, groups: list[_Group]) -> None:
+        self.groups = groups
+        self._by_marker: dict[str, _Group] = {}
+        self._kinds: dict[str, int] = {}  # pool type -> groups of it with a marker
+
+    def add(self, group: _Group) -> None:
+        self.groups.append(group)
+        self.marked(group)
+
+    def marked(self, group: _Group) -> None:
+        if group.marker is not None:
+            self._by_marker[group.marker] = group
+            kind = group.members[0].pool_type
+            self._kinds[kind] = self._kinds.get(kind, 0) + 1
+
+    def join(self, pool: Pool, conns: Mapping[str, HostConnection]) -> bool:
+        """Lists ``pool`` once; adds it to the first group whose marker it holds."""
+        if not self._kinds.get(pool.pool_type):
+            return False  # no group it could join: nothing to list
+        try:
+            names = conns[pool.host].list_volumes(pool.name)
+        except FerryError:
+            return False  # a pool we cannot read is not proved shared
+        seen = [self._by_marker[n] for n in names if n in self._by_marker]
+        for group in sorted(seen, key=self.groups.index) if len(seen) > 1 else seen:
+            if group.may_hold(pool):
+                group.add(pool)
+                return True
         return False
-    try:
-        names = set(conns[pool.host].list_volumes(pool.name))
-    except FerryError:
-        return False  # a pool we cannot read is not proved shared
-    for group in candidates:
-        if group.marker in names:
-            group.add(pool)
-            return True
-    return False
 
 
 def _remove_markers(groups: list[_Group], conns: Mapping[str, HostConnection]) -> None:
@@ -101,14 +120,15 @@ def group_pools(pools: list[Pool], conns: Mapping[str, HostConnection]) -> list[
     grow with the pools, not with their pairs.
     """
     groups: list[_Group] = []
+    markers = _Markers(groups)
     try:
         for pool in pools:
             if not pool.active or pool.host not in conns:
                 continue
-            if not _join(pool, groups, conns):
+            if not markers.join(pool, conns):
                 group = _Group([pool])
                 _write_marker(group, pool, conns)
-                groups.append(group)
+                markers.add(group)
     finally:
         _remove_markers(groups, conns)
     return _named(pools, [g.members for g in groups])
@@ -130,6 +150,7 @@ def regroup_host(host: str, pools: list[Pool], known: list[Pool],
     fresh = [p for p in pools if p.active and p.host == host and host in conns]
     kinds = {p.pool_type for p in fresh}
     groups = [_Group(list(members)) for members in by_label.values()]
+    markers = _Markers(list(groups))
     try:
         for group in groups:
             if group.members[0].pool_type not in kinds:
@@ -137,9 +158,10 @@ def regroup_host(host: str, pools: list[Pool], known: list[Pool],
             writer = next((p for p in group.members if p.active and p.host in conns), None)
             if writer is not None:
                 _write_marker(group, writer, conns)
+                markers.marked(group)
         own: list[_Group] = []
         for pool in fresh:
-            if not _join(pool, groups, conns):
+            if not markers.join(pool, conns):
                 own.append(_Group([pool]))
     finally:
         _remove_markers(groups, conns)

@@ -20,7 +20,7 @@ from ferry.engine.connections import HostConnections
 from ferry.engine.datastores import group_pools, regroup_host
 from ferry.engine.vmindex import VMIndex
 from ferry.errors import FerryError, HostError, NotFound
-from ferry.model import VM, Host, Inventory, Network, Pool
+from ferry.model import HOST_SETTINGS, VM, Host, Inventory, Network, Pool
 from ferry.service import DatastoreView
 from ferry.store.db import Store
 
@@ -185,13 +185,8 @@ class InventoryCache:
         known = self.known_host(record.name)
         if known is None:
             return record
-        return replace(known, uri=record.uri, migration_address=record.migration_address,
-                       migration_enabled=record.migration_enabled,
-                       maintenance=record.maintenance, max_migrations=record.max_migrations,
-                       memory_limit_mib=record.memory_limit_mib,
-                       migration_interface=record.migration_interface,
-                       migration_network_isolated=record.migration_network_isolated,
-                       cluster=record.cluster)
+        return replace(known, uri=record.uri, cluster=record.cluster,
+                       **{name: getattr(record, name) for name in HOST_SETTINGS})
 
     def list_hosts(self) -> list[Host]:
         return [self.host_view(h) for h in self._store.hosts()]

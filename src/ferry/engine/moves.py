@@ -25,7 +25,7 @@ from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, VMotion
 from ferry.errors import InputError, NotFound, RefusedError
-from ferry.model import VM, Inventory, Job, Phase, VMState
+from ferry.model import VM, Cluster, Inventory, Job, Phase, VMState
 from ferry.store.db import Store
 from ferry.virt.base import HostConnection, MigrationOptions
 
@@ -55,12 +55,11 @@ class MoveStarter:
 
     def _validate_move(self, request: MoveRequest) -> VM:
         vm = self._vms.get(request.vm)
-        hosts = {h.name for h in self._store.hosts()}
-        if request.dest_host is not None and request.dest_host not in hosts:
-            raise NotFound(f"no host named {request.dest_host}")
+        if request.dest_host is not None:
+            self._store.host(request.dest_host)  # NotFound names it
         target_host = request.destination(vm.host)
         if request.dest_datastore is not None:
-            pools = {p.name for p in self._inventory.inventory().pools_on(target_host)}
+            pools = {p.name for p in self._inventory.pools_on(target_host)}
             if request.dest_datastore not in pools:
                 raise NotFound(f"host {target_host} has no datastore named "
                                f"{request.dest_datastore}")
@@ -72,17 +71,19 @@ class MoveStarter:
                                  f"{vm.host}: choose another host")
         return vm
 
-    def judge_each(self, inventory: Inventory, vm: VM,
-                   cold: bool) -> Callable[[str], list[Finding]]:
+    def judge_each(self, inventory: Inventory, vm: VM, cold: bool,
+                   clusters: list[Cluster] | None = None) -> Callable[[str], list[Finding]]:
         """``vm``'s pre-flight report for any destination host, from one snapshot.
 
-        The VM is reread once, its own host's facts, the clusters and the slots are
-        read once, and ``inventory`` is the one given (an evacuation's, refreshed when
-        it began); each report then asks only the destination what it alone can tell.
+        The VM is reread once, its own host's facts and the slots are read once, and
+        ``inventory`` and ``clusters`` are the ones given (an evacuation's, read when it
+        began; clusters None: read now); each report then asks only the destination
+        what it alone can tell.
         """
         fresh = self._fresh(vm, "check")
         running = self._runner.slots_taken()
-        clusters = self._store.clusters()
+        if clusters is None:
+            clusters = self._store.clusters()
         own: list[SourceFacts] = []
 
         def judge(dest: str) -> list[Finding]:
@@ -131,9 +132,11 @@ class MoveStarter:
         self._vms.refuse_if_moving(current, action)  # a move begun meanwhile, by anyone
         return current
 
-    def start_placed(self, vm: VM, dest_host: str, findings: list[Finding]) -> Job:
+    def start_placed(self, vm: VM, dest_host: str, findings: list[Finding],
+                     inventory: Inventory | None = None) -> Job:
         """An evacuation's move to the host it chose on ``findings``, judged a moment ago
-        on the inventory the evacuation refreshed: judging again would only repeat it."""
+        on ``inventory``, the one the evacuation refreshed: judging again would only
+        repeat it."""
         if vm.state is VMState.SHUTOFF:
             return self.start(vm.uuid, dest_host, cold=True)
         blocking = errors(findings)
@@ -141,7 +144,9 @@ class MoveStarter:
             raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
                                f"{len(blocking)} requirement(s) not met", blocking)
         request = MoveRequest(vm.uuid, dest_host=dest_host)
-        return self._launch_live(self._inventory.inventory(), self._vms.get(vm.uuid), request,
+        if inventory is None:
+            inventory = self._inventory.inventory()
+        return self._launch_live(inventory, self._vms.get(vm.uuid), request,
                                  findings, [f for f in findings if f.status is Status.WARNING])
 
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,

@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from ferry.errors import InputError, NotFound, VMBusy
-from ferry.model import Cluster, EvcMode, Host, Job, JobEvent, JobState
+from ferry.model import HOST_SETTINGS, Cluster, EvcMode, Host, Job, JobEvent, JobState
 
 metadata = MetaData()
 
@@ -106,9 +106,7 @@ events_table = Table(
     Column("data", Text, nullable=False, default="{}"),
 )
 
-_HOST_FIELDS = ("name", "uri", "migration_address", "migration_enabled", "maintenance",
-                "max_migrations", "memory_limit_mib", "migration_interface",
-                "migration_network_isolated", "cluster")
+_HOST_FIELDS = ("name", "uri", *HOST_SETTINGS, "cluster")
 
 
 class Store:
