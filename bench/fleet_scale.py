@@ -17,12 +17,12 @@ through the real control plane:
   judge and place all 50 (from the evacuation's start, after its full
   refresh), and the time from the call until the job ended.
 
-Each figure is printed with its ratio to the size 10 times smaller: 10 means
-it grows linearly, 100 with the square. The fake's calls are instant, so
-times are ferry's own; the calls are what real hosts would each answer over
-the network. The SQLite store lives in /dev/shm unless ``--store-dir`` says
-otherwise: on a disk, every commit waits for an fsync, and an evacuation
-commits a few times per VM.
+Each figure is printed with its growth from the previous size, as a factor
+per 10 times the hosts: 10 means it grows linearly, 100 with the square.
+The fake's calls are instant, so times are ferry's own; the calls are what
+real hosts would each answer over the network. The SQLite store lives in
+/dev/shm unless ``--store-dir`` says otherwise: on a disk, every commit waits
+for an fsync, and an evacuation commits a few times per VM.
 
     .venv/bin/python bench/fleet_scale.py [--sizes 10,100,1000,5000] [--store-dir DIR]
         [--json out.json]
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -192,19 +193,21 @@ def table(results: list[Figures]) -> str:
             return "not measured yet"
         return f"{value:.1f}" if isinstance(value, float) else str(value)
 
-    def ratio(before: Any, after: Any) -> str:
-        if not isinstance(before, int | float) or not isinstance(after, int | float) \
-                or not before:
+    def per_10x(before: Figures, after: Figures, key: str) -> str:
+        """The growth from the previous size, as a factor per 10 times the hosts."""
+        old, new = getattr(before, key), getattr(after, key)
+        if not isinstance(old, int | float) or not isinstance(new, int | float) or old <= 0 \
+                or new <= 0:
             return ""
-        return f" (×{after / before:.1f})"
+        factor = (new / old) ** (1 / math.log10(after.hosts / before.hosts))
+        return f" (×{factor:.1f})"
 
     header = "| what | " + " | ".join(f"{r.hosts:,} hosts" for r in results) + " |"
     lines = [header, "|---" * (len(results) + 1) + "|"]
     for label, key in ROWS:
-        values = [getattr(r, key) for r in results]
-        cells = [cell(values[0])] + [
-            cell(v) + (ratio(values[i], v) if results[i + 1].hosts == 10 * results[i].hosts
-                       else "") for i, v in enumerate(values[1:])]
+        cells = [cell(getattr(results[0], key))] + [
+            cell(getattr(r, key)) + per_10x(results[i], r, key)
+            for i, r in enumerate(results[1:])]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
