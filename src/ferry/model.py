@@ -6,9 +6,11 @@ pure functions over it and tests can build it by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from functools import cached_property
+from typing import Any, Protocol, TypeVar
 
 
 class VMState(StrEnum):
@@ -154,19 +156,52 @@ class VM:
         return found
 
 
+# The allowed values of the host settings an admin may change.
+MIN_MAX_MIGRATIONS = 1
+MAX_MAX_MIGRATIONS = 64
+MIN_MEMORY_LIMIT_MIB = 0
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What an admin declares about a host (ferry cannot discover these): the one
+    definition of each setting and its default. :class:`Host` carries them, the store
+    keeps them, the API shows them and the checks and the scheduler read them."""
+
+    migration_enabled: bool = True
+    migration_address: str | None = None  # where QEMU's migration stream goes
+    migration_interface: str | None = None  # the host NIC carrying migration traffic
+    migration_network_isolated: bool = False  # the admin says that network is isolated
+    # The seed: a host takes part in at most two migrations at once.
+    max_migrations: int = 2
+    memory_limit_mib: int | None = None  # admin's cap for VMs on this host; None = all of it
+    maintenance: bool = False
+
+    @classmethod
+    def of(cls, host: Host) -> HostSettings:
+        """The settings recorded on a registered host."""
+        return cls(**{name: getattr(host, name) for name in HOST_SETTINGS})
+
+
+HOST_SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(HostSettings))
+DEFAULT_SETTINGS = HostSettings()
+
+
 @dataclass(frozen=True)
 class Host:
-    """A registered libvirt host, with what ferry last discovered about it."""
+    """A registered libvirt host, with what ferry last discovered about it.
+
+    Its admin-declared settings are :class:`HostSettings`'s, defaults included."""
 
     name: str
     uri: str
-    migration_address: str | None = None
-    migration_enabled: bool = True
-    maintenance: bool = False
-    max_migrations: int = 2
-    memory_limit_mib: int | None = None  # admin's cap for VMs on this host; None = all of it
-    migration_interface: str | None = None  # the NIC carrying migration traffic
-    migration_network_isolated: bool = False  # admin's word that that network is isolated
+    migration_address: str | None = DEFAULT_SETTINGS.migration_address
+    migration_enabled: bool = DEFAULT_SETTINGS.migration_enabled
+    maintenance: bool = DEFAULT_SETTINGS.maintenance
+    max_migrations: int = DEFAULT_SETTINGS.max_migrations
+    memory_limit_mib: int | None = DEFAULT_SETTINGS.memory_limit_mib
+    migration_interface: str | None = DEFAULT_SETTINGS.migration_interface
+    migration_network_isolated: bool = DEFAULT_SETTINGS.migration_network_isolated
     cluster: str | None = None  # the cluster the host belongs to, if any
     connected: bool = False
     error: str | None = None
@@ -265,11 +300,43 @@ class Inventory:
     pools: tuple[Pool, ...]
     networks: tuple[Network, ...]
 
+    # Indexed once per snapshot: a VM judged against every host reads each host's
+    # pools, networks and VMs, and a scan per read grew with the square of the fleet.
+    @cached_property
+    def _pools_by_host(self) -> dict[str, list[Pool]]:
+        return _by_host(self.pools)
+
+    @cached_property
+    def _networks_by_host(self) -> dict[str, list[Network]]:
+        return _by_host(self.networks)
+
+    @cached_property
+    def _vms_by_host(self) -> dict[str, list[VM]]:
+        return _by_host(self.vms.values())
+
     def pools_on(self, host: str) -> list[Pool]:
-        return [p for p in self.pools if p.host == host]
+        return list(self._pools_by_host.get(host, ()))
 
     def networks_on(self, host: str) -> list[Network]:
-        return [n for n in self.networks if n.host == host]
+        return list(self._networks_by_host.get(host, ()))
+
+    def vms_on(self, host: str) -> list[VM]:
+        return list(self._vms_by_host.get(host, ()))
+
+
+class _OnHost(Protocol):
+    @property
+    def host(self) -> str: ...
+
+
+H = TypeVar("H", bound=_OnHost)
+
+
+def _by_host(items: Iterable[H]) -> dict[str, list[H]]:
+    found: dict[str, list[H]] = {}
+    for item in items:
+        found.setdefault(item.host, []).append(item)
+    return found
 
 
 # How a moved disk is written on its new datastore: as it was, qcow2 (thin),

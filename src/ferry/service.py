@@ -13,7 +13,19 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.errors import InputError
-from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Job, Network, Pool
+from ferry.model import (
+    MAX_MAX_MIGRATIONS,
+    MIN_MAX_MIGRATIONS,
+    MIN_MEMORY_LIMIT_MIB,
+    VM,
+    Cluster,
+    EvcReport,
+    Host,
+    Inventory,
+    Job,
+    Network,
+    Pool,
+)
 
 
 @dataclass(frozen=True)
@@ -57,13 +69,14 @@ class HostSettingsUpdate:
         if self.migration_network_isolated is not None:
             values["migration_network_isolated"] = self.migration_network_isolated
         if self.max_migrations is not None:
-            if not 1 <= self.max_migrations <= 64:
-                raise InputError(f"max migrations {self.max_migrations} is out of range 1..64")
+            if not MIN_MAX_MIGRATIONS <= self.max_migrations <= MAX_MAX_MIGRATIONS:
+                raise InputError(f"max migrations {self.max_migrations} is out of range "
+                                 f"{MIN_MAX_MIGRATIONS}..{MAX_MAX_MIGRATIONS}")
             values["max_migrations"] = self.max_migrations
         if self.clear_memory_limit:
             values["memory_limit_mib"] = None
         elif self.memory_limit_mib is not None:
-            if self.memory_limit_mib < 0:
+            if self.memory_limit_mib < MIN_MEMORY_LIMIT_MIB:
                 raise InputError(f"memory limit {self.memory_limit_mib} MiB is negative")
             values["memory_limit_mib"] = self.memory_limit_mib
         return values

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ferry.model import DEFAULT_SETTINGS
+
 
 @dataclass(frozen=True)
 class QueuedMove:
@@ -35,7 +37,8 @@ def startable(queue: list[QueuedMove], running: Mapping[str, int],
     claimed: set[str] = set()  # hosts an earlier, still waiting move is in line for
     chosen = []
     for move in queue:
-        free = all(busy.get(h, 0) < limits.get(h, 2) for h in move.hosts)
+        free = all(busy.get(h, 0) < limits.get(h, DEFAULT_SETTINGS.max_migrations)
+                   for h in move.hosts)
         if free and not claimed.intersection(move.hosts):
             chosen.append(move.job_id)
             for host in move.hosts:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from preflight_fixtures import host, vm
 
-from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.engine.jobs import JobHandle
 from ferry.engine.maintenance import Evacuation
@@ -54,11 +54,11 @@ def test_cancelling_withdraws_the_queued_moves_and_lets_the_running_one_finish(
     moves = Moves()
     vms = [vm(name=f"v{i}", host="host1", memory_kib=2**19 * i) for i in (1, 2, 3)]
 
-    def check(_request: MoveRequest) -> list[Finding]:
-        return []
+    def judge(_vm: VM, _cold: bool) -> Callable[[str], list[Finding]]:
+        return lambda _target: []
 
     evacuation = Evacuation(host="host1", vms=vms, targets=[host("host2")], all_vms=vms,
-                            check=check, start=moves.start, job_of=moves.job_of,
+                            judge=judge, start=moves.start, job_of=moves.job_of,
                             cancel=moves.cancel, poll_seconds=0.01)
     handle = JobHandle.create(store, JobKind.EVACUATE, "host1", "host1", None)
     handle.start()

@@ -11,6 +11,7 @@ from ferry.engine.placement import (
     choose_host,
     evacuation_scope,
     free_memory_mib,
+    running_mib,
     why_not,
 )
 from ferry.model import VMState
@@ -38,9 +39,10 @@ def test_free_memory_counts_running_vms_the_limit_and_what_is_planned() -> None:
     h2 = replace(host("host2", memory_mib=16384), memory_limit_mib=8192)
     vms = [vm(name="a", host="host2"), vm(name="b", host="host2", state=VMState.SHUTOFF),
            vm(name="c", host="host3")]
-    assert free_memory_mib(h2, vms) == 8192 - 2048
-    assert free_memory_mib(h2, vms, planned_mib=1024) == 8192 - 2048 - 1024
-    assert free_memory_mib(host("host2", memory_mib=16384), vms) == 16384 - 2048
+    running = running_mib(vms)
+    assert free_memory_mib(h2, running) == 8192 - 2048
+    assert free_memory_mib(h2, running, planned_mib=1024) == 8192 - 2048 - 1024
+    assert free_memory_mib(host("host2", memory_mib=16384), running) == 16384 - 2048
 
 
 def test_a_host_in_a_cluster_is_evacuated_within_it_and_a_lone_one_anywhere() -> None:

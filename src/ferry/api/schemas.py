@@ -18,7 +18,14 @@ from pydantic_core import PydanticCustomError
 
 from ferry import validate
 from ferry.errors import InputError
-from ferry.model import JobState, VMState
+from ferry.model import (
+    DEFAULT_SETTINGS,
+    MAX_MAX_MIGRATIONS,
+    MIN_MAX_MIGRATIONS,
+    MIN_MEMORY_LIMIT_MIB,
+    JobState,
+    VMState,
+)
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -61,11 +68,11 @@ def to_schema(schema: type[S], obj: object) -> S:
 class HostOut(Out):
     name: str
     uri: str
-    migration_address: str | None = None
-    migration_enabled: bool = True
-    maintenance: bool = False
-    max_migrations: int = 2
-    memory_limit_mib: int | None = None
+    migration_address: str | None = DEFAULT_SETTINGS.migration_address
+    migration_enabled: bool = DEFAULT_SETTINGS.migration_enabled
+    maintenance: bool = DEFAULT_SETTINGS.maintenance
+    max_migrations: int = DEFAULT_SETTINGS.max_migrations
+    memory_limit_mib: int | None = DEFAULT_SETTINGS.memory_limit_mib
     cluster: str | None = None
     connected: bool = False
     error: str | None = None
@@ -326,8 +333,9 @@ class HostUpdate(BaseModel):
     migration_address: str | None = Field(default=None, max_length=255)
     migration_interface: str | None = Field(default=None, max_length=15)
     migration_network_isolated: bool | None = None
-    max_migrations: int | None = Field(default=None, ge=1, le=64)
-    memory_limit_mib: int | None = Field(default=None, ge=0)
+    max_migrations: int | None = Field(default=None, ge=MIN_MAX_MIGRATIONS,
+                                       le=MAX_MAX_MIGRATIONS)
+    memory_limit_mib: int | None = Field(default=None, ge=MIN_MEMORY_LIMIT_MIB)
     clear_memory_limit: bool = False
 
 

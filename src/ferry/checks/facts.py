@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ferry.model import VM, Host, Inventory
+from ferry.model import VM, Inventory
+from ferry.model import HostSettings as HostSettings  # defined with the host it describes
 
 
 class MoveKind(StrEnum):
@@ -108,32 +109,6 @@ class Reachability:
 
     reachable: bool
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class HostSettings:
-    """What an admin declared about a host (ferry cannot discover these)."""
-
-    migration_enabled: bool = True
-    migration_address: str | None = None
-    migration_interface: str | None = None  # host NIC carrying migration traffic
-    migration_network_isolated: bool = False  # the admin says that network is isolated
-    max_migrations: int = 2
-    memory_limit_mib: int | None = None
-    maintenance: bool = False
-
-    @classmethod
-    def of(cls, host: Host) -> HostSettings:
-        """The settings recorded on a registered host."""
-        return cls(
-            migration_enabled=host.migration_enabled,
-            migration_address=host.migration_address,
-            migration_interface=host.migration_interface,
-            migration_network_isolated=host.migration_network_isolated,
-            max_migrations=host.max_migrations,
-            memory_limit_mib=host.memory_limit_mib,
-            maintenance=host.maintenance,
-        )
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,16 @@ class ControlPlane(FerryService):
     def check(self, request: MoveRequest) -> list[Finding]:
         return self._moves.check(request)
 
+    def check_each(self, vm: str, hosts: list[str] | None = None,
+                   cold: bool = False) -> dict[str, list[Finding]]:
+        """The VM's report for each of ``hosts`` (default: every other host), all judged
+        from one snapshot of the facts, as an evacuation judges its VMs."""
+        current = self._vms.get(vm)
+        names = hosts if hosts is not None else [
+            h.name for h in self._store.hosts() if h.name != current.host]
+        judge = self._moves.judge_each(self._inventory.inventory(), current, cold)
+        return {name: judge(name) for name in names}
+
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = (),
                         cold: bool = False) -> Job:
@@ -238,11 +248,15 @@ class ControlPlane(FerryService):
                      f"move to {scope.description}: "
                      f"{', '.join(t.name for t in targets) or 'none available'}",
                      vms=[vm.name for vm in vms])
+        # One snapshot for every VM of the evacuation: the inventory just refreshed and
+        # the clusters (each a read of the whole fleet) are read once, not per VM.
+        clusters = self._store.clusters()
         return Evacuation(
             host=host, vms=vms, targets=targets, all_vms=list(inventory.vms.values()),
-            check=self.check, job_of=self.get_job, cancel=self.cancel_job,
-            start=lambda vm, dest, findings: self._moves.start_placed(vm, dest, findings,
-                                                                      parent=handle.id),
+            judge=lambda vm, cold: self._moves.judge_each(inventory, vm, cold, clusters),
+            job_of=self.get_job, cancel=self.cancel_job,
+            start=lambda vm, dest, findings: self._moves.start_placed(
+                vm, dest, findings, inventory, parent=handle.id),
             scope=scope.description, children=children)
 
     def _resume_evacuation(self, handle: JobHandle) -> None:

@@ -44,9 +44,11 @@ class EvcService:
         self._domain_type = domain_type
 
     # -- looking up ------------------------------------------------------
-    def mode_of_host(self, host: str) -> tuple[str, EvcMode] | None:
-        """(cluster, mode) when ``host`` is in a cluster with EVC on."""
-        for cluster in self._store.clusters():
+    def mode_of_host(self, host: str,
+                     clusters: list[Cluster] | None = None) -> tuple[str, EvcMode] | None:
+        """(cluster, mode) when ``host`` is in a cluster with EVC on (of ``clusters``, as
+        read once for many hosts, else as the store has them now)."""
+        for cluster in self._store.clusters() if clusters is None else clusters:
             if host in cluster.hosts and cluster.evc is not None:
                 return cluster.name, cluster.evc
         return None
@@ -189,9 +191,9 @@ class EvcService:
             return None
         return domxml.with_cpu(saved, found[1].cpu_xml)
 
-    def fit(self, vm: VM, dest: str) -> EvcFit | None:
+    def fit(self, vm: VM, dest: str, clusters: list[Cluster] | None = None) -> EvcFit | None:
         """For the pre-flight: does the running VM's CPU fit ``dest``'s EVC mode?"""
-        found = self.mode_of_host(dest)
+        found = self.mode_of_host(dest, clusters)
         if found is None:
             return None
         cluster, mode = found

@@ -4,7 +4,9 @@ The hosts are the truth; this is a cache of them. It is reread on request,
 for a host whose VMs sent lifecycle events (a little after the burst
 settles), and fully for a host that answers again after a lost connection;
 meanwhile that host's VMs stay listed as it last showed them, marked not
-current. Datastore identity is proved by probe on every full refresh.
+current. Datastore identity is proved by probe on every refresh: a full one
+groups every pool, one host's places only that host's pools among the groups
+known (:mod:`ferry.engine.datastores`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ferry.engine.connections import HostConnections
-from ferry.engine.datastores import group_pools
+from ferry.engine.datastores import group_pools, regroup_host
 from ferry.engine.vmindex import VMIndex
 from ferry.errors import FerryError, HostError, NotFound
-from ferry.model import VM, Host, Inventory, Network, Pool
+from ferry.model import HOST_SETTINGS, VM, Host, Inventory, Network, Pool
 from ferry.service import DatastoreView
 from ferry.store.db import Store
 
@@ -127,6 +129,8 @@ class InventoryCache:
         return vms, pools, nets
 
     def refresh(self, host: str | None = None) -> Inventory:
+        """Reread every host, or only ``host``: then only its own pools are probed
+        against the datastore groups the other hosts were proved to have."""
         records = self._store.hosts()
         if host is not None:
             records = [r for r in records if r.name == host]
@@ -135,18 +139,29 @@ class InventoryCache:
         names = {r.name for r in records}
         found = [self._read_host(r) for r in records]
         with self._lock:
-            pools = [p for p in self._pools if p.host not in names]
+            known = [p for p in self._pools if p.host not in names]
             networks = [n for n in self._networks if n.host not in names]
+        pools: list[Pool] = []
+        answered: list[str] = []
+        read: list[VM] = []
         for record, (host_vms, host_pools, host_nets) in zip(records, found, strict=True):
             if host_vms is None:
                 self._vms.keep_not_current(record.name)
             else:
-                self._vms.replace((record.name,), host_vms)
+                answered.append(record.name)
+                read.extend(host_vms)
             pools.extend(host_pools)
             networks.extend(host_nets)
-        pools = group_pools(pools, self._hosts.open_connections())
+        # One merge for all the hosts read: merging after each host made a full
+        # refresh grow with the square of the fleet.
+        self._vms.replace(answered, read)
+        conns = self._hosts.open_connections()
+        if host is None:
+            grouped = group_pools(known + pools, conns)
+        else:
+            grouped = regroup_host(host, pools, known, conns)
         with self._lock:
-            self._pools, self._networks = pools, networks
+            self._pools, self._networks = grouped, networks
         return self.inventory()
 
     def refresh_vms(self, host: str) -> None:
@@ -170,13 +185,8 @@ class InventoryCache:
         known = self.known_host(record.name)
         if known is None:
             return record
-        return replace(known, uri=record.uri, migration_address=record.migration_address,
-                       migration_enabled=record.migration_enabled,
-                       maintenance=record.maintenance, max_migrations=record.max_migrations,
-                       memory_limit_mib=record.memory_limit_mib,
-                       migration_interface=record.migration_interface,
-                       migration_network_isolated=record.migration_network_isolated,
-                       cluster=record.cluster)
+        return replace(known, uri=record.uri, cluster=record.cluster,
+                       **{name: getattr(record, name) for name in HOST_SETTINGS})
 
     def list_hosts(self) -> list[Host]:
         return [self.host_view(h) for h in self._store.hosts()]

@@ -11,22 +11,40 @@ moved where, and what could not move and why.
 Cancelling the evacuation places no further VM and withdraws its moves still
 waiting for a slot; moves already running finish (each can be cancelled as a
 job of its own). The host stays in maintenance.
+
+Each VM is judged from one snapshot (reread once, its host's facts read once),
+host by host in placement's order until one passes: no thread per target, and
+placing a VM costs a few reports, not one per host of the fleet. An unexpected
+error (a bug, a lost database) stops the placing, not the report: the job
+still ends, saying which VMs moved and which did not.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding, errors
 from ferry.engine.jobs import JobHandle
-from ferry.engine.placement import Candidate, choose_host, free_memory_mib, why_not
+from ferry.engine.placement import (
+    Candidate,
+    by_preference,
+    choose_host,
+    free_memory_mib,
+    running_mib,
+    why_not,
+)
 from ferry.errors import FerryError
 from ferry.model import VM, Host, Job, JobState, Phase, VMState
+
+log = logging.getLogger(__name__)
+
+
+Judge = Callable[[str], list[Finding]]
+"""One VM's pre-flight report for a destination host, from one snapshot of the facts."""
 
 
 @dataclass
@@ -35,7 +53,8 @@ class Evacuation:
     vms: list[VM]  # the VMs on the host when maintenance began
     targets: list[Host]  # hosts a VM may go to: registered, not this one, not in maintenance
     all_vms: list[VM]  # every VM, for the memory already used on each target
-    check: Callable[[MoveRequest], list[Finding]]
+    # (VM, cold) -> its report for any target, the VM reread and its host's facts read once
+    judge: Callable[[VM, bool], Judge]
     # starts (queues) the move of a VM to a host, given that host's pre-flight findings
     start: Callable[[VM, str, list[Finding]], Job]
     job_of: Callable[[str], Job]
@@ -46,22 +65,40 @@ class Evacuation:
     _planned: dict[str, int] = field(default_factory=dict)  # host -> MiB placed there
     _moves: dict[str, dict[str, Any]] = field(default_factory=dict)  # vm -> where, job, state
     _stuck: dict[str, str] = field(default_factory=dict)  # vm -> why it could not move
+    _running: dict[str, int] = field(default_factory=dict)  # host -> MiB of its running VMs
 
     def run(self, job: JobHandle) -> None:
-        """Move every VM; always ends the job in a final state, never raises."""
+        """Move every VM; always ends the job in a final state with what moved, never raises."""
         started = time.monotonic()
         for child in self.children:
             self._moves[child.vm] = {"host": child.dest_host, "job": child.id,
                                      "state": child.state.value, "error": child.error,
                                      "kind": "cold" if child.kind == "cold-migrate" else "live"}
-        # The biggest running VMs first: they are the hardest to place.
-        order = sorted(self.vms, key=lambda vm: (vm.state is VMState.SHUTOFF, -vm.memory_mib))
-        for vm in order:
-            if job.cancel_requested.is_set():
-                self._stuck[vm.name] = "not moved: the evacuation was cancelled"
-                continue
-            self._place(job, vm)
-        self._wait(job)
+        failure: str | None = None
+        try:
+            self._running = running_mib(self.all_vms)
+            # The biggest running VMs first: they are the hardest to place.
+            order = sorted(self.vms,
+                           key=lambda vm: (vm.state is VMState.SHUTOFF, -vm.memory_mib))
+            for vm in order:
+                if job.cancel_requested.is_set():
+                    self._stuck[vm.name] = "not moved: the evacuation was cancelled"
+                    continue
+                self._place(job, vm)
+        except Exception as err:  # a bug or a lost database must not hide what moved
+            log.exception("evacuation of %s stopped", self.host)
+            failure = f"the evacuation stopped: {err!r}"
+            for vm in self.vms:
+                if vm.name not in self._moves:
+                    self._stuck.setdefault(vm.name, f"not moved: {failure}")
+        try:
+            self._wait(job)  # the moves already started run on; their outcome is reported
+        except Exception as err:
+            log.exception("evacuation of %s lost sight of its moves", self.host)
+            failure = failure or f"the evacuation lost sight of its moves: {err!r}"
+        self._finish(job, started, failure)
+
+    def _finish(self, job: JobHandle, started: float, failure: str | None) -> None:
         moved = {name: m["host"] for name, m in self._moves.items() if m["state"] == "succeeded"}
         for name, m in self._moves.items():
             if m["state"] != "succeeded":
@@ -69,7 +106,13 @@ class Evacuation:
         report = {"host": self.host, "moved": moved, "not_moved": dict(self._stuck),
                   "jobs": {name: m["job"] for name, m in self._moves.items()},
                   "total_ms": round((time.monotonic() - started) * 1000)}
-        if job.cancel_requested.is_set():
+        if failure is not None:
+            report["error"] = failure
+            job.event(Phase.ROLLBACK, f"{failure}; {len(moved)} VM(s) moved off {self.host}, "
+                      f"{len(self._stuck)} still there", not_moved=self._stuck)
+            job.finish(JobState.FAILED, report,
+                       f"{failure}; {len(self._stuck)} VM(s) still on {self.host}")
+        elif job.cancel_requested.is_set():
             job.event(Phase.ROLLBACK, f"evacuation cancelled: {len(moved)} VM(s) moved off "
                       f"{self.host}, {len(self._stuck)} still there", not_moved=self._stuck)
             job.finish(JobState.CANCELLED, report,
@@ -86,23 +129,32 @@ class Evacuation:
 
     def _place(self, job: JobHandle, vm: VM) -> None:
         cold = vm.state is VMState.SHUTOFF
-        candidates = []
+        try:
+            judge = self.judge(vm, cold)
+        except FerryError as err:
+            self._stuck[vm.name] = f"not judged: {err.message}"
+            job.event(Phase.COMPATIBILITY, f"{vm.name} cannot move: {self._stuck[vm.name]}")
+            return
+        free = {t.name: free_memory_mib(t, self._running, self._planned.get(t.name, 0))
+                for t in self.targets}
+        order = by_preference(self.targets, free)
         judged: dict[str, list[Finding]] = {}
-        # Each target judges at once: the source is busy with the moves already
-        # running, and placing a VM one host after another left slots idle.
-        with ThreadPoolExecutor(max_workers=max(1, len(self.targets))) as pool:
-            verdicts = list(pool.map(lambda t: self._judge(vm, t.name, cold), self.targets))
-        for target, verdict in zip(self.targets, verdicts, strict=True):
-            if isinstance(verdict, FerryError):
-                candidates.append(Candidate(target.name, (verdict.message,), 0))
-                continue
-            findings = judged[target.name] = verdict
-            blocking = tuple(f"{f.code}: {f.message}" for f in errors(findings))
-            free = free_memory_mib(target, self.all_vms, self._planned.get(target.name, 0))
-            candidates.append(Candidate(target.name, blocking, free))
-        chosen = choose_host(vm, candidates)
+        candidates: dict[str, Candidate] = {}
+        # Host by host in the order placement prefers, until one passes: the first
+        # that passes and fits is the one choose_host picks among all of them.
+        for target in order:
+            if free[target.name] < vm.memory_mib:
+                break  # it fits none of the rest either
+            candidates[target.name] = self._judged(judge, target.name, free, judged)
+            if not candidates[target.name].blocking:
+                break
+        chosen = choose_host(vm, list(candidates.values()))
         if chosen is None:
-            self._stuck[vm.name] = why_not(vm, candidates, self.scope)
+            # Nowhere to go: every host judged, so the report says why host by host.
+            for target in order:
+                if target.name not in candidates:
+                    candidates[target.name] = self._judged(judge, target.name, free, judged)
+            self._stuck[vm.name] = why_not(vm, list(candidates.values()), self.scope)
             job.event(Phase.COMPATIBILITY, f"{vm.name} cannot move: {self._stuck[vm.name]}")
             return
         try:
@@ -116,7 +168,18 @@ class Evacuation:
         self._moves[vm.name] = {"host": chosen.host, "job": child.id, "state": child.state.value,
                                 "kind": "cold" if cold else "live"}
         job.event(Phase.REGISTER, f"{vm.name} -> {chosen.host} ({'cold' if cold else 'live'}, "
-                  f"{chosen.free_mib} MiB free there), job {child.id}")
+                  f"{chosen.free_mib} MiB free there, {len(candidates)} host(s) judged), "
+                  f"job {child.id}")
+
+    @staticmethod
+    def _judged(judge: Judge, target: str, free: dict[str, int],
+                judged: dict[str, list[Finding]]) -> Candidate:
+        try:
+            findings = judged[target] = judge(target)
+        except FerryError as err:
+            return Candidate(target, (err.message,), 0)
+        blocking = tuple(f"{f.code}: {f.message}" for f in errors(findings))
+        return Candidate(target, blocking, free[target])
 
     def _withdraw_queued(self, job: JobHandle) -> None:
         withdrawn = []
@@ -131,12 +194,6 @@ class Evacuation:
         job.event(Phase.ROLLBACK, f"cancel: {len(withdrawn)} queued move(s) withdrawn"
                   f"{' (' + ', '.join(withdrawn) + ')' if withdrawn else ''}; moves already "
                   "running finish")
-
-    def _judge(self, vm: VM, target: str, cold: bool) -> list[Finding] | FerryError:
-        try:
-            return self.check(MoveRequest(vm.uuid, dest_host=target, cold=cold))
-        except FerryError as err:
-            return err
 
     def _wait(self, job: JobHandle) -> None:
         withdrawn = False

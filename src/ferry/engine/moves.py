@@ -19,12 +19,12 @@ from ferry.engine.diskplan import SUPPORTED_FORMATS, DiskMove, TargetFiles, plan
 from ferry.engine.inventory import InventoryCache
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import POLICIES
-from ferry.engine.preflight import FactGatherer
+from ferry.engine.preflight import FactGatherer, SourceFacts
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, VMotion
 from ferry.errors import InputError, NotFound, RefusedError
-from ferry.model import VM, Inventory, Job, JobKind, MoveSpec, Phase, VMState
+from ferry.model import VM, Cluster, Inventory, Job, JobKind, MoveSpec, Phase, VMState
 from ferry.store.db import Store
 from ferry.virt.base import HostConnection, MigrationOptions
 
@@ -59,12 +59,11 @@ class MoveStarter:
 
     def _validate_move(self, request: MoveRequest) -> VM:
         vm = self._vms.get(request.vm)
-        hosts = {h.name for h in self._store.hosts()}
-        if request.dest_host is not None and request.dest_host not in hosts:
-            raise NotFound(f"no host named {request.dest_host}")
+        if request.dest_host is not None:
+            self._store.host(request.dest_host)  # NotFound names it
         target_host = request.destination(vm.host)
         if request.dest_datastore is not None:
-            pools = {p.name for p in self._inventory.inventory().pools_on(target_host)}
+            pools = {p.name for p in self._inventory.pools_on(target_host)}
             if request.dest_datastore not in pools:
                 raise NotFound(f"host {target_host} has no datastore named "
                                f"{request.dest_datastore}")
@@ -75,6 +74,30 @@ class MoveStarter:
                 raise InputError(f"VM {vm.name} already {'is' if request.cold else 'runs'} on "
                                  f"{vm.host}: choose another host")
         return vm
+
+    def judge_each(self, inventory: Inventory, vm: VM, cold: bool,
+                   clusters: list[Cluster] | None = None) -> Callable[[str], list[Finding]]:
+        """``vm``'s pre-flight report for any destination host, from one snapshot.
+
+        The VM is reread once, its own host's facts and the slots are read once, and
+        ``inventory`` and ``clusters`` are the ones given (an evacuation's, read when it
+        began; clusters None: read now); each report then asks only the destination
+        what it alone can tell.
+        """
+        fresh = self._fresh(vm, "check")
+        running = self._slots_taken()
+        if clusters is None:
+            clusters = self._store.clusters()
+        own: list[SourceFacts] = []
+
+        def judge(dest: str) -> list[Finding]:
+            request = MoveRequest(fresh.uuid, dest_host=dest, cold=cold)
+            if not own:
+                own.append(self._gatherer.source_facts(fresh, request))
+            return preflight(self._gatherer.gather(inventory, fresh, request, running,
+                                                   own[0], clusters))
+
+        return judge
 
     def _judge(self, inventory: Inventory, vm: VM, request: MoveRequest) -> list[Finding]:
         facts = self._gatherer.gather(inventory, vm, request, self._slots_taken())
@@ -115,9 +138,10 @@ class MoveStarter:
         return current
 
     def start_placed(self, vm: VM, dest_host: str, findings: list[Finding],
-                     parent: str | None = None) -> Job:
+                     inventory: Inventory | None = None, parent: str | None = None) -> Job:
         """An evacuation's move to the host it chose on ``findings``, judged a moment ago
-        on the inventory the evacuation refreshed: judging again would only repeat it."""
+        on ``inventory``, the one the evacuation refreshed: judging again would only
+        repeat it."""
         if vm.state is VMState.SHUTOFF:
             return self.start(vm.uuid, dest_host, cold=True, parent=parent)
         blocking = errors(findings)
@@ -125,7 +149,9 @@ class MoveStarter:
             raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
                                f"{len(blocking)} requirement(s) not met", blocking)
         request = MoveRequest(vm.uuid, dest_host=dest_host)
-        return self._launch_live(self._inventory.inventory(), self._vms.get(vm.uuid), request,
+        if inventory is None:
+            inventory = self._inventory.inventory()
+        return self._launch_live(inventory, self._vms.get(vm.uuid), request,
                                  findings, [f for f in findings if f.status is Status.WARNING],
                                  parent)
 

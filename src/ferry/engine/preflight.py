@@ -27,7 +27,7 @@ from ferry.checks.facts import (
     Reachability,
 )
 from ferry.errors import FerryError, NotFound
-from ferry.model import VM, Host, Inventory, VMState
+from ferry.model import VM, Cluster, Host, Inventory, VMState
 from ferry.virt.base import HostConnection, ImageInfo
 
 # A chain deeper than this is refused as unreadable rather than walked on (a loop of
@@ -40,21 +40,35 @@ REACHABILITY_TIMEOUT_S = 8.0
 
 def committed(inventory: Inventory, host: str, exclude: str) -> tuple[int, int]:
     """(MiB, vCPUs) of the VMs running on ``host``, leaving out the one being moved."""
-    running = [vm for vm in inventory.vms.values()
-               if vm.host == host and vm.name != exclude and vm.state is not VMState.SHUTOFF]
+    running = [vm for vm in inventory.vms_on(host)
+               if vm.name != exclude and vm.state is not VMState.SHUTOFF]
     return sum(vm.memory_mib for vm in running), sum(vm.vcpus for vm in running)
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """The facts of a move read from the VM's own host (the same for every destination)."""
+
+    block_jobs: tuple[str, ...] = ()
+    disk_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    images: dict[str, ImageFacts] = field(default_factory=dict)
 
 
 @dataclass
 class FactGatherer:
     conn: Callable[[str], HostConnection]
-    # (running VM, destination) -> how its CPU fits the destination's EVC mode, if any
-    evc_fit: Callable[[VM, str], EvcFit | None] = lambda _vm, _dest: None
+    # (running VM, destination, clusters read once or None: read now) -> how its CPU fits
+    # the destination's EVC mode, if any
+    evc_fit: Callable[[VM, str, list[Cluster] | None], EvcFit | None] = (
+        lambda _vm, _dest, _clusters: None)
     _reach_cache: dict[tuple[str, str], tuple[float, Reachability]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gather(self, inventory: Inventory, vm: VM, request: MoveRequest,
-               migrations_running: dict[str, int]) -> PreflightFacts:
+               migrations_running: dict[str, int], source_facts: SourceFacts | None = None,
+               clusters: list[Cluster] | None = None) -> PreflightFacts:
+        """The facts of one move. ``source_facts`` and ``clusters``, read once, let a VM
+        be judged against many hosts from one snapshot (``MoveStarter.judge_each``)."""
         source = vm.host
         dest = request.destination(vm.host)
         hosts = {source, dest}
@@ -65,7 +79,7 @@ class FactGatherer:
         evc: EvcFit | None = None
         if live_host_move:
             cpu = self._cpu(dest, vm)
-            evc = self.evc_fit(vm, dest)
+            evc = self.evc_fit(vm, dest, clusters)
             reach = self.reachability(source, dest, inventory.hosts[dest].uri)
         links: dict[str, LinkFacts] = {}
         for host in sorted(hosts):
@@ -81,6 +95,36 @@ class FactGatherer:
                             disk.source)
                     except FerryError:
                         continue  # not verified: the check says so
+        own = source_facts if source_facts is not None else self.source_facts(vm, request)
+        memory: dict[str, int] = {}
+        vcpus: dict[str, int] = {}
+        for host in hosts:
+            memory[host], vcpus[host] = committed(inventory, host, vm.name)
+        source_host, dest_host = inventory.hosts.get(source), inventory.hosts.get(dest)
+        return PreflightFacts(
+            inventory=inventory,
+            vm=vm,
+            request=request,
+            settings=settings,
+            cpu=cpu,
+            source_cpu_signature=_signature(source_host),
+            dest_cpu_signature=_signature(dest_host),
+            reachability=reach,
+            links=links,
+            block_devices_on_dest=block_devices,
+            block_jobs=own.block_jobs,
+            disk_sizes=dict(own.disk_sizes),
+            migrations_running=dict(migrations_running),
+            encrypted_transport=False,
+            memory_committed_mib=memory,
+            vcpus_committed=vcpus,
+            evc=evc,
+            images=dict(own.images),
+        )
+
+    def source_facts(self, vm: VM, request: MoveRequest) -> SourceFacts:
+        """What the VM's own host tells about it: the same whatever the destination."""
+        source = vm.host
         block_jobs: tuple[str, ...] = ()
         if vm.state is VMState.RUNNING:
             try:
@@ -105,31 +149,7 @@ class FactGatherer:
                                                  disk.driver_format or "raw")
             except FerryError:
                 continue  # not verified: the check says so
-        memory: dict[str, int] = {}
-        vcpus: dict[str, int] = {}
-        for host in hosts:
-            memory[host], vcpus[host] = committed(inventory, host, vm.name)
-        source_host, dest_host = inventory.hosts.get(source), inventory.hosts.get(dest)
-        return PreflightFacts(
-            inventory=inventory,
-            vm=vm,
-            request=request,
-            settings=settings,
-            cpu=cpu,
-            source_cpu_signature=_signature(source_host),
-            dest_cpu_signature=_signature(dest_host),
-            reachability=reach,
-            links=links,
-            block_devices_on_dest=block_devices,
-            block_jobs=block_jobs,
-            disk_sizes=disk_sizes,
-            migrations_running=dict(migrations_running),
-            encrypted_transport=False,
-            memory_committed_mib=memory,
-            vcpus_committed=vcpus,
-            evc=evc,
-            images=images,
-        )
+        return SourceFacts(block_jobs, disk_sizes, images)
 
     def _cpu(self, dest: str, vm: VM) -> CpuVerdict | None:
         if not vm.cpu_xml or vm.cpu_mode == "host-passthrough":

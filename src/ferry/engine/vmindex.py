@@ -1,8 +1,9 @@
 """The control plane's VM inventory: each host's domains as last read, merged by UUID.
 
 Kept per host so that one host's refresh replaces only its own domains; the
-merged view (:func:`ferry.engine.identity.merge_vms`) is recomputed from all of
-them, so a moving VM is one entry however the two hosts' refreshes interleave.
+merged view (:func:`ferry.engine.identity.merge_vms`) is recomputed for the VMs
+those hosts held or hold, from every copy of each, so a moving VM is one entry
+however the two hosts' refreshes interleave.
 What VMs the users see and may act on is answered here too, with the store's
 unfinished jobs: the moves ferry runs, whichever ferry server runs them.
 """
@@ -32,6 +33,7 @@ class VMIndex:
         self._lock = threading.Lock()
         self._by_host: dict[str, list[VM]] = {}
         self._merged: dict[str, VM] = {}
+        self._hosts_of: dict[str, set[str]] = {}  # UUID -> the hosts holding a copy
 
     def replace(self, hosts: Iterable[str], vms: Iterable[VM]) -> None:
         """``hosts`` now hold exactly ``vms`` (those hosts' domains, as just read)."""
@@ -39,24 +41,42 @@ class VMIndex:
         for vm in vms:
             fresh.setdefault(vm.host, []).append(vm)
         with self._lock:
-            self._by_host.update(fresh)
-            self._remerge()
+            self._set(fresh)
 
     def keep_not_current(self, host: str) -> None:
         """``host`` did not answer: its domains stay as it last showed them, said to be so."""
         with self._lock:
-            self._by_host[host] = [replace(vm, current=False)
-                                   for vm in self._by_host.get(host, [])]
-            self._remerge()
+            self._set({host: [replace(vm, current=False)
+                              for vm in self._by_host.get(host, [])]})
 
     def drop_host(self, host: str) -> None:
         with self._lock:
+            self._set({host: []})
             self._by_host.pop(host, None)
-            self._remerge()
 
-    def _remerge(self) -> None:
-        """The merged view, from every host's domains (the caller holds the lock)."""
-        self._merged = merge_vms(vm for found in self._by_host.values() for vm in found)
+    def _set(self, fresh: dict[str, list[VM]]) -> None:
+        """Replace these hosts' domains and merge again the VMs they held or hold now,
+        from every host holding a copy; the others stay merged as they were (a job's
+        refresh of its two hosts need not merge the whole fleet). The caller holds
+        the lock."""
+        affected: set[str] = set()
+        for host, vms in fresh.items():
+            for vm in self._by_host.get(host, []):
+                affected.add(vm.uuid)
+                self._hosts_of.get(vm.uuid, set()).discard(host)
+            for vm in vms:
+                affected.add(vm.uuid)
+                self._hosts_of.setdefault(vm.uuid, set()).add(host)
+            self._by_host[host] = vms
+        copies = [vm for uuid in affected for host in self._hosts_of.get(uuid, ())
+                  for vm in self._by_host.get(host, []) if vm.uuid == uuid]
+        merged = merge_vms(copies)
+        for uuid in affected:
+            if uuid in merged:
+                self._merged[uuid] = merged[uuid]
+            else:
+                self._merged.pop(uuid, None)
+                self._hosts_of.pop(uuid, None)
 
     def by_uuid(self) -> dict[str, VM]:
         """UUID -> VM: one entry per VM, a migration's incoming copy folded into its source."""

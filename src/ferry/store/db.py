@@ -26,14 +26,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from ferry.errors import InputError, NotFound
-from ferry.model import Cluster, EvcMode, Host
+from ferry.model import HOST_SETTINGS, Cluster, EvcMode, Host
 from ferry.store.coordination import Coordination
 from ferry.store.jobs import JobRecords
 from ferry.store.schema import clusters_table, hosts_table, metadata
 
-_HOST_FIELDS = ("name", "uri", "migration_address", "migration_enabled", "maintenance",
-                "max_migrations", "memory_limit_mib", "migration_interface",
-                "migration_network_isolated", "cluster")
+_HOST_FIELDS = ("name", "uri", *HOST_SETTINGS, "cluster")
 
 
 class Store(JobRecords, Coordination):

@@ -7,12 +7,20 @@ as plain data, and keeps the promises ``tests/unit/test_seam_contract.py``
 holds libvirt to. Migration here only moves records and replays scripted
 statistics: it proves nothing about real migration, which the lab's
 integration tests cover. Tests plant failures with :attr:`FakeHost.faults`.
+
+Every call ferry makes through the seam is counted per host (``FakeHost.calls``):
+on real hosts each is a round trip over the network, so the counts are what a
+test or a benchmark asserts about how ferry's work grows with the fleet.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
@@ -42,6 +50,14 @@ class FakeWorld:
 
     def host(self, name: str) -> FakeHost:
         return self.hosts[name]
+
+    def calls(self) -> int:
+        """Seam calls made to every host so far."""
+        return sum(host.calls.total() for host in self.hosts.values())
+
+    def reset_calls(self) -> None:
+        for host in self.hosts.values():
+            host.calls.clear()
 
     def connect_by_name(self, name: str) -> FakeHost:
         """Reaches host ``name`` as ferry's current connection to it would."""
@@ -92,6 +108,7 @@ class FakeHost(FakePower):
         self._current: MigrationStats | None = None
         self.up = True  # False: the host's libvirtd does not answer (go_down, come_up)
         self.close_callbacks: list[CloseCallback] = []
+        self.calls: Counter[str] = Counter()  # seam method -> calls made to this host
         self.definitions: dict[str, str] = {}  # persistent VMs' saved definitions
         self.faults: dict[str, FerryError] = {}  # method name -> what its next call raises
         self.mirror_polls: int | None = 0  # a block copy is ready after this many looks
@@ -244,3 +261,20 @@ class FakeHost(FakePower):
 
 def _fake_is_the_whole_seam(world: FakeWorld) -> HostConnection:
     return FakeHost(world, "checked", "by mypy")  # mypy fails here if a seam call is missing
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _counted(method: F) -> F:
+    @functools.wraps(method)
+    def counted(self: FakeHost, *args: Any, **kwargs: Any) -> Any:
+        self.calls[method.__name__] += 1
+        return method(self, *args, **kwargs)
+    return counted  # type: ignore[return-value]
+
+
+# Counted where ferry calls a host: every method of the seam the fake has.
+for _method in [n for n in dir(HostConnection) if not n.startswith("_")]:
+    if callable(getattr(FakeHost, _method, None)):
+        setattr(FakeHost, _method, _counted(getattr(FakeHost, _method)))

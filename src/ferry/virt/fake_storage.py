@@ -170,6 +170,9 @@ class FakeStorage(FakeFaults):
         backing.volumes[name] = image_file(FakeFile(capacity), fmt, preallocation is not None)
         return f"{self.pools[pool][0].path}/{name}"
 
+    def list_volumes(self, pool: str) -> list[str]:
+        return sorted(self._backing(pool).volumes)
+
     def find_volume(self, pool: str, name: str) -> str | None:
         if name in self._backing(pool).volumes:
             return f"{self.pools[pool][0].path}/{name}"

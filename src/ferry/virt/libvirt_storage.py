@@ -64,6 +64,12 @@ class StorageCalls(LibvirtCalls):
             return None
         return str(vol.path())
 
+    def list_volumes(self, pool: str) -> list[str]:
+        handle = self._pool(pool)
+        self._call(f"refresh datastore {pool}", lambda: handle.refresh(0))
+        names = self._call(f"volumes of datastore {pool}", handle.listVolumes)
+        return [str(name) for name in names]
+
     def delete_volume(self, pool: str, name: str) -> None:
         handle = self._pool(pool)
         vol = self._call(f"volume {name}", lambda: handle.storageVolLookupByName(name))

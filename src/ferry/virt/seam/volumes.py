@@ -26,6 +26,10 @@ class Volumes(Named, Protocol):
         """The volume's path if pool holds it (after a refresh), else None."""
         ...
 
+    def list_volumes(self, pool: str) -> list[str]:
+        """The names of every volume the pool holds, read afresh: one call for them all."""
+        ...
+
     def delete_volume(self, pool: str, name: str) -> None: ...
 
     def image_info(self, path: str) -> ImageInfo | None:
