@@ -23,7 +23,11 @@ from ferry.model import (
     MAX_MAX_MIGRATIONS,
     MIN_MAX_MIGRATIONS,
     MIN_MEMORY_LIMIT_MIB,
+    JobKind,
     JobState,
+    Phase,
+    ResourceKind,
+    ResourceState,
     VMState,
 )
 
@@ -186,19 +190,30 @@ class InventoryOut(Out):
 
 class JobEventOut(Out):
     at: float
-    phase: str
+    phase: Phase
     message: str
     data: dict[str, Any] = {}
 
 
+class JobResourceOut(Out):
+    """What the job created (or frees) on a host, and what became of it."""
+
+    host: str
+    kind: ResourceKind
+    name: str
+    state: ResourceState
+    pool: str | None = None
+    path: str | None = None
+
+
 class JobOut(Out):
     id: str
-    kind: str
+    kind: JobKind
     vm: str
     source_host: str
     dest_host: str | None
     state: JobState
-    phase: str
+    phase: Phase
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -207,6 +222,11 @@ class JobOut(Out):
     report: dict[str, Any] = {}
     events: list[JobEventOut] = []
     vm_uuid: str | None = None
+    owner: str | None = None  # the server that runs it
+    cancel_requested: bool = False
+    parent_id: str | None = None  # the evacuation that started it
+    slot_hosts: list[str] = []
+    resources: list[JobResourceOut] = []
 
 
 class FindingOut(Out):

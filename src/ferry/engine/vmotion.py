@@ -65,6 +65,7 @@ class VMotion:
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
     _ended_mono: float = 0.0
+    _aborted_on_cancel: bool = False  # ferry aborted the copy because a user cancelled
 
     def run(self, job: JobHandle) -> None:
         """Migrate; always ends the job in a final state, never raises."""
@@ -129,6 +130,7 @@ class VMotion:
             pass  # the report then rests on the samples taken so far
         try:
             self.source.abort_migration(self.vm)
+            self._aborted_on_cancel = True
         except FerryError as err:
             job.event(Phase(job.job.phase), f"cancel could not abort the copy: {err.message}")
 
@@ -274,7 +276,9 @@ class VMotion:
     def _rolled_back(self, job: JobHandle, err: BaseException, report: dict[str, Any]) -> None:
         # Cancelled only when the cancel is what stopped it: a late cancel never relabels
         # a real failure (nor a policy's abort) as the user's.
-        cancelled = isinstance(err, MigrationCancelled) and job.cancel_requested.is_set()
+        # libvirt reports an aborted copy as "cancelled" or as the broken stream it left.
+        cancelled = job.cancel_requested.is_set() and (
+            isinstance(err, MigrationCancelled) or self._aborted_on_cancel)
         message = err.message if isinstance(err, FerryError) else repr(err)
         # A host that does not answer is stated as such, never counted as "absent".
         src, dst, done = settle(self._reach, self.vm, self.source.name, self.dest.name)
