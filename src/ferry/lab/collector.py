@@ -97,7 +97,9 @@ class HeartbeatCollector:
             raise LabError("heartbeat collector already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: with it a second collector on this machine (a second
+            # ferry server) binds the same port and silently takes part of the
+            # heartbeats; without it the second one fails here and runs without.
             # 10 ms heartbeats from many VMs, and a burst when a paused VM
             # resumes: a big buffer keeps the kernel from dropping them.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
