@@ -329,7 +329,8 @@ def test_two_stores_on_one_database_see_each_others_writes(
     job = make_job("job-1")
     two.add_job(job)
     assert one.job("job-1") == job
-    running = replace(job, state=JobState.RUNNING, progress={"percent": 10}, started_at=T0)
+    running = replace(job, state=JobState.RUNNING, progress={"percent": 10}, started_at=T0,
+                      phase=Phase.PRECOPY)
     one.transition("job-1", None, JobState.RUNNING, started_at=T0)
     one.update_job("job-1", None, progress={"percent": 10})
     event = JobEvent(T0 + 1, Phase.PRECOPY, "copying memory", {"percent": 10})

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ferry.checks.storage import pool_holding
 from ferry.engine.jobs import JobHandle
-from ferry.errors import FerryError, NotFound
+from ferry.errors import FerryError, MigrationError, NotFound
 from ferry.model import (
     DISK_FORMATS,
     TARGET_FORMATS,
@@ -98,10 +98,15 @@ class TargetFiles:
         for move in self.moves:
             move.capacity = self.source.disk_size(self.vm, move.disk.target)[0]
             self.record(job, move)
-            move.target_path = self.target.create_volume(
-                self.pool, move.target_volume, move.capacity, move.fmt, move.preallocation)
-            move.created = True
             assert move.resource is not None
+            try:
+                move.target_path = self.target.create_volume(
+                    self.pool, move.target_volume, move.capacity, move.fmt,
+                    move.preallocation)
+            except FerryError:
+                job.resource(move.resource, ResourceState.REMOVED)  # not made: none of ours
+                raise
+            move.created = True
             job.resource(move.resource, ResourceState.CREATED, move.target_path)
         job.event(Phase.REGISTER, f"created {len(self.moves)} file(s) for {self.vm} on "
                   f"datastore {self.pool} of {self.target.name}",
@@ -109,7 +114,16 @@ class TargetFiles:
 
     def record(self, job: JobHandle, move: DiskMove) -> None:
         """Intent before action: the target file about to be made, and the source file the
-        move frees once the VM runs on it, recorded in the job before the host is asked."""
+        move frees once the VM runs on it, recorded in the job before the host is asked.
+
+        A file of that name already there is someone else's: refused before it is
+        recorded, so no clean-up (by this server or one that takes the job over) can
+        take it for ferry's.
+        """
+        if self.target.find_volume(self.pool, move.target_volume) is not None:
+            raise MigrationError(f"datastore {self.pool} of {self.target.name} already has a "
+                                 f"file named {move.target_volume}: it is not ferry's to "
+                                 "replace; move or rename it first")
         move.resource = job.intend(self.target.name, ResourceKind.VOLUME, move.target_volume,
                                    self.pool)
         if move.source_pool is not None and move.disk.source:
@@ -135,8 +149,12 @@ class TargetFiles:
         while True:
             failure = None
             for move in self.moves:
-                if move.pivoted or (not move.created and move.resource is None):
+                if move.pivoted:
                     continue  # a pivoted copy is what the VM runs on: it stays
+                if not move.created:
+                    if move.resource is not None:
+                        job.resource(move.resource, ResourceState.REMOVED)  # never made
+                    continue
                 try:
                     self.target.delete_volume(self.pool, move.target_volume)
                     move.created = False

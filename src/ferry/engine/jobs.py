@@ -129,8 +129,7 @@ class JobHandle:
     def event(self, phase: Phase, message: str, at: float | None = None, **data: Any) -> None:
         event = JobEvent(at if at is not None else time.time(), phase, message, data)
         with self._lock:
-            if self._write(lambda: self._store.add_event(self.id, event)):
-                self._write(lambda: self._store.update_job(self.id, self._owner, phase=phase))
+            if self._write(lambda: self._store.add_event(self.id, event, self._owner)):
                 self._job = replace(self._job, phase=phase, events=(*self._job.events, event))
 
     def checked(self, findings: list[Finding], warnings: list[Finding], against: str) -> None:

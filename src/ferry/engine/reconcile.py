@@ -152,7 +152,7 @@ class Reconciler:
             self._resume_evacuation(handle)
             return
         job = handle.stored()  # with the resources it recorded
-        decision, found = self._judge(handle, job)
+        decision, found, aborted = self._judge(handle, job)
         job = handle.stored()  # a cancel may have come meanwhile
         notes = finish_resources(job.resources, decision.outcome is Outcome.SUCCEEDED, self._conn,
                                  lambda rid, state: handle.resource(rid, state))
@@ -165,7 +165,7 @@ class Reconciler:
                          f"{where} ({found})", cleanup=notes)
             handle.finish(JobState.SUCCEEDED, report)
         elif decision.outcome is Outcome.FAILED:
-            cancelled = job.cancel_requested and found.endswith("(aborted on request)")
+            cancelled = job.cancel_requested and aborted  # only the user's cancel stopped it
             handle.event(Phase.ROLLBACK, f"did not complete while ferry was down: {job.vm} "
                          f"stays on {job.source_host} ({found})", cleanup=notes)
             handle.finish(JobState.CANCELLED if cancelled else JobState.FAILED, report,
@@ -175,8 +175,9 @@ class Reconciler:
                          "nothing was changed: check it with 'ferry vm show'", cleanup=notes)
             handle.finish(JobState.FAILED, report, f"found {found}: left for an admin")
 
-    def _judge(self, handle: JobHandle, job: Job) -> tuple[Decision, str]:
-        """Ask until a rule decides; act on what it says. (decision, what was found)."""
+    def _judge(self, handle: JobHandle, job: Job) -> tuple[Decision, str, bool]:
+        """Ask until a rule decides; act on what it says. (decision, what was found,
+        whether this server aborted the move because a user cancelled it)."""
         said: set[str] = set()
         aborted = False
         while True:
@@ -204,7 +205,7 @@ class Reconciler:
             if decision.acts:
                 handle.event(Phase.RECONCILE, f"found {found}; did: "
                              f"{', '.join(a.value for a in decision.acts)}")
-            return decision, found + (" (aborted on request)" if aborted else "")
+            return decision, found, aborted
 
     def _look(self, job: Job) -> tuple[Decision, str]:
         src = self._see(job.source_host, job.vm)

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
@@ -121,7 +122,9 @@ class JobRunner:
 
     def _claim(self) -> None:
         for job in self._store.claim_startable(self.server_id, self._lease_s):
-            handle = JobHandle(self._store, replace_state(job), self.server_id)
+            # As the claim left it: running, and ours.
+            handle = JobHandle(self._store, replace(job, state=JobState.RUNNING),
+                               self.server_id)
             try:
                 body = self._body_for(job)
             except FerryError as err:
@@ -174,10 +177,3 @@ class JobRunner:
                 self._refresh(host)
             except FerryError:
                 continue  # the next refresh shows the host's state
-
-
-def replace_state(job: Job) -> Job:
-    """The job as the claim left it: running."""
-    from dataclasses import replace
-
-    return replace(job, state=JobState.RUNNING)

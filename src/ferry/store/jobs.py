@@ -148,8 +148,15 @@ class JobRecords:
             check_transition(job_id, JobState(row.state), new)
         return IllegalTransition(f"job {job_id} could not be updated ({row.state})")
 
-    def add_event(self, job_id: str, event: JobEvent) -> None:
+    def add_event(self, job_id: str, event: JobEvent, owner: str | None = None) -> None:
+        """Record an event, the job's phase becoming the event's; LostOwnership, and
+        nothing recorded, if ``owner`` no longer holds the job."""
         with self._lock, self.engine.begin() as conn:
+            query = update(jobs_table).where(jobs_table.c.id == job_id)
+            if owner is not None:
+                query = query.where(jobs_table.c.owner == owner)
+            if conn.execute(query.values(phase=event.phase.value)).rowcount == 0:
+                raise self._why_not(conn, job_id, owner, None)
             conn.execute(insert(events_table).values(**_event_row(job_id, event)))
 
     # -- cancelling (by any server) ----------------------------------------
