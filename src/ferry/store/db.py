@@ -13,98 +13,14 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    insert,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import create_engine, delete, insert, select, update
 from sqlalchemy.engine import Engine, RowMapping
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
 from ferry.errors import InputError, NotFound, VMBusy
 from ferry.model import Cluster, EvcMode, Host, Job, JobEvent, JobState
-
-metadata = MetaData()
-
-hosts_table = Table(
-    "hosts",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("uri", String(512), nullable=False),
-    Column("migration_address", String(255)),
-    Column("migration_enabled", Boolean, nullable=False, default=True),
-    Column("maintenance", Boolean, nullable=False, default=False),
-    Column("max_migrations", Integer, nullable=False, default=2),
-    Column("memory_limit_mib", Integer),
-    Column("migration_interface", String(64)),
-    Column("migration_network_isolated", Boolean, nullable=False, default=False),
-    Column("cluster", String(64)),
-)
-
-clusters_table = Table(
-    "clusters",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("created_at", Float, nullable=False),
-    Column("evc", Text),  # the EVC mode as JSON; NULL: EVC is off
-)
-
-jobs_table = Table(
-    "jobs",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("kind", String(32), nullable=False),
-    Column("vm", String(255), nullable=False),
-    Column("source_host", String(64), nullable=False),
-    Column("dest_host", String(64)),
-    Column("state", String(16), nullable=False),
-    Column("phase", String(32), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Column("error", Text),
-    Column("progress", Text, nullable=False, default="{}"),
-    Column("report", Text, nullable=False, default="{}"),
-    Column("vm_uuid", String(36)),  # NULL for a job that holds no VM (an evacuation)
-)
-
-# The states of a job that still holds its VM; a job leaves them when it ends or when
-# a restarted server marks it interrupted, which releases the VM.
-UNFINISHED = tuple(state.value for state in JobState if not state.finished)
-
-# One move per VM, where it cannot race: the database refuses a second unfinished job
-# for one VM UUID, whichever ferry server (all sharing one PostgreSQL) inserts it.
-one_move_per_vm = Index(
-    "jobs_one_move_per_vm", jobs_table.c.vm_uuid, unique=True,
-    sqlite_where=jobs_table.c.state.in_(UNFINISHED),
-    postgresql_where=jobs_table.c.state.in_(UNFINISHED),
-)
-
-events_table = Table(
-    "job_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False,
-           index=True),
-    Column("at", Float, nullable=False),
-    Column("phase", String(32), nullable=False),
-    Column("message", Text, nullable=False),
-    Column("data", Text, nullable=False, default="{}"),
-)
+from ferry.store import migrate
+from ferry.store.schema import UNFINISHED, clusters_table, events_table, hosts_table, jobs_table
 
 _HOST_FIELDS = ("name", "uri", "migration_address", "migration_enabled", "maintenance",
                 "max_migrations", "memory_limit_mib", "migration_interface",
@@ -123,46 +39,8 @@ class Store:
             # or a running job's write with "terminating connection".
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, future=True, **kwargs)
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
-        self._add_missing_indexes()
+        migrate.upgrade(self.engine)  # the schema this code reads and writes: head
         self._lock = threading.Lock()  # SQLite serialises writers anyway; fail fast elsewhere
-
-    def _add_missing_columns(self) -> None:
-        """Columns added since a database was created; create_all only makes new tables."""
-        inspector = inspect(self.engine)
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                kind = column.type.compile(dialect=self.engine.dialect)
-                default = ""
-                if column.default is not None and not column.nullable:
-                    value = column.default.arg  # type: ignore[attr-defined]
-                    default = f" NOT NULL DEFAULT {_sql_literal(value)}"
-                with self.engine.begin() as conn:
-                    conn.execute(text(
-                        f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}'))
-
-    def _add_missing_indexes(self) -> None:
-        """Indexes added since a database was created (create_all skips existing tables).
-
-        Two servers starting at once may both try: the loser's "already exists"
-        is the winner's index, so it is checked for again rather than raised.
-        """
-        for table in metadata.sorted_tables:
-            for index in table.indexes:
-                present = {i["name"] for i in inspect(self.engine).get_indexes(table.name)}
-                if index.name in present:
-                    continue
-                try:
-                    with self.engine.begin() as conn:
-                        index.create(conn)
-                except (IntegrityError, OperationalError, ProgrammingError):
-                    present = {i["name"] for i in inspect(self.engine).get_indexes(table.name)}
-                    if index.name not in present:
-                        raise
 
     # -- hosts -------------------------------------------------------------
     def add_host(self, host: Host) -> None:
@@ -336,14 +214,6 @@ def _evc_from_json(value: str | None) -> EvcMode | None:
     fields = json.loads(value)
     fields["features"] = tuple(fields["features"])
     return EvcMode(**fields)
-
-
-def _sql_literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    raise TypeError(f"no SQL literal for {value!r}")
 
 
 def _job_row(job: Job) -> dict[str, Any]:
