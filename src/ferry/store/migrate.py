@@ -105,9 +105,9 @@ def _missing_from_baseline(connection: Connection) -> list[str]:
     finally:
         scratch.dispose()
     have = _shape(connection)
-    return sorted(f"{table}.{part}" if part else table
-                  for table, parts in want.items() for part in parts | {""}
-                  if table not in have or (part and part not in have[table]))
+    return sorted([table for table in want if table not in have]
+                  + [f"{table}.{part}" for table, parts in want.items() if table in have
+                     for part in parts - have[table]])
 
 
 def _shape(connection: Connection) -> dict[str, set[str]]:
