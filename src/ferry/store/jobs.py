@@ -31,7 +31,7 @@ from ferry.model import (
     ResourceKind,
     ResourceState,
 )
-from ferry.store.schema import UNFINISHED, events_table, jobs_table, resources_table
+from ferry.store.schema import UNFINISHED, events_table, job_resources_table, jobs_table
 
 
 class LostOwnership(InputError):
@@ -92,8 +92,8 @@ class JobRecords:
                 select(events_table).where(events_table.c.job_id == job_id)
                 .order_by(events_table.c.id)).mappings()
             resources = conn.execute(
-                select(resources_table).where(resources_table.c.job_id == job_id)
-                .order_by(resources_table.c.id)).mappings()
+                select(job_resources_table).where(job_resources_table.c.job_id == job_id)
+                .order_by(job_resources_table.c.id)).mappings()
             return replace(job_from_row(row), events=tuple(_event_from_row(e) for e in events),
                            resources=tuple(_resource_from_row(r) for r in resources))
 
@@ -194,7 +194,7 @@ class JobRecords:
                      state: ResourceState = ResourceState.INTENDED) -> int:
         role = "created" if kind.created_by_ferry else "replaced"
         with self._lock, self.engine.begin() as conn:
-            result = conn.execute(insert(resources_table).values(
+            result = conn.execute(insert(job_resources_table).values(
                 job_id=job_id, host=host, kind=kind.value, role=role, pool=pool, name=name,
                 path=path, state=state.value, updated_at=time.time()))
             key = result.inserted_primary_key
@@ -207,13 +207,14 @@ class JobRecords:
         if path is not None:
             values["path"] = path
         with self._lock, self.engine.begin() as conn:
-            conn.execute(update(resources_table).where(resources_table.c.id == resource_id)
+            conn.execute(update(job_resources_table).where(job_resources_table.c.id == resource_id)
                          .values(**values))
 
     def resources(self, job_id: str) -> list[JobResource]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(resources_table).where(
-                resources_table.c.job_id == job_id).order_by(resources_table.c.id)).mappings()
+            rows = conn.execute(select(job_resources_table)
+                                .where(job_resources_table.c.job_id == job_id)
+                                .order_by(job_resources_table.c.id)).mappings()
             return [_resource_from_row(r) for r in rows]
 
 
