@@ -9,7 +9,7 @@ The database is the coordination engine; ferry writes no consensus of its own.
   transaction that holds a database-wide lock (a PostgreSQL advisory lock; on
   SQLite, which serves one server, the database's own write lock): it counts
   the slots held by running jobs, picks the startable queued jobs with the
-  pure :func:`ferry.engine.scheduler.startable`, and marks them running with
+  pure :func:`ferry.slots.startable`, and marks them running with
   their owner, so two servers can never both fill a host's last slot.
 """
 
@@ -92,9 +92,7 @@ class Coordination:
     def claim_startable(self, server_id: str, lease_s: float) -> list[Job]:
         """Start the queued moves whose hosts have free slots, in FIFO order, as ours."""
         with self._lock, self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                             {"key": CLAIM_LOCK_KEY})
+            _lock_claims(conn, server_id)
             queued = [job_from_row(r) for r in conn.execute(
                 select(jobs_table).where(jobs_table.c.state == JobState.QUEUED.value,
                                          jobs_table.c.slot_hosts != "[]")
@@ -109,10 +107,13 @@ class Coordination:
             now = db_now(conn)
             claimed = []
             for job in queued:
-                if job.id in chosen:
-                    conn.execute(update(jobs_table).where(jobs_table.c.id == job.id).values(
-                        state=JobState.RUNNING.value, owner=server_id,
-                        lease_until=now + lease_s, started_at=time.time()))
+                if job.id not in chosen:
+                    continue
+                result = conn.execute(update(jobs_table).where(
+                    jobs_table.c.id == job.id, jobs_table.c.state == JobState.QUEUED.value)
+                    .values(state=JobState.RUNNING.value, owner=server_id,
+                            lease_until=now + lease_s, started_at=time.time()))
+                if result.rowcount == 1:
                     claimed.append(job)
             return claimed
 
@@ -145,6 +146,17 @@ class Coordination:
         """host -> moves holding a slot there, and host -> moves waiting in line for it."""
         with self.engine.connect() as conn:
             return _slot_counts(conn, HOLDING), _slot_counts(conn, (JobState.QUEUED.value,))
+
+
+def _lock_claims(conn: Connection, server_id: str) -> None:
+    """Serialise the servers' claims for the rest of this transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+    else:
+        # SQLite: a first write takes the database's write lock, so what this
+        # transaction then reads is what every other claim committed.
+        conn.execute(update(servers_table).where(servers_table.c.id == server_id)
+                     .values(seen_at=servers_table.c.seen_at))
 
 
 def _slot_counts(conn: Connection, states: tuple[str, ...]) -> dict[str, int]:
