@@ -430,6 +430,18 @@ class JobResource:
 
 
 @dataclass(frozen=True)
+class ServerInfo:
+    """A ferry server sharing the database, as the database saw it last."""
+
+    id: str
+    name: str
+    started_at: float
+    seen_at: float  # its last lease renewal (the database's clock)
+    alive: bool  # renewed within the lease time
+    jobs: int = 0  # unfinished jobs it runs
+
+
+@dataclass(frozen=True)
 class MoveSpec:
     """What a move was asked to do: enough for any server to start or judge it."""
 

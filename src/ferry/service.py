@@ -25,6 +25,7 @@ from ferry.model import (
     Job,
     Network,
     Pool,
+    ServerInfo,
 )
 
 
@@ -201,6 +202,10 @@ class FerryService:
         raise NotImplementedError
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
+        raise NotImplementedError
+
+    def list_servers(self) -> list[ServerInfo]:
+        """The ferry servers sharing this one's database, this one first."""
         raise NotImplementedError
 
     def get_job(self, job_id: str) -> Job:

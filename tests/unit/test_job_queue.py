@@ -101,9 +101,10 @@ def test_a_clean_stop_hands_its_jobs_over_at_once(open_store: Callable[[], Store
     server_a, server_b = a.register_server("a"), b.register_server("b")
     job_id = queue(a, "v1", ("h1", "h2"))
     a.claim_startable(server_a, LEASE)
-    assert [name for _id, name, alive in b.servers(LEASE) if alive] == ["a", "b"]
+    assert [(s.name, s.alive, s.jobs) for s in b.servers(LEASE)] == [("a", True, 1),
+                                                                      ("b", True, 0)]
     a.stop_server(server_a)
-    assert [name for _id, name, _alive in b.servers(LEASE)] == ["b"]
+    assert [s.name for s in b.servers(LEASE)] == ["b"]
     assert [j.id for j in b.take_over_expired(server_b, LEASE)] == [job_id]
 
 

@@ -8,13 +8,18 @@ database takes the job over once the lease runs out and records the truth.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fake_plane import finished, plane_over
+from fastapi.testclient import TestClient
 
+from ferry.api.app import create_app
+from ferry.cli.client import FerryClient
+from ferry.cli.main import main
 from ferry.engine.jobs import JobHandle
 from ferry.model import (
     VM,
@@ -139,3 +144,27 @@ def test_a_migration_libvirt_still_runs_is_followed_to_its_end(
     assert job.state is JobState.SUCCEEDED, job.error
     assert host1.get_vm("web1") is None
     assert world.host("host2").get_vm("web1").state is VMState.RUNNING  # type: ignore[union-attr]
+
+
+def test_the_servers_and_the_takeover_are_shown_to_the_admin(
+        world: FakeWorld, tmp_path: Path, dead_servers_job: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    world.host("host1").vms.pop("web1")
+    world.host("host2").add_vm(web1(TARGET))
+    with plane_over(world, tmp_path, register=False) as plane, \
+            TestClient(create_app(plane, "t0ken")) as http:
+        finished(plane, dead_servers_job, timeout=20)
+        cli = FerryClient(http=http, token="t0ken")
+        assert main(["servers"], client=cli) == 0
+        lines = capsys.readouterr().out.splitlines()
+        # this server first, alive, running nothing now; the dead one holds no job
+        assert "(this one)" in lines[1] and "alive" in lines[1]
+        dead = [line.split() for line in lines if line.startswith("dead ")]
+        assert len(dead) == 1 and dead[0][-1] == "0"
+        assert main(["job", "show", dead_servers_job, "--json"], client=cli) == 0
+        shown = json.loads(capsys.readouterr().out)
+        this = plane.list_servers()[0]
+    assert shown["state"] == "succeeded" and shown["owner"] == this.id and this.name != "dead"
+    assert {(r["host"], r["kind"], r["state"]) for r in shown["resources"]} == {
+        ("host2", "volume", "adopted"), ("host1", "source-volume", "removed")}
+    assert shown["report"]["reconciled"]["outcome"] == "succeeded"

@@ -229,6 +229,15 @@ class JobOut(Out):
     resources: list[JobResourceOut] = []
 
 
+class ServerOut(Out):
+    id: str
+    name: str
+    started_at: float
+    seen_at: float
+    alive: bool
+    jobs: int = 0
+
+
 class FindingOut(Out):
     code: str
     status: str

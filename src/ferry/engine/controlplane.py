@@ -42,6 +42,7 @@ from ferry.model import (
     JobState,
     Network,
     Phase,
+    ServerInfo,
     VMState,
 )
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
@@ -61,6 +62,7 @@ class ControlPlane(FerryService):
         lease_s: float = LEASE_S,
     ) -> None:
         self._store = store
+        self._lease_s = lease_s
         self._connector = connector
         self._guest_domain_type = guest_domain_type
         self._hosts = HostConnections(
@@ -289,6 +291,10 @@ class ControlPlane(FerryService):
 
     def get_job(self, job_id: str) -> Job:
         return self._store.job(job_id)
+
+    def list_servers(self) -> list[ServerInfo]:
+        servers = self._store.servers(self._lease_s)
+        return sorted(servers, key=lambda s: s.id != self._runner.server_id)
 
     def cancel_job(self, job_id: str) -> Job:
         return self._runner.cancel(job_id)

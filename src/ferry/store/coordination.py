@@ -23,7 +23,7 @@ import uuid
 from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
-from ferry.model import Job, JobState
+from ferry.model import Job, JobState, ServerInfo
 from ferry.slots import QueuedMove, startable
 from ferry.store.jobs import job_from_row
 from ferry.store.schema import UNFINISHED, hosts_table, jobs_table, servers_table
@@ -74,13 +74,18 @@ class Coordination:
                 jobs_table.c.owner == server_id, jobs_table.c.state.in_(UNFINISHED))
                 .values(lease_until=now))
 
-    def servers(self, lease_s: float) -> list[tuple[str, str, bool]]:
-        """(id, name, alive) of every server that has not stopped."""
+    def servers(self, lease_s: float) -> list[ServerInfo]:
+        """Every server that has not stopped, with the unfinished jobs it runs."""
         with self.engine.connect() as conn:
             now = db_now(conn)
+            owned: dict[str, int] = {}
+            for row in conn.execute(select(jobs_table.c.owner).where(
+                    jobs_table.c.state.in_(UNFINISHED), jobs_table.c.owner.is_not(None))):
+                owned[row.owner] = owned.get(row.owner, 0) + 1
             rows = conn.execute(select(servers_table).where(servers_table.c.stopped_at.is_(None))
                                 .order_by(servers_table.c.started_at))
-            return [(r.id, r.name, r.seen_at + lease_s >= now) for r in rows]
+            return [ServerInfo(r.id, r.name, r.started_at, r.seen_at,
+                               r.seen_at + lease_s >= now, owned.get(r.id, 0)) for r in rows]
 
     # -- jobs ----------------------------------------------------------------
     def own(self, job_id: str, server_id: str, lease_s: float) -> None:
