@@ -60,7 +60,7 @@ class JobRunner:
         job = self._store.job(handle.id)
         if job.state is JobState.QUEUED:
             running, _ = self._store.slot_usage()
-            limits = {h.name: h.max_migrations for h in self._store.hosts()}
+            limits = self._store.slot_limits(set(job.slot_hosts))
             handle.event(Phase.REQUESTED, "queued: waiting for a migration slot on " + ", ".join(
                 f"{h} ({running.get(h, 0)} of {limits.get(h, '?')} in use)"
                 for h in job.slot_hosts))

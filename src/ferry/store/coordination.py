@@ -105,8 +105,7 @@ class Coordination:
             if not queued:
                 return []
             running = _slot_counts(conn, HOLDING)
-            limits = {r.name: r.max_migrations for r in conn.execute(
-                select(hosts_table.c.name, hosts_table.c.max_migrations))}
+            limits = _limits(conn, {h for j in queued for h in j.slot_hosts})
             chosen = set(startable([QueuedMove(j.id, j.slot_hosts) for j in queued], running,
                                    limits))
             now = db_now(conn)
@@ -147,6 +146,10 @@ class Coordination:
                 jobs_table.c.state == JobState.CANCELLING.value))
             return [r.id for r in rows]
 
+    def slot_limits(self, hosts: set[str]) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return _limits(conn, hosts)
+
     def slot_usage(self) -> tuple[dict[str, int], dict[str, int]]:
         """host -> moves holding a slot there, and host -> moves waiting in line for it."""
         with self.engine.connect() as conn:
@@ -162,6 +165,13 @@ def _lock_claims(conn: Connection, server_id: str) -> None:
         # transaction then reads is what every other claim committed.
         conn.execute(update(servers_table).where(servers_table.c.id == server_id)
                      .values(seen_at=servers_table.c.seen_at))
+
+
+def _limits(conn: Connection, hosts: set[str]) -> dict[str, int]:
+    """The migration limit of each of ``hosts`` (only those: a fleet has thousands)."""
+    return {r.name: r.max_migrations for r in conn.execute(
+        select(hosts_table.c.name, hosts_table.c.max_migrations)
+        .where(hosts_table.c.name.in_(sorted(hosts))))}
 
 
 def _slot_counts(conn: Connection, states: tuple[str, ...]) -> dict[str, int]:
