@@ -12,7 +12,7 @@ from ferry.engine.runner import LEASE_S
 from ferry.lab.vms import LabVMFactory
 from ferry.model import Job
 from ferry.store.db import Store
-from ferry.virt.fake import FakeWorld
+from ferry.virt.fake import FakeHost, FakeWorld
 
 
 @contextmanager
@@ -29,6 +29,11 @@ def plane_over(world: FakeWorld, tmp_path: Path,
         yield plane
     finally:
         plane.close()
+
+
+def volume_bytes(host: FakeHost, path: str) -> bytes:
+    """A fake volume's bytes, its holes read as zeros."""
+    return b"".join(c if isinstance(c, bytes) else bytes(c) for c in host.read_volume(path))
 
 
 def finished(plane: ControlPlane, job_id: str, timeout: float = 10.0) -> Job:

@@ -56,23 +56,22 @@ class Coordination:
 
     def renew(self, server_id: str, lease_s: float) -> None:
         """The server is alive: its row and every unfinished job it owns."""
-        with self._lock, self.engine.begin() as conn:
-            now = db_now(conn)
-            conn.execute(update(servers_table).where(servers_table.c.id == server_id)
-                         .values(seen_at=now))
-            conn.execute(update(jobs_table).where(
-                jobs_table.c.owner == server_id, jobs_table.c.state.in_(UNFINISHED))
-                .values(lease_until=now + lease_s))
+        self._lease_all(server_id, "seen_at", lease_s)
 
     def stop_server(self, server_id: str) -> None:
         """A clean stop: its leases end now, so another server takes its jobs at once."""
+        self._lease_all(server_id, "stopped_at", 0.0)
+
+    def _lease_all(self, server_id: str, moment: str, lease_s: float) -> None:
+        """Stamp the server's row (``moment``: seen_at or stopped_at) and lease every
+        unfinished job it owns until ``lease_s`` from now."""
         with self._lock, self.engine.begin() as conn:
             now = db_now(conn)
             conn.execute(update(servers_table).where(servers_table.c.id == server_id)
-                         .values(stopped_at=now))
+                         .values({moment: now}))
             conn.execute(update(jobs_table).where(
                 jobs_table.c.owner == server_id, jobs_table.c.state.in_(UNFINISHED))
-                .values(lease_until=now))
+                .values(lease_until=now + lease_s))
 
     def servers(self, lease_s: float) -> list[ServerInfo]:
         """Every server that has not stopped, with the unfinished jobs it runs."""
