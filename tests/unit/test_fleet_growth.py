@@ -130,5 +130,5 @@ def test_an_evacuation_that_meets_an_unexpected_error_reports_what_it_moved(
         assert "vm2" in job.report["not_moved"]
         assert "connection pool exhausted" in (job.error or "")
         assert plane.list_hosts()[0].maintenance  # as after any evacuation that left VMs
-        assert plane.running_jobs() == []
+        assert all(j.state.finished for j in plane.list_jobs())  # nothing left running
         assert "vm0" in {vm.name for vm in plane.list_vms() if vm.host != "host000"}

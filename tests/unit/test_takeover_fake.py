@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ferry.api.app import create_app
 from ferry.cli.client import FerryClient
 from ferry.cli.main import main
 from ferry.engine.jobs import JobHandle
+from ferry.engine.reconcile import Reconciler
 from ferry.model import (
     VM,
     Disk,
@@ -168,3 +170,29 @@ def test_the_servers_and_the_takeover_are_shown_to_the_admin(
     assert {(r["host"], r["kind"], r["state"]) for r in shown["resources"]} == {
         ("host2", "volume", "adopted"), ("host1", "source-volume", "removed")}
     assert shown["report"]["reconciled"]["outcome"] == "succeeded"
+
+
+def test_a_host_that_never_answers_ends_the_job_unconfirmed_and_touches_nothing(
+        world: FakeWorld, tmp_path: Path, dead_servers_job: str) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
+    try:
+        time.sleep(0.3)  # the dead server's lease runs out
+        taker = store.register_server("b")
+        [job] = store.take_over_expired(taker, 10.0)
+        world.host("host2").go_down()
+        reconciler = Reconciler(world.connect_by_name, lambda _h: None, retry_s=0.05,
+                                give_up_s=0.3)
+        reconciler.run(JobHandle(store, job, taker))
+        done = store.job(dead_servers_job)
+    finally:
+        store.close()
+    assert done.state is JobState.FAILED
+    assert "host2 does not answer" in (done.error or "")
+    assert any("waiting for the hosts to answer" in e.message for e in done.events)
+    # undecided: the file made on host2 is still recorded, and still there
+    assert {r.kind: r.state for r in done.resources} == {
+        ResourceKind.VOLUME: ResourceState.CREATED,
+        ResourceKind.SOURCE_VOLUME: ResourceState.CREATED}
+    world.host("host2").come_up()
+    assert volumes(world, "host2") == {"web1-vda.qcow2"}
+    assert world.host("host1").get_vm("web1").state is VMState.RUNNING  # type: ignore[union-attr]

@@ -299,9 +299,6 @@ class ControlPlane(FerryService):
     def cancel_job(self, job_id: str) -> Job:
         return self._runner.cancel(job_id)
 
-    def running_jobs(self) -> list[Job]:
-        return self._runner.unfinished()
-
     def close(self) -> None:
         self._runner.close()
         self._inventory.close()

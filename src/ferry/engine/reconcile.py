@@ -135,13 +135,18 @@ def judge_cold(src: Seen, dst: Seen, targets: set[str]) -> Decision:
     return Decision(Outcome.UNRESOLVED)
 
 
+# How long a host that does not answer is waited for before the job ends unconfirmed.
+GIVE_UP_S = 600.0
+
+
 class Reconciler:
     def __init__(self, conn: Callable[[str], HostConnection],
                  resume_evacuation: Callable[[JobHandle], None],
-                 retry_s: float = 2.0) -> None:
+                 retry_s: float = 2.0, give_up_s: float = GIVE_UP_S) -> None:
         self._conn = conn
         self._resume_evacuation = resume_evacuation
         self._retry_s = retry_s
+        self._give_up_s = give_up_s
 
     def run(self, handle: JobHandle) -> None:
         job = handle.job
@@ -154,8 +159,12 @@ class Reconciler:
         job = handle.stored()  # with the resources it recorded
         decision, found, aborted = self._judge(handle, job)
         job = handle.stored()  # a cancel may have come meanwhile
-        notes = finish_resources(job.resources, decision.outcome is Outcome.SUCCEEDED, self._conn,
-                                 lambda rid, state: handle.resource(rid, state))
+        notes: list[str] = []
+        if decision.outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+            # Only a decided outcome settles what the job made: undecided, a file may
+            # be what the VM runs on, so nothing is touched.
+            notes = finish_resources(job.resources, decision.outcome is Outcome.SUCCEEDED,
+                                     self._conn, lambda rid, state: handle.resource(rid, state))
         report = {**job.report, "reconciled": {"found": found, "outcome": decision.outcome.value,
                                                 "actions": [a.value for a in decision.acts],
                                                 "cleanup": notes}}
@@ -172,7 +181,8 @@ class Reconciler:
                           f"the move did not complete while its server was down: {found}")
         else:
             handle.event(Phase.ROLLBACK, f"{job.vm}: {found}; no rule decides this, "
-                         "nothing was changed: check it with 'ferry vm show'", cleanup=notes)
+                         "nothing was changed: check it with 'ferry vm show'; the files the "
+                         "job recorded are listed with it")
             handle.finish(JobState.FAILED, report, f"found {found}: left for an admin")
 
     def _judge(self, handle: JobHandle, job: Job) -> tuple[Decision, str, bool]:
@@ -180,8 +190,12 @@ class Reconciler:
         whether this server aborted the move because a user cancelled it)."""
         said: set[str] = set()
         aborted = False
+        deadline = time.monotonic() + self._give_up_s
         while True:
             decision, found = self._look(job)
+            if decision.outcome is Outcome.WAIT and time.monotonic() > deadline:
+                # A job is not left running for ever; what is not known is said so.
+                return Decision(Outcome.UNRESOLVED), found, aborted
             if decision.outcome in (Outcome.WAIT, Outcome.FOLLOW, Outcome.ABORT_COPY):
                 if found not in said:
                     said.add(found)

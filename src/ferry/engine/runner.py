@@ -83,10 +83,6 @@ class JobRunner:
         self._wakeup.set()
         return job
 
-    def unfinished(self) -> list[Job]:
-        with self._lock:
-            return [h.job for h in self._jobs.values() if not h.job.state.finished]
-
     def slots_taken(self) -> dict[str, int]:
         """host -> moves running there, plus the moves already waiting in line for it."""
         running, waiting = self._store.slot_usage()
