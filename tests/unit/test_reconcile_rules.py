@@ -76,17 +76,21 @@ def test_a_host_that_does_not_answer_is_waited_for_never_guessed_about() -> None
     assert judge_live(on("host1", vm("host1")), SILENT).outcome is Outcome.WAIT
     assert judge_live(SILENT, on("host2", vm("host2"))).outcome is Outcome.WAIT
     assert judge_cold(on("host1", None), SILENT, {"/t"}).outcome is Outcome.WAIT
-    assert judge_storage(SILENT, False, {"/t"}).outcome is Outcome.WAIT
+    assert judge_storage(SILENT, False, False, {"/t"}).outcome is Outcome.WAIT
 
 
 def test_storage_rules() -> None:
     targets = {"/srv/local/web1-vda.qcow2"}
     on_new = on("host1", vm("host1", disks=("/srv/local/web1-vda.qcow2",)))
     on_old = on("host1", vm("host1", disks=("/srv/shared/web1.qcow2",)))
-    assert judge_storage(on_old, True, targets).outcome is Outcome.ABORT_COPY
-    assert judge_storage(on_new, False, targets).outcome is Outcome.SUCCEEDED
-    assert judge_storage(on_old, False, targets).outcome is Outcome.FAILED
-    assert judge_storage(on("host1", None), False, targets).outcome is Outcome.UNRESOLVED
+    # the mirror still copies: followed; caught up: the VM is switched to the copies
+    assert judge_storage(on_old, True, False, targets).outcome is Outcome.FOLLOW
+    assert judge_storage(on_old, True, True, targets).outcome is Outcome.FINISH_COPY
+    assert judge_storage(on_new, False, False, targets) == Decision(Outcome.SUCCEEDED,
+                                                                   (Act.REPOINT,))
+    assert judge_storage(on_old, False, False, targets).outcome is Outcome.FAILED
+    assert judge_storage(on("host1", None), False, False, targets).outcome is \
+        Outcome.UNRESOLVED
 
 
 def test_cold_rules() -> None:

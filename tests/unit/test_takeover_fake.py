@@ -196,3 +196,33 @@ def test_a_host_that_never_answers_ends_the_job_unconfirmed_and_touches_nothing(
     world.host("host2").come_up()
     assert volumes(world, "host2") == {"web1-vda.qcow2"}
     assert world.host("host1").get_vm("web1").state is VMState.RUNNING  # type: ignore[union-attr]
+
+
+def test_a_storage_copy_left_running_is_finished_by_the_server_that_takes_it_over(
+        world: FakeWorld, tmp_path: Path) -> None:
+    host1 = world.host("host1")
+    host1.add_pool("fast", "/var/lib/fast", Backing())
+    host1.mirror_polls = 3  # QEMU's mirror catches up a little after the takeover
+    store = Store(f"sqlite:///{tmp_path / 'ferry.db'}")
+    store.add_host(Host(name="host1", uri="qemu+tls://host1/system"))
+    dead = store.register_server("dead")
+    handle = JobHandle.create(store, JobKind.STORAGE_MIGRATE, "web1", "host1", "host1", "u1",
+                              spec=MoveSpec("u1", None, "fast"), slot_hosts=("host1",))
+    store.claim_startable(dead, 0.2)
+    handle.owned_by(dead)
+    target = handle.intend("host1", ResourceKind.VOLUME, "web1-vda.qcow2", "fast")
+    path = host1.create_volume("fast", "web1-vda.qcow2", 2**20, "qcow2")
+    handle.resource(target, ResourceState.CREATED, path)
+    handle.intend("host1", ResourceKind.SOURCE_VOLUME, "web1.qcow2", "local", SOURCE)
+    host1.block_copy("web1", "vda", path, "qcow2", synchronous=False)
+    handle.event(Phase.PRECOPY, "mirroring")
+    store.close()
+    with plane_over(world, tmp_path, register=False) as plane:
+        job = finished(plane, handle.id, timeout=20)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert any("switching the VM to them" in e.message for e in job.events)
+    running = host1.get_vm("web1")
+    assert running is not None and running.disks[0].source == path
+    assert path in host1.definitions["web1"] and SOURCE not in host1.definitions["web1"]
+    assert volumes(world, "host1") == set()  # the source file is freed
+    assert set(host1.list_volumes("fast")) == {"web1-vda.qcow2"}

@@ -61,8 +61,8 @@ class Seen:
 
 class Outcome(StrEnum):
     WAIT = "wait"  # a host did not answer: ask again
-    FOLLOW = "follow"  # libvirt still migrates: follow it to its end
-    ABORT_COPY = "abort-copy"  # a block copy nobody will pivot: cancel it, then judge
+    FOLLOW = "follow"  # libvirt still migrates, or a disk copy still catches up: follow it
+    FINISH_COPY = "finish-copy"  # the disk copies caught up: switch the VM to them
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     UNRESOLVED = "unresolved"  # nothing a rule may decide (runs on both, or nowhere)
@@ -73,6 +73,7 @@ class Act(StrEnum):
     DESTROY_DEST = "destroy-dest"  # the destination's incoming copy of a failed move
     RESUME_SOURCE = "resume-source"  # the VM, paused for a switchover that never came
     RESUME_DEST = "resume-dest"  # the VM, only on the destination, left paused
+    REPOINT = "repoint"  # the VM's saved definition, pointed at the disks it now runs on
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,19 @@ def judge_live(src: Seen, dst: Seen) -> Decision:
     return Decision(Outcome.UNRESOLVED)
 
 
-def judge_storage(seen: Seen, copying: bool, targets: set[str]) -> Decision:
-    """A Storage VMotion on one host: which files the running VM uses. Pure."""
+def judge_storage(seen: Seen, copying: bool, caught_up: bool, targets: set[str]) -> Decision:
+    """A Storage VMotion on one host: QEMU's mirror (``copying``, ``caught_up``: every
+    copy ready to switch to), and which files the running VM uses. Pure."""
     if not seen.answered:
         return Decision(Outcome.WAIT)
     if seen.vm is None:
         return Decision(Outcome.UNRESOLVED)
     if copying:
-        return Decision(Outcome.ABORT_COPY)
+        return Decision(Outcome.FINISH_COPY if caught_up else Outcome.FOLLOW)
     uses = {d.source for d in seen.vm.disks if d.source}
-    return Decision(Outcome.SUCCEEDED if uses & targets else Outcome.FAILED)
+    if uses & targets:
+        return Decision(Outcome.SUCCEEDED, (Act.REPOINT,))
+    return Decision(Outcome.FAILED)
 
 
 def judge_cold(src: Seen, dst: Seen, targets: set[str]) -> Decision:
@@ -188,7 +192,7 @@ class Reconciler:
     def _judge(self, handle: JobHandle, job: Job) -> tuple[Decision, str, bool]:
         """Ask until a rule decides; act on what it says. (decision, what was found,
         whether this server aborted the move because a user cancelled it)."""
-        said: set[str] = set()
+        said: set[tuple[Outcome, str]] = set()  # each finding is told once
         aborted = False
         deadline = time.monotonic() + self._give_up_s
         while True:
@@ -196,22 +200,25 @@ class Reconciler:
             if decision.outcome is Outcome.WAIT and time.monotonic() > deadline:
                 # A job is not left running for ever; what is not known is said so.
                 return Decision(Outcome.UNRESOLVED), found, aborted
-            if decision.outcome in (Outcome.WAIT, Outcome.FOLLOW, Outcome.ABORT_COPY):
-                if found not in said:
-                    said.add(found)
+            if decision.outcome in (Outcome.WAIT, Outcome.FOLLOW, Outcome.FINISH_COPY):
+                if (decision.outcome, found) not in said:
+                    said.add((decision.outcome, found))
                     handle.event(Phase.RECONCILE, {
                         Outcome.WAIT: "waiting for the hosts to answer: ",
-                        Outcome.FOLLOW: "libvirt is still migrating; following it to its "
-                                        "end: ",
-                        Outcome.ABORT_COPY: "a disk copy no server will finish; cancelling "
-                                            "it: "}[decision.outcome] + found)
-                if decision.outcome is Outcome.ABORT_COPY:
-                    self._abort_copies(job)
-                    aborted = job.cancel_requested or handle.cancel_requested.is_set()
-                elif (decision.outcome is Outcome.FOLLOW and not aborted
-                      and handle.cancel_requested.is_set()):
-                    self._try(lambda: self._conn(job.source_host).abort_migration(job.vm))
+                        Outcome.FOLLOW: "libvirt is still copying; following it to its end: ",
+                        Outcome.FINISH_COPY: "the disk copies caught up; switching the VM "
+                                             "to them: "}[decision.outcome] + found)
+                cancel = handle.cancel_requested.is_set() or job.cancel_requested
+                storage = job.kind is JobKind.STORAGE_MIGRATE
+                if decision.outcome is not Outcome.WAIT and cancel and not aborted:
+                    self._abort(job)  # the user's cancel, before the switch: honoured
                     aborted = True
+                elif storage and decision.outcome is Outcome.FOLLOW \
+                        and time.monotonic() > deadline:
+                    self._abort(job)  # a copy that never catches up is given up
+                elif decision.outcome is Outcome.FINISH_COPY and not aborted:
+                    self._pivot(job)
+                    continue
                 time.sleep(self._retry_s)
                 continue
             for act in decision.acts:
@@ -224,11 +231,9 @@ class Reconciler:
     def _look(self, job: Job) -> tuple[Decision, str]:
         src = self._see(job.source_host, job.vm)
         if job.kind is JobKind.STORAGE_MIGRATE:
-            copying = False
-            if src.answered and src.vm is not None:
-                copying = bool(self._try(lambda: self._conn(job.source_host).block_jobs(job.vm)))
-            targets = self._targets(job)
-            return judge_storage(src, copying, targets), src.describe()
+            copies = self._copies(job) if src.answered and src.vm is not None else {}
+            copying, caught_up = bool(copies), all(copies.values())
+            return judge_storage(src, copying, caught_up, self._targets(job)), src.describe()
         dst = self._see(job.dest_host or job.source_host, job.vm)
         found = f"{src.describe()}; {dst.describe()}"
         if job.kind is JobKind.COLD_MIGRATE:
@@ -244,9 +249,38 @@ class Reconciler:
         except FerryError as err:
             return Seen(host, False, error=err.message)
 
+    def _copies(self, job: Job) -> dict[str, bool]:
+        """disk -> whether its block copy caught up (is ready to switch to)."""
+        found: dict[str, bool] = {}
+        try:
+            conn = self._conn(job.source_host)
+            for disk in conn.block_jobs(job.vm):
+                info = conn.block_job(job.vm, disk)
+                if info is not None:
+                    found[disk] = info.ready
+        except FerryError:
+            return found  # the next look asks again
+        return found
+
+    def _pivot(self, job: Job) -> None:
+        try:
+            conn = self._conn(job.source_host)
+            for disk in self._copies(job):
+                conn.pivot_block_copy(job.vm, disk)
+        except FerryError:
+            return  # the next look shows which disks switched
+
+    def _abort(self, job: Job) -> None:
+        if job.kind is JobKind.STORAGE_MIGRATE:
+            self._abort_copies(job)
+        else:
+            self._try(lambda: self._conn(job.source_host).abort_migration(job.vm))
+
     def _act(self, job: Job, act: Act) -> None:
         dest = job.dest_host or job.source_host
-        if act is Act.DESTROY_SOURCE:
+        if act is Act.REPOINT:
+            self._try(lambda: self._repoint(job))
+        elif act is Act.DESTROY_SOURCE:
             self._try(lambda: self._conn(job.source_host).destroy_vm(job.vm))
         elif act is Act.DESTROY_DEST:
             self._try(lambda: self._conn(dest).destroy_vm(job.vm))
@@ -254,6 +288,16 @@ class Reconciler:
             self._try(lambda: self._conn(job.source_host).resume_vm(job.vm))
         else:
             self._try(lambda: self._conn(dest).resume_vm(job.vm))
+
+    def _repoint(self, job: Job) -> None:
+        """The saved definition follows the disks the VM runs on after the switch."""
+        conn = self._conn(job.source_host)
+        vm = conn.get_vm(job.vm)
+        targets = self._targets(job)
+        for disk in vm.disks if vm is not None else ():
+            if disk.source in targets:
+                conn.set_persistent_disk(job.vm, disk.target, disk.source,
+                                         disk.driver_format or "raw")
 
     def _abort_copies(self, job: Job) -> None:
         try:
