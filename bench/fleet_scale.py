@@ -55,6 +55,7 @@ from ferry.checks.finding import errors
 from ferry.engine.controlplane import ControlPlane
 from ferry.engine.jobs import JobHandle
 from ferry.model import VM, Disk, Host, Interface, JobKind, JobState, MoveSpec, VMState
+from ferry.reports import EvacuationReport
 from ferry.store.db import Store
 from ferry.store.schema import hosts_table, metadata
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
@@ -170,7 +171,8 @@ def evacuate(plane: ControlPlane, host: str) -> tuple[float, float, int, str]:
     listed = next(e.at for e in job.events if e.phase == "state-check")
     placed = [e.at for e in job.events if e.phase == "register-destination"]
     place_ms = (max(placed) - listed) * 1000 if placed else float("nan")
-    return place_ms, (ended - started) * 1000, len(job.report.get("moved", {})), job.state.value
+    moved = job.report.moved if isinstance(job.report, EvacuationReport) else {}
+    return place_ms, (ended - started) * 1000, len(moved), job.state.value
 
 
 CLAIMED_JOBS = 100

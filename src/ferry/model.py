@@ -12,6 +12,18 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
+from ferry.reports import (
+    ColdReport,
+    CopyProgress,
+    EvacuationProgress,
+    EvacuationReport,
+    LiveProgress,
+    LiveReport,
+    Progress,
+    Report,
+    StorageReport,
+)
+
 
 class VMState(StrEnum):
     RUNNING = "running"
@@ -361,6 +373,21 @@ class JobKind(StrEnum):
     def live_between_hosts(self) -> bool:
         return self in (JobKind.MIGRATE, JobKind.MIGRATE_WITH_STORAGE)
 
+    @property
+    def report_type(self) -> type[Report]:
+        """The report a job of this kind ends with (:mod:`ferry.reports`)."""
+        if self.live_between_hosts:
+            return LiveReport
+        return {JobKind.STORAGE_MIGRATE: StorageReport, JobKind.COLD_MIGRATE: ColdReport,
+                JobKind.EVACUATE: EvacuationReport}[self]
+
+    @property
+    def progress_type(self) -> type[Progress]:
+        """The progress a running job of this kind shows."""
+        if self.live_between_hosts:
+            return LiveProgress
+        return EvacuationProgress if self is JobKind.EVACUATE else CopyProgress
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -475,8 +502,8 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
-    progress: dict[str, Any] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
+    progress: Progress | None = None  # the type of its kind: JobKind.progress_type
+    report: Report | None = None  # the type of its kind: JobKind.report_type
     events: tuple[JobEvent, ...] = ()
     vm_uuid: str | None = None  # the VM a move holds (one unfinished move per VM); None: evacuation
     spec: MoveSpec | None = None  # None: an evacuation, whose host is source_host

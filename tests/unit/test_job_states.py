@@ -16,6 +16,7 @@ from ferry.jobstates import (
     predecessors,
 )
 from ferry.model import JobKind, JobState, MoveSpec, Phase
+from ferry.reports import LiveReport
 from ferry.store.db import Store
 
 
@@ -71,9 +72,10 @@ def test_a_cancel_after_the_switchover_is_too_late_and_the_job_ends_as_it_really
         store.request_cancel(handle.id)
     assert refused.value.exit_code == 4
     assert store.job(handle.id).state is JobState.RUNNING
-    handle.finish(JobState.SUCCEEDED, {"downtime_ms": 40})
+    handle.finish(JobState.SUCCEEDED, LiveReport(downtime_ms=40))
     job = store.job(handle.id)
     assert (job.state, job.error, job.cancel_requested) == (JobState.SUCCEEDED, None, False)
+    assert job.report == LiveReport(downtime_ms=40)
 
 
 def test_a_cancel_that_loses_the_race_to_the_switchover_records_success(store: Store) -> None:
@@ -81,17 +83,17 @@ def test_a_cancel_that_loses_the_race_to_the_switchover_records_success(store: S
     store.request_cancel(handle.id)  # before the switchover: accepted
     handle.notice_cancel()
     assert store.job(handle.id).state is JobState.CANCELLING
-    handle.finish(JobState.SUCCEEDED, {})  # libvirt finished before the abort took
+    handle.finish(JobState.SUCCEEDED, LiveReport())  # libvirt finished before the abort took
     assert store.job(handle.id).state is JobState.SUCCEEDED
 
 
 def test_a_finished_job_cannot_be_cancelled_or_changed(store: Store) -> None:
     handle = _running_move(store)
-    handle.finish(JobState.FAILED, {}, "disk full on host2")
+    handle.finish(JobState.FAILED, None, "disk full on host2")
     with pytest.raises(Exception, match="already failed"):
         store.request_cancel(handle.id)
     with pytest.raises(IllegalTransition, match="cannot go from failed to cancelled"):
-        handle.finish(JobState.CANCELLED, {})
+        handle.finish(JobState.CANCELLED, None)
     assert store.job(handle.id).error == "disk full on host2"
 
 
@@ -107,7 +109,7 @@ def test_a_server_that_lost_the_job_writes_nothing_more(store: Store) -> None:
     handle = _running_move(store)
     store.own(handle.id, "server-b", 10.0)  # as a takeover does
     handle.event(Phase.PRECOPY, "pre-copy iteration 3")
-    handle.finish(JobState.FAILED, {}, "stale")
+    handle.finish(JobState.FAILED, None, "stale")
     job = store.job(handle.id)
     assert job.state is JobState.RUNNING and job.owner == "server-b"
     assert not any(e.message == "pre-copy iteration 3" for e in job.events)

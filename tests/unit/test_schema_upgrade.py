@@ -23,6 +23,7 @@ from sqlalchemy import MetaData, create_engine, inspect, select, text
 from ferry.cli import main as cli
 from ferry.errors import ConfigError, VMBusy
 from ferry.model import Host, Job, JobKind, JobState, Phase
+from ferry.reports import EvacuationReport, LiveProgress, LiveReport, StorageReport
 from ferry.store import migrate
 from ferry.store.db import Store
 from ferry.store.schema import metadata
@@ -126,7 +127,14 @@ def assert_content_kept(store: Store) -> None:
     assert {job.state for job in jobs.values()} == {
         JobState.SUCCEEDED, JobState.FAILED, JobState.RUNNING}
     done = jobs["11111111-1111-1111-1111-111111111111"]
-    assert done.report["downtime_ms"] == 31 and done.events[1].data == {"iteration": 1}
+    assert done.report == LiveReport(total_ms=9000, downtime_ms=31, iterations=3)
+    assert done.events[1].data == {"iteration": 1}
+    # Every kind's report and progress read typed, the keys the old ferry wrote kept.
+    assert jobs["22222222-2222-2222-2222-222222222222"].report == StorageReport(total_ms=9000)
+    assert jobs["33333333-3333-3333-3333-333333333333"].report == EvacuationReport(
+        host="kvm2", moved={"web1": "kvm1"})
+    assert jobs[RUNNING_JOB].progress == LiveProgress(memory_total=2048, memory_processed=512)
+    assert jobs[RUNNING_JOB].report is None
     running = store.unfinished_job(RUNNING_VM)
     assert running is not None and running.id == RUNNING_JOB  # it still holds its VM
     intruder = Job(id="55555555-5555-5555-5555-555555555555", kind=JobKind.MIGRATE, vm="app1",

@@ -20,6 +20,16 @@ from pgserver import PostgresServer
 from ferry.errors import InputError, NotFound, VMBusy
 from ferry.jobstates import IllegalTransition
 from ferry.model import EvcMode, Host, Job, JobEvent, JobKind, JobState, Phase
+from ferry.reports import (
+    Confirmation,
+    DiskReport,
+    GuestCheckReport,
+    HostSighting,
+    LiveProgress,
+    LiveReport,
+    Reconciled,
+    WarningNote,
+)
 from ferry.store.db import Store
 
 
@@ -128,9 +138,8 @@ def test_job_round_trip_with_events_progress_and_report(store: Store) -> None:
     assert store.job("job-1") == job
 
     running = replace(job, state=JobState.RUNNING, phase=Phase.PRECOPY, started_at=T0 + 0.5,
-                      progress={"percent": 42.5, "remaining_bytes": 2**40, "iteration": 3,
-                                "dirty_rate": None, "phases": ["precopy", "switchover"],
-                                "note": "précopie — 42 %"})
+                      progress=LiveProgress(phase="précopie — 42 %", memory_total=2**40,
+                                            memory_remaining=2**39, iteration=3))
     store.transition("job-1", None, JobState.RUNNING, started_at=T0 + 0.5)
     store.update_job("job-1", None, phase=Phase.PRECOPY, progress=running.progress)
     # Recorded out of time order and with a tie: events come back as recorded.
@@ -142,8 +151,18 @@ def test_job_round_trip_with_events_progress_and_report(store: Store) -> None:
         store.add_event("job-1", event)
     done = replace(running, state=JobState.SUCCEEDED, phase=Phase.DONE, finished_at=T0 + 9.75,
                    events=(*job.events, *later),
-                   report={"downtime_ms": 12.5, "total_bytes": 1_073_741_824,
-                           "verdict": "ok", "checks": [{"name": "cpu", "ok": True}]})
+                   report=LiveReport(
+                       downtime_ms=12, data_bytes=1_073_741_824, policy_actions=("a", "b"),
+                       warnings=(WarningNote("cpu.flags", message="é", objects={"vm": "w"}),),
+                       disks={"vda": DiskReport("/a.img", "/b.qcow2", "qcow2", 2**30, 2**30,
+                                                None, "synchronous")},
+                       unconfirmed=("host2",),
+                       confirmed=Confirmation(T0 + 9, "confirmed", HostSighting("host1", True,
+                                                                                "running"),
+                                              done=("removed the copy",)),
+                       guest_after_rollback=GuestCheckReport("silent", "qemu", True,
+                                                             silent_ms=40, heartbeat_back=True),
+                       reconciled=Reconciled("running on host2", "succeeded", cleanup=("x",))))
     store.update_job("job-1", None, phase=Phase.DONE)
     store.transition("job-1", None, JobState.SUCCEEDED, finished_at=T0 + 9.75,
                      report=done.report)
@@ -162,12 +181,12 @@ def test_jobs_lists_newest_first_up_to_the_limit(store: Store) -> None:
     created = {"job-a": T0 + 30, "job-b": T0 + 10, "job-c": T0 + 50, "job-d": T0 + 20,
                "job-e": T0 + 40}
     for job_id, at in created.items():
-        store.add_job(make_job(job_id, created_at=at, progress={"of": job_id}))
+        store.add_job(make_job(job_id, created_at=at, progress=LiveProgress(phase=job_id)))
 
     listed = store.jobs()
     assert [j.id for j in listed] == ["job-c", "job-e", "job-a", "job-d", "job-b"]
     assert [j.created_at for j in listed] == sorted(created.values(), reverse=True)
-    assert all(j.progress == {"of": j.id} for j in listed)
+    assert all(j.progress == LiveProgress(phase=j.id) for j in listed)
     assert [j.id for j in store.jobs(limit=2)] == ["job-c", "job-e"]
 
 
@@ -183,10 +202,11 @@ def test_two_stores_on_one_database_see_each_others_writes(
     job = make_job("job-1")
     two.add_job(job)
     assert one.job("job-1") == job
-    running = replace(job, state=JobState.RUNNING, progress={"percent": 10}, started_at=T0,
+    running = replace(job, state=JobState.RUNNING, progress=LiveProgress(iteration=10),
+                      started_at=T0,
                       phase=Phase.PRECOPY)
     one.transition("job-1", None, JobState.RUNNING, started_at=T0)
-    one.update_job("job-1", None, progress={"percent": 10})
+    one.update_job("job-1", None, progress=running.progress)
     event = JobEvent(T0 + 1, Phase.PRECOPY, "copying memory", {"percent": 10})
     one.add_event("job-1", event)
     assert two.job("job-1") == replace(running, events=(*job.events, event))

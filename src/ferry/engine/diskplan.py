@@ -28,6 +28,7 @@ from ferry.model import (
     ResourceKind,
     ResourceState,
 )
+from ferry.reports import DiskReport
 from ferry.virt.base import DiskCopy, HostConnection
 
 SUPPORTED_FORMATS = DISK_FORMATS
@@ -199,8 +200,8 @@ class TargetFiles:
         job.event(Phase.UNREGISTER, f"deleted {len(self.deleted_sources)} source file(s) on "
                   f"{self.source.name}", deleted=self.deleted_sources, kept=kept)
 
-    def report(self) -> dict[str, dict[str, object]]:
-        disks: dict[str, dict[str, object]] = {}
+    def report(self) -> dict[str, DiskReport]:
+        disks: dict[str, DiskReport] = {}
         for move in self.moves:
             allocation = None
             if move.created and move.target_path:
@@ -208,9 +209,8 @@ class TargetFiles:
                     allocation = self.target.volume_size(move.target_path)[1]
                 except FerryError:
                     allocation = None
-            disks[move.disk.target] = {
-                "source": move.disk.source, "target": move.target_path, "format": move.fmt,
-                "capacity": move.capacity, "copied": move.copied,
-                "target_allocation": allocation,
-                "mode": "synchronous" if move.synchronous else "background"}
+            disks[move.disk.target] = DiskReport(
+                source=move.disk.source, target=move.target_path, format=move.fmt,
+                capacity=move.capacity, copied=move.copied, target_allocation=allocation,
+                mode="synchronous" if move.synchronous else "background")
         return disks

@@ -39,6 +39,7 @@ from ferry.engine.placement import (
 )
 from ferry.errors import FerryError
 from ferry.model import VM, Host, Job, JobState, Phase, VMState
+from ferry.reports import EvacuatedVM, EvacuationProgress, EvacuationReport
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,11 @@ class Evacuation:
         for name, m in self._moves.items():
             if m["state"] != "succeeded":
                 self._stuck[name] = f"its move to {m['host']} {m['state']}: {m.get('error')}"
-        report = {"host": self.host, "moved": moved, "not_moved": dict(self._stuck),
-                  "jobs": {name: m["job"] for name, m in self._moves.items()},
-                  "total_ms": round((time.monotonic() - started) * 1000)}
+        report = EvacuationReport(
+            host=self.host, moved=moved, not_moved=dict(self._stuck),
+            jobs={name: m["job"] for name, m in self._moves.items()},
+            total_ms=round((time.monotonic() - started) * 1000), error=failure)
         if failure is not None:
-            report["error"] = failure
             job.event(Phase.ROLLBACK, f"{failure}; {len(moved)} VM(s) moved off {self.host}, "
                       f"{len(self._stuck)} still there", not_moved=self._stuck)
             job.finish(JobState.FAILED, report,
@@ -210,9 +211,9 @@ class Evacuation:
                     job.event(Phase.PRECOPY, f"{vm} -> {move['host']}: {child.state.value}")
                 move["state"], move["error"] = child.state.value, child.error
                 open_moves += not child.state.finished
-            job.progress({"phase": "evacuating", "host": self.host, "vms": {
-                vm: {"host": m["host"], "state": m["state"]} for vm, m in self._moves.items()},
-                "not_moved": dict(self._stuck)})
+            job.progress(EvacuationProgress(phase="evacuating", host=self.host, vms={
+                vm: EvacuatedVM(host=m["host"], state=m["state"])
+                for vm, m in self._moves.items()}, not_moved=dict(self._stuck)))
             if not open_moves:
                 return
             time.sleep(self.poll_seconds)

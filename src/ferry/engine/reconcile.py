@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ferry.engine.cleanup import finish_resources
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
 from ferry.model import VM, Job, JobKind, JobState, MigrationSide, Phase, VMState
+from ferry.reports import EvacuationReport, Reconciled
 from ferry.virt.base import HostConnection
 
 
@@ -169,9 +170,11 @@ class Reconciler:
             # be what the VM runs on, so nothing is touched.
             notes = finish_resources(job.resources, decision.outcome is Outcome.SUCCEEDED,
                                      self._conn, lambda rid, state: handle.resource(rid, state))
-        report = {**job.report, "reconciled": {"found": found, "outcome": decision.outcome.value,
-                                                "actions": [a.value for a in decision.acts],
-                                                "cleanup": notes}}
+        judged = Reconciled(found=found, outcome=decision.outcome.value,
+                            actions=tuple(a.value for a in decision.acts), cleanup=tuple(notes))
+        before = job.report or job.kind.report_type()
+        assert not isinstance(before, EvacuationReport)  # an evacuation is resumed, not judged
+        report = replace(before, reconciled=judged)
         where = job.dest_host or job.source_host
         if decision.outcome is Outcome.SUCCEEDED:
             handle.event(Phase.DONE, f"completed while ferry was down: {job.vm} runs on "

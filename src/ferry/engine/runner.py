@@ -125,7 +125,7 @@ class JobRunner:
                 body = self._body_for(job)
             except FerryError as err:
                 handle.event(Phase.ROLLBACK, f"could not start: {err.message}; nothing was done")
-                handle.finish(JobState.FAILED, {}, err.message)
+                handle.finish(JobState.FAILED, None, err.message)
                 continue
             self._run_in_thread(handle, body, job.slot_hosts)
 

@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from ferry import reports
 from ferry.errors import InputError, NotFound, RefusedError, VMBusy
 from ferry.jobstates import IllegalTransition, check_transition, past_no_return, predecessors
 from ferry.jobstates import too_late_message as _too_late
@@ -223,7 +224,7 @@ def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in fields.items():
         if key in ("progress", "report"):
-            values[key] = json.dumps(value)
+            values[key] = json.dumps(reports.dump(value))
         elif key == "phase":
             values[key] = Phase(value).value
         else:
@@ -237,7 +238,8 @@ def _job_row(job: Job) -> dict[str, Any]:
         "dest_host": job.dest_host, "state": job.state.value, "phase": job.phase.value,
         "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "error": job.error,
-        "progress": json.dumps(job.progress), "report": json.dumps(job.report),
+        "progress": json.dumps(reports.dump(job.progress)),
+        "report": json.dumps(reports.dump(job.report)),
         "vm_uuid": job.vm_uuid, "owner": job.owner,
         "spec": json.dumps(asdict(job.spec) if job.spec is not None else {}),
         "slot_hosts": json.dumps(list(job.slot_hosts)),
@@ -255,12 +257,14 @@ def _spec_from_json(value: str | None) -> MoveSpec | None:
 
 
 def job_from_row(row: RowMapping) -> Job:
+    kind = JobKind(row["kind"])
     return Job(
-        id=row["id"], kind=JobKind(row["kind"]), vm=row["vm"], source_host=row["source_host"],
+        id=row["id"], kind=kind, vm=row["vm"], source_host=row["source_host"],
         dest_host=row["dest_host"], state=JobState(row["state"]), phase=Phase(row["phase"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], error=row["error"],
-        progress=json.loads(row["progress"] or "{}"), report=json.loads(row["report"] or "{}"),
+        progress=reports.load(kind.progress_type, json.loads(row["progress"] or "{}")),
+        report=reports.load(kind.report_type, json.loads(row["report"] or "{}")),
         vm_uuid=row["vm_uuid"], spec=_spec_from_json(row["spec"]),
         slot_hosts=tuple(json.loads(row["slot_hosts"] or "[]")), owner=row["owner"],
         cancel_requested=bool(row["cancel_requested"]), parent_id=row["parent_id"],
