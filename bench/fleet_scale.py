@@ -54,7 +54,8 @@ from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import errors
 from ferry.engine.controlplane import ControlPlane
 from ferry.engine.jobs import JobHandle
-from ferry.model import VM, Disk, Host, Interface, JobKind, JobState, MoveSpec, VMState
+from ferry.job import JobKind, JobState, MoveSpec
+from ferry.model import VM, Disk, Host, Interface, VMState
 from ferry.reports import EvacuationReport
 from ferry.store.db import Store
 from ferry.store.schema import hosts_table, metadata

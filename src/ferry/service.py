@@ -13,6 +13,7 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.errors import InputError
+from ferry.job import Job, ServerInfo
 from ferry.model import (
     MAX_MAX_MIGRATIONS,
     MIN_MAX_MIGRATIONS,
@@ -22,10 +23,8 @@ from ferry.model import (
     EvcReport,
     Host,
     Inventory,
-    Job,
     Network,
     Pool,
-    ServerInfo,
 )
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.engine.runner import LEASE_S
+from ferry.job import Job
 from ferry.lab.vms import LabVMFactory
-from ferry.model import Job
 from ferry.store.db import Store
 from ferry.virt.fake import FakeHost, FakeWorld
 

@@ -18,7 +18,8 @@ from ferry.cli import main as cli
 from ferry.cli import render
 from ferry.cli.client import FerryClient
 from ferry.errors import NotFound, RefusedError
-from ferry.model import VM, Host, Job, JobEvent, JobState, Network, VMState
+from ferry.job import Job, JobEvent, JobState
+from ferry.model import VM, Host, Network, VMState
 from ferry.reports import LiveProgress, LiveReport
 from ferry.service import DatastoreView, FerryService, VMCreateRequest
 

@@ -19,7 +19,8 @@ from ferry.engine.confirm import (
 )
 from ferry.engine.jobs import JobHandle
 from ferry.engine.vmotion import data_sent
-from ferry.model import VM, Job, JobKind, VMState
+from ferry.job import Job, JobKind
+from ferry.model import VM, VMState
 from ferry.reports import HostSighting, LiveReport
 from ferry.store.db import Store
 from ferry.virt.base import MigrationStats

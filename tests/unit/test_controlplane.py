@@ -13,7 +13,8 @@ from fake_plane import finished, plane_over
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import InputError, NotFound, RefusedError
-from ferry.model import VM, Disk, Interface, JobState, VMState
+from ferry.job import JobState
+from ferry.model import VM, Disk, Interface, VMState
 from ferry.reports import LiveReport
 from ferry.virt.base import MigrationStats
 from ferry.virt.fake import Backing, FakeHost, FakeWorld

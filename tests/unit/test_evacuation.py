@@ -14,7 +14,8 @@ from ferry.checks.finding import Finding
 from ferry.engine.jobs import JobHandle
 from ferry.engine.maintenance import Evacuation
 from ferry.errors import InputError
-from ferry.model import VM, Job, JobKind, JobState, Phase
+from ferry.job import Job, JobKind, JobState, Phase
+from ferry.model import VM
 from ferry.reports import EvacuationReport
 from ferry.store.db import Store
 

@@ -13,7 +13,8 @@ import pytest
 from fake_plane import finished, plane_over
 
 from ferry.engine.datastores import group_pools
-from ferry.model import VM, Disk, Interface, JobState, VMState
+from ferry.job import JobState
+from ferry.model import VM, Disk, Interface, VMState
 from ferry.reports import EvacuationReport
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 

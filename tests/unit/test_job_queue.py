@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 
 from ferry.engine.jobs import JobHandle
-from ferry.model import Host, JobKind, JobState, MoveSpec
+from ferry.job import JobKind, JobState, MoveSpec
+from ferry.model import Host
 from ferry.store.db import Store
 
 LEASE = 30.0

@@ -13,7 +13,7 @@ from ferry.api.schemas import JobOut
 from ferry.cli import render
 from ferry.cli.maintenance import evacuation_report
 from ferry.engine.jobs import JobHandle
-from ferry.model import Job, JobKind, JobState, Phase
+from ferry.job import Job, JobKind, JobState, Phase
 from ferry.reports import (
     ColdReport,
     Confirmation,

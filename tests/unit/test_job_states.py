@@ -8,6 +8,7 @@ import pytest
 
 from ferry.engine.jobs import JobHandle
 from ferry.errors import RefusedError
+from ferry.job import JobKind, JobState, MoveSpec, Phase
 from ferry.jobstates import (
     TRANSITIONS,
     IllegalTransition,
@@ -15,7 +16,6 @@ from ferry.jobstates import (
     past_no_return,
     predecessors,
 )
-from ferry.model import JobKind, JobState, MoveSpec, Phase
 from ferry.reports import LiveReport
 from ferry.store.db import Store
 

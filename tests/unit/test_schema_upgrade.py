@@ -22,7 +22,8 @@ from sqlalchemy import MetaData, create_engine, inspect, select, text
 
 from ferry.cli import main as cli
 from ferry.errors import ConfigError, VMBusy
-from ferry.model import Host, Job, JobKind, JobState, Phase
+from ferry.job import Job, JobKind, JobState, Phase
+from ferry.model import Host
 from ferry.reports import EvacuationReport, LiveProgress, LiveReport, StorageReport
 from ferry.store import migrate
 from ferry.store.db import Store

@@ -18,8 +18,9 @@ import pytest
 from pgserver import PostgresServer
 
 from ferry.errors import InputError, NotFound, VMBusy
+from ferry.job import Job, JobEvent, JobKind, JobState, Phase
 from ferry.jobstates import IllegalTransition
-from ferry.model import EvcMode, Host, Job, JobEvent, JobKind, JobState, Phase
+from ferry.model import EvcMode, Host
 from ferry.reports import (
     Confirmation,
     DiskReport,

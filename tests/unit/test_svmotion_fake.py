@@ -16,7 +16,8 @@ from fake_plane import finished, plane_over, volume_bytes
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import VirtError
-from ferry.model import VM, Disk, Interface, JobState, VMState
+from ferry.job import JobState
+from ferry.model import VM, Disk, Interface, VMState
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
 DATA = b"the guest's data" * 4096

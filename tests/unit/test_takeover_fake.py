@@ -23,20 +23,8 @@ from ferry.cli.client import FerryClient
 from ferry.cli.main import main
 from ferry.engine.jobs import JobHandle
 from ferry.engine.reconcile import Reconciler
-from ferry.model import (
-    VM,
-    Disk,
-    Host,
-    Interface,
-    JobKind,
-    JobState,
-    MigrationSide,
-    MoveSpec,
-    Phase,
-    ResourceKind,
-    ResourceState,
-    VMState,
-)
+from ferry.job import JobKind, JobState, MoveSpec, Phase, ResourceKind, ResourceState
+from ferry.model import VM, Disk, Host, Interface, MigrationSide, VMState
 from ferry.store.db import Store
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 from ferry.virt.seam.data import MigrationOptions

@@ -26,16 +26,12 @@ from pydantic_core import PydanticCustomError
 
 from ferry import reports, validate
 from ferry.errors import InputError
+from ferry.job import JobKind, JobState, Phase, ResourceKind, ResourceState
 from ferry.model import (
     DEFAULT_SETTINGS,
     MAX_MAX_MIGRATIONS,
     MIN_MAX_MIGRATIONS,
     MIN_MEMORY_LIMIT_MIB,
-    JobKind,
-    JobState,
-    Phase,
-    ResourceKind,
-    ResourceState,
     VMState,
 )
 from ferry.reports import Progress, Report

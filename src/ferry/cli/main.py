@@ -24,7 +24,8 @@ from ferry.api.schemas import JobOut
 from ferry.cli import render
 from ferry.cli.client import ApiError, FerryClient
 from ferry.errors import MigrationCancelled, MigrationError
-from ferry.model import DISK_FORMATS, JobState
+from ferry.job import JobState
+from ferry.model import DISK_FORMATS
 
 
 @dataclass

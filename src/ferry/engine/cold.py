@@ -31,7 +31,8 @@ from ferry.engine.diskplan import DiskMove, TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.preflight import read_image
 from ferry.errors import FerryError, MigrationCancelled, MigrationError, NotFound
-from ferry.model import VM, JobState, Phase, ResourceKind, ResourceState, VMState
+from ferry.job import JobState, Phase, ResourceKind, ResourceState
+from ferry.model import VM, VMState
 from ferry.reports import ColdReport, CopyProgress, DiskProgress
 from ferry.virt.base import HostConnection
 

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
-from ferry.model import Phase, VMState
+from ferry.job import Phase
+from ferry.model import VMState
 from ferry.reports import Confirmation, HostSighting
 from ferry.virt.base import HostConnection
 

@@ -31,20 +31,8 @@ from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.engine.vms import VMActions, VMFactory
 from ferry.errors import InputError
-from ferry.model import (
-    VM,
-    Cluster,
-    EvcReport,
-    Host,
-    Inventory,
-    Job,
-    JobKind,
-    JobState,
-    Network,
-    Phase,
-    ServerInfo,
-    VMState,
-)
+from ferry.job import Job, JobKind, JobState, Phase, ServerInfo
+from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Network, VMState
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection

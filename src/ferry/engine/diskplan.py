@@ -18,16 +18,8 @@ from dataclasses import dataclass, field
 from ferry.checks.storage import pool_holding
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError, MigrationError, NotFound
-from ferry.model import (
-    DISK_FORMATS,
-    TARGET_FORMATS,
-    VM,
-    Disk,
-    Phase,
-    Pool,
-    ResourceKind,
-    ResourceState,
-)
+from ferry.job import Phase, ResourceKind, ResourceState
+from ferry.model import DISK_FORMATS, TARGET_FORMATS, VM, Disk, Pool
 from ferry.reports import DiskReport
 from ferry.virt.base import DiskCopy, HostConnection
 

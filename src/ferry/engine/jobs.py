@@ -19,18 +19,9 @@ from typing import Any
 from ferry.checks.finding import Finding, finding_dict
 from ferry.engine.identity import moving_finding
 from ferry.errors import VMBusy
+from ferry.job import Job, JobEvent, JobKind, JobState, MoveSpec, Phase, ResourceKind, ResourceState
 from ferry.jobstates import check_transition
-from ferry.model import (
-    Job,
-    JobEvent,
-    JobKind,
-    JobState,
-    MoveHold,
-    MoveSpec,
-    Phase,
-    ResourceKind,
-    ResourceState,
-)
+from ferry.model import MoveHold
 from ferry.reports import Progress, Report
 from ferry.store.db import Store
 from ferry.store.jobs import LostOwnership

@@ -38,7 +38,8 @@ from ferry.engine.placement import (
     why_not,
 )
 from ferry.errors import FerryError
-from ferry.model import VM, Host, Job, JobState, Phase, VMState
+from ferry.job import Job, JobState, Phase
+from ferry.model import VM, Host, VMState
 from ferry.reports import EvacuatedVM, EvacuationProgress, EvacuationReport
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from enum import StrEnum
 from ferry.engine.cleanup import finish_resources
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
-from ferry.model import VM, Job, JobKind, JobState, MigrationSide, Phase, VMState
+from ferry.job import Job, JobKind, JobState, Phase
+from ferry.model import VM, MigrationSide, VMState
 from ferry.reports import EvacuationReport, Reconciled
 from ferry.virt.base import HostConnection
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
-from ferry.model import Job, JobState, Phase
+from ferry.job import Job, JobState, Phase
 from ferry.store.db import Store
 
 log = logging.getLogger(__name__)

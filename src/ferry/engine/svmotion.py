@@ -22,7 +22,8 @@ from ferry.engine.diskplan import DiskMove, TargetFiles, plan_moves
 from ferry.engine.jobs import JobHandle
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
-from ferry.model import VM, JobState, Phase, Pool
+from ferry.job import JobState, Phase
+from ferry.model import VM, Pool
 from ferry.reports import CopyProgress, DiskProgress, StorageReport
 from ferry.virt.base import HostConnection
 

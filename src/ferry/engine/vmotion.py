@@ -31,7 +31,7 @@ from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
 from ferry.engine.revive import GuestCheck, HeartbeatListener
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
-from ferry.model import JobState, Phase
+from ferry.job import JobState, Phase
 from ferry.reports import GuestCheckReport, LiveProgress, LiveReport, WarningNote
 from ferry.virt.base import HostConnection, MigrationOptions, MigrationStats
 

@@ -23,7 +23,7 @@ import uuid
 from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
-from ferry.model import Job, JobState, ServerInfo
+from ferry.job import Job, JobState, ServerInfo
 from ferry.slots import QueuedMove, startable
 from ferry.store.jobs import job_from_row
 from ferry.store.schema import UNFINISHED, hosts_table, jobs_table, servers_table

@@ -19,9 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ferry import reports
 from ferry.errors import InputError, NotFound, RefusedError, VMBusy
-from ferry.jobstates import IllegalTransition, check_transition, past_no_return, predecessors
-from ferry.jobstates import too_late_message as _too_late
-from ferry.model import (
+from ferry.job import (
     Job,
     JobEvent,
     JobKind,
@@ -32,6 +30,8 @@ from ferry.model import (
     ResourceKind,
     ResourceState,
 )
+from ferry.jobstates import IllegalTransition, check_transition, past_no_return, predecessors
+from ferry.jobstates import too_late_message as _too_late
 from ferry.store.schema import UNFINISHED, events_table, job_resources_table, jobs_table
 
 

@@ -21,7 +21,8 @@ from sqlalchemy import (
     false,
 )
 
-from ferry.model import DEFAULT_SETTINGS, JobState
+from ferry.job import JobState
+from ferry.model import DEFAULT_SETTINGS
 
 metadata = MetaData()
 
