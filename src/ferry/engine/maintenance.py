@@ -38,7 +38,7 @@ from ferry.engine.placement import (
     why_not,
 )
 from ferry.errors import FerryError
-from ferry.job import Job, JobState, Phase
+from ferry.job import Job, JobKind, JobState, Phase
 from ferry.model import VM, Host, VMState
 from ferry.reports import EvacuatedVM, EvacuationProgress, EvacuationReport
 
@@ -75,7 +75,8 @@ class Evacuation:
         for child in self.children:
             self._moves[child.vm] = {"host": child.dest_host, "job": child.id,
                                      "state": child.state.value, "error": child.error,
-                                     "kind": "cold" if child.kind == "cold-migrate" else "live"}
+                                     "kind": "cold" if child.kind is JobKind.COLD_MIGRATE
+                                     else "live"}
         failure: str | None = None
         try:
             self._running = running_mib(self.all_vms)
