@@ -26,6 +26,7 @@ from typing import Any
 from benchlib import ferry_on_lab, wait_job
 
 from ferry.cli.client import ApiError
+from ferry.reports import EvacuationReport
 
 
 def most_at_once(jobs: list[Any]) -> dict[str, int]:
@@ -71,11 +72,13 @@ def main() -> int:
         result["evacuation_s"] = time.monotonic() - started
         if evacuation.state.value != "succeeded":
             raise SystemExit(f"evacuation failed: {evacuation.error}")
-        placement = evacuation.report["moved"]
+        report = evacuation.report
+        assert isinstance(report, EvacuationReport)
+        placement = report.moved
         t0 = evacuation.created_at
         result["evacuation_events"] = [(round(e.at - t0, 3), e.message)
                                        for e in client.get_job(evacuation.id).events]
-        moves = [client.get_job(j) for j in evacuation.report["jobs"].values()]
+        moves = [client.get_job(j) for j in report.jobs.values()]
         result["placement"] = placement
         result["evacuation_peak"] = most_at_once(moves)
         result["evacuation_move_s"] = sorted(

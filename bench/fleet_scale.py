@@ -15,7 +15,10 @@ through the real control plane:
 - a whole maintenance evacuation of a host holding 50 VMs: fake migrations
   through the control plane's job runner and migration slots; the time to
   judge and place all 50 (from the evacuation's start, after its full
-  refresh), and the time from the call until the job ended.
+  refresh), and the time from the call until the job ended;
+- 100 queued moves between random hosts claimed and ended by two servers
+  polling one database (``--claims-database-url``, e.g. a PostgreSQL; else a
+  SQLite file), the slot rule and FIFO queue decided in the database.
 
 Each figure is printed with its growth from the previous size, as a factor
 per 10 times the hosts: 10 means it grows linearly, 100 with the square.
@@ -25,7 +28,7 @@ real hosts would each answer over the network. The SQLite store lives in
 for an fsync, and an evacuation commits a few times per VM.
 
     .venv/bin/python bench/fleet_scale.py [--sizes 10,100,1000,5000] [--store-dir DIR]
-        [--json out.json]
+        [--claims-database-url URL] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -43,11 +48,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, insert
+
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import errors
 from ferry.engine.controlplane import ControlPlane
+from ferry.engine.jobs import JobHandle
+from ferry.job import JobKind, JobState, MoveSpec
 from ferry.model import VM, Disk, Host, Interface, VMState
+from ferry.reports import EvacuationReport
 from ferry.store.db import Store
+from ferry.store.schema import hosts_table, metadata
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
 VMS_PER_HOST = 10
@@ -72,7 +83,6 @@ class Figures:
     evacuation_total_ms: float = 0.0
     evacuation_moved: int = 0
     evacuation_state: str = ""
-    # filled by measure_claims_across_servers once the database job queue exists
     claims_ms: float | None = None
 
 
@@ -105,7 +115,7 @@ def probe_calls(world: FakeWorld) -> int:
     return sum(h.calls[m] for h in world.hosts.values() for m in PROBE_CALLS)
 
 
-def measure(size: int, workdir: Path) -> Figures:
+def measure(size: int, workdir: Path, claims_url: str | None = None) -> Figures:
     figures = Figures(size)
     world = FakeWorld()
     shared = Backing()
@@ -141,7 +151,7 @@ def measure(size: int, workdir: Path) -> Figures:
         figures.evacuation_place_ms, figures.evacuation_total_ms, moved, state = evacuate(
             plane, host_name(0))
         figures.evacuation_moved, figures.evacuation_state = moved, state
-        figures.claims_ms = measure_claims_across_servers(size, workdir)
+        figures.claims_ms = measure_claims_across_servers(size, workdir, claims_url)
     finally:
         plane.close()
     return figures
@@ -162,13 +172,57 @@ def evacuate(plane: ControlPlane, host: str) -> tuple[float, float, int, str]:
     listed = next(e.at for e in job.events if e.phase == "state-check")
     placed = [e.at for e in job.events if e.phase == "register-destination"]
     place_ms = (max(placed) - listed) * 1000 if placed else float("nan")
-    return place_ms, (ended - started) * 1000, len(job.report.get("moved", {})), job.state.value
+    moved = job.report.moved if isinstance(job.report, EvacuationReport) else {}
+    return place_ms, (ended - started) * 1000, len(moved), job.state.value
 
 
-def measure_claims_across_servers(size: int, workdir: Path) -> float | None:
-    """TO ADD: "100 queued jobs claimed across two servers", once jobs are queued in the
-    database (two control planes on one store, each claiming jobs). Until then: None."""
-    return None
+CLAIMED_JOBS = 100
+
+
+def measure_claims_across_servers(size: int, workdir: Path, url: str | None = None) -> float:
+    """ms until 100 queued moves, each between two random hosts of the fleet, were all
+    claimed and ended by two servers polling one database (as two ``ferry serve`` do).
+
+    Each server claims what the slots allow, ends what it claimed at once, and claims
+    again; the slot rule and the FIFO queue are the database's, so the figure is the
+    cost of deciding across servers, not of migrating."""
+    url = url or f"sqlite:///{workdir / f'claims-{size}.db'}"
+    stores = [Store(url), Store(url)]
+    try:
+        with stores[0].engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):  # a database given is reused
+                conn.execute(delete(table))
+            conn.execute(insert(hosts_table), [
+                {"name": host_name(i), "uri": f"qemu+tls://{host_name(i)}/system",
+                 "migration_enabled": True, "maintenance": False, "max_migrations": 2,
+                 "migration_network_isolated": False} for i in range(size)])
+        rng = random.Random(size)
+        for n in range(CLAIMED_JOBS):
+            a, b = rng.sample(range(size), 2) if size > 1 else (0, 0)
+            JobHandle.create(stores[n % 2], JobKind.MIGRATE, f"vm{n}", host_name(a),
+                             host_name(b), f"uuid-{size}-{n}",
+                             spec=MoveSpec(f"uuid-{size}-{n}", host_name(b)),
+                             slot_hosts=(host_name(a), host_name(b)))
+        servers = [store.register_server(f"bench-{i}") for i, store in enumerate(stores)]
+        ended = [0, 0]
+
+        def serve(i: int) -> None:
+            store, server = stores[i], servers[i]
+            while sum(ended) < CLAIMED_JOBS:
+                for job in store.claim_startable(server, 30.0):
+                    store.transition(job.id, server, JobState.SUCCEEDED)
+                    ended[i] += 1
+
+        started = time.perf_counter()
+        workers = [threading.Thread(target=serve, args=(i,)) for i in (0, 1)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return (time.perf_counter() - started) * 1000
+    finally:
+        for store in stores:
+            store.close()
 
 
 ROWS: tuple[tuple[str, str], ...] = (
@@ -219,11 +273,14 @@ def main() -> int:
     parser.add_argument("--store-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
                         help="where the SQLite store goes (default: memory-backed /dev/shm, "
                              "so that a disk's fsync per commit is not counted as ferry's)")
+    parser.add_argument("--claims-database-url",
+                        help="the database the two servers claim from (e.g. a PostgreSQL "
+                             "URL; emptied for each size); default: a SQLite file")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(dir=args.store_dir) as workdir:
         for size in (int(s) for s in args.sizes.split(",")):
-            figures = measure(size, Path(workdir))
+            figures = measure(size, Path(workdir), args.claims_database_url)
             print(f"{size} hosts: {json.dumps(asdict(figures))}", file=sys.stderr)
             results.append(figures)
     print(table(results))

@@ -29,6 +29,7 @@ from benchlib import ferry_on_lab, wait_job
 from ferry.cli.client import ApiError, FerryClient
 from ferry.lab.collector import HeartbeatCollector
 from ferry.lab.lab import LabState, client_uri, set_link
+from ferry.reports import LiveReport
 
 VM = "bench-vm"
 
@@ -37,13 +38,13 @@ VM = "bench-vm"
 
 def ferry_round(client: FerryClient, collector: HeartbeatCollector, dest: str) -> dict[str, Any]:
     job = wait_job(client, client.migrate(VM, dest).id)
-    r = job.report
+    r = job.report if isinstance(job.report, LiveReport) else LiveReport()
     return {
         "tool": "ferry", "ok": job.state.value == "succeeded", "error": job.error,
-        "total_s": (r.get("total_ms") or 0) / 1000, "downtime_ms": r.get("downtime_ms"),
-        "hb_gap_ms": r.get("heartbeat_gap_ms"), "hb_lost": r.get("heartbeat_lost"),
-        "data_mib": (r.get("data_bytes") or 0) / 2**20, "iterations": r.get("iterations"),
-        "actions": r.get("policy_actions"),
+        "total_s": (r.total_ms or 0) / 1000, "downtime_ms": r.downtime_ms,
+        "hb_gap_ms": r.heartbeat_gap_ms, "hb_lost": r.heartbeat_lost,
+        "data_mib": (r.data_bytes or 0) / 2**20, "iterations": r.iterations,
+        "actions": list(r.policy_actions),
     }
 
 

@@ -82,6 +82,8 @@ from typing import Any
 
 from benchlib import free_port, wait_job
 
+from ferry.reports import DiskReport, StorageReport
+
 HOST = "host1"
 VM = "bsv-sv"
 SOURCE_POOL = "shared"
@@ -257,20 +259,21 @@ def one_round(client: Any, collector: Any, size: int, data: int, local_dir: str,
     row["mirror_ready_s"] = watch.ready
     row["ferry_ok"] = job.state.value == "succeeded"
     row["ferry_error"] = job.error
-    row["ferry_job_total_ms"] = job.report.get("total_ms")
+    report = job.report if isinstance(job.report, StorageReport) else StorageReport()
+    row["ferry_job_total_ms"] = report.total_ms
     # When each step of the job was logged, in seconds after the API call.
     row["ferry_events"] = [[e.phase, round(e.at - started_wall, 3)] for e in job.events]
     # The copy's own end: the VM runs on the new file (what follows is deleting the source).
     row["ferry_switched_s"] = next(
         (e.at - started_wall for e in job.events if e.phase == "resumed-destination"), None)
-    disk = (job.report.get("disks") or {}).get("vda") or {}
-    row["ferry_mode"] = disk.get("mode")
-    row["ferry_copied"] = disk.get("copied")
-    row["ferry_report_alloc"] = disk.get("target_allocation")
-    row["ferry_target"] = disk.get("target")
+    disk = report.disks.get("vda") or DiskReport()
+    row["ferry_mode"] = disk.mode
+    row["ferry_copied"] = disk.copied
+    row["ferry_report_alloc"] = disk.target_allocation
+    row["ferry_target"] = disk.target
     if not row["ferry_ok"]:
         raise SystemExit(f"ferry's storage migration failed: {job.error}")
-    target = disk["target"]
+    target = disk.target
     row["ferry_target_direct"] = opened_direct(target)
     row["ferry_alloc"] = allocated(target)
     row["ferry_data_mapped"] = mapped_data(target)

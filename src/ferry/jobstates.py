@@ -17,7 +17,7 @@ cancel comes too late. Pure: the store enforces :data:`TRANSITIONS` in SQL too.
 from __future__ import annotations
 
 from ferry.errors import FerryError
-from ferry.model import JobKind, JobState, Phase
+from ferry.job import JobKind, JobState, Phase
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),

@@ -7,6 +7,7 @@ carry the downtime the VM's peers saw; elsewhere it runs without one.
 
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -77,7 +78,8 @@ def build_server(settings: config.ServerSettings | None = None) -> Server:
     collector = lab_collector()
     # VMs are made from the lab's guest image: the only image ferry ships.
     plane = ControlPlane(Store(settings.database_url), open_host, heartbeat=collector,
-                         guest_domain_type=lab_domain_type(), vm_factory=LabVMFactory())
+                         guest_domain_type=lab_domain_type(), vm_factory=LabVMFactory(),
+                         server_name=f"{socket.gethostname()}:{settings.port}")
     try:
         plane.refresh()
     except FerryError:

@@ -13,6 +13,7 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.errors import InputError
+from ferry.job import Job, ServerInfo
 from ferry.model import (
     MAX_MAX_MIGRATIONS,
     MIN_MAX_MIGRATIONS,
@@ -22,7 +23,6 @@ from ferry.model import (
     EvcReport,
     Host,
     Inventory,
-    Job,
     Network,
     Pool,
 )
@@ -201,6 +201,10 @@ class FerryService:
         raise NotImplementedError
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
+        raise NotImplementedError
+
+    def list_servers(self) -> list[ServerInfo]:
+        """The ferry servers sharing this one's database, this one first."""
         raise NotImplementedError
 
     def get_job(self, job_id: str) -> Job:

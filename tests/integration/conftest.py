@@ -19,9 +19,11 @@ from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+from ferry.api.schemas import JobOut
 from ferry.lab.collector import HeartbeatCollector
 
 LAB_HOSTS = 3
@@ -183,6 +185,20 @@ def heartbeat_back_ms(lab: LabEnv, vm: str, ended_at: float | None,
     if first is None or first - ended > within:
         return None
     return round((first - ended) * 1000)
+
+
+T = TypeVar("T")
+
+
+def report_of(job: JobOut, kind: type[T]) -> T:
+    """The job's report, which is of ``kind`` (the type its job kind writes)."""
+    assert isinstance(job.report, kind), (job.kind, job.report)
+    return job.report
+
+
+def progress_of(job: JobOut, kind: type[T]) -> T:
+    """The job's latest progress; before the first sample, one of nothing done."""
+    return job.progress if isinstance(job.progress, kind) else kind()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:

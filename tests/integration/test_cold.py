@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source, fill_disk, wait_until
+from conftest import LabEnv, disk_source, fill_disk, progress_of, wait_until
 
 from ferry.cli.client import FerryClient
 from ferry.lab.lab import local_datastore_dir, set_link
 from ferry.lab.layout import LAB_ROOT
+from ferry.reports import CopyProgress
 
 pytestmark = pytest.mark.lab
 
@@ -132,8 +133,8 @@ def test_cancel_mid_copy_leaves_the_vm_where_it_was(
         def copying() -> bool:
             now = client.get_job(job.id)
             assert now.state == "running", f"job ended before the test acted: {now.error}"
-            vda = (now.progress.get("disks") or {}).get("vda") or {}
-            return int(vda.get("copied", 0)) > 8 * 2**20
+            vda = progress_of(now, CopyProgress).disks.get("vda")
+            return vda is not None and vda.copied > 8 * 2**20
 
         wait_until(copying, 60, "the copy to start")
         client.cancel_job(job.id)

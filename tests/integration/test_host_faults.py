@@ -7,10 +7,11 @@ import json
 from collections.abc import Callable
 
 import pytest
-from conftest import LabEnv, wait_until
+from conftest import LabEnv, progress_of, report_of, wait_until
 
 from ferry.cli.client import FerryClient
 from ferry.lab.lab import crash_libvirtd, cut_link, restart_libvirtd, restore_link, set_link
+from ferry.reports import HostSighting, LiveProgress, LiveReport
 
 pytestmark = pytest.mark.lab
 
@@ -23,8 +24,8 @@ def _start_move(lab: LabEnv, vm: str) -> str:
     assert result.code == 0, result.err
     job_id = str(json.loads(result.out)["id"])
     client = FerryClient()
-    wait_until(lambda: client.get_job(job_id).progress.get("memory_processed", 0) > 4 * 2**20,
-               90, "the memory copy to start")
+    wait_until(lambda: (progress_of(client.get_job(job_id), LiveProgress).memory_processed
+                        or 0) > 4 * 2**20, 90, "the memory copy to start")
     return job_id
 
 
@@ -61,18 +62,19 @@ def test_link_cut_during_move_is_stated_then_confirmed_once_back(
         set_link("host1", None)
     # ... and the report says that, and that host2 was not seen, instead of a guess.
     assert job.state == "failed", job.error
-    rollback = job.report["rollback"]
+    report = report_of(job, LiveReport)
+    rollback = report.rollback or ""
     assert "cut1 is running on host1" in rollback, rollback
     assert "host2 did not answer" in rollback and "not confirmed" in rollback, rollback
     assert "remains on host2" not in rollback, rollback
-    assert job.report["unconfirmed"] == ["host2"]
-    assert "confirmed" not in job.report
-    assert job.report["data_bytes"] > 4 * 2**20
-    assert job.report["data_bytes_basis"].startswith("at least")
+    assert report.unconfirmed == ("host2",)
+    assert report.confirmed is None
+    assert (report.data_bytes or 0) > 4 * 2**20
+    assert (report.data_bytes_basis or "").startswith("at least")
     print(f"rollback: {rollback}")
 
     # Link back: ferry reconnects by itself and confirms what host2 holds.
-    wait_until(lambda: "confirmed" in client.get_job(job_id).report, 120,
+    wait_until(lambda: report_of(client.get_job(job_id), LiveReport).confirmed, 120,
                "the confirmation of what remains on host2")
     job = client.get_job(job_id)
     confirmed = [e.message for e in job.events if e.message.startswith("confirmed at")]
@@ -81,8 +83,10 @@ def test_link_cut_during_move_is_stated_then_confirmed_once_back(
     assert "cut1 is running on host1" in confirmed[0], confirmed
     assert ("nothing remains on host2" in confirmed[0]
             or "removed the leftover copy" in confirmed[0]), confirmed
-    assert job.report["confirmed"]["dest"] == {"host": "host2", "answered": True,
-                                               "state": None, "error": None}
+    confirmation = report_of(job, LiveReport).confirmed
+    assert confirmation is not None
+    assert confirmation.dest == HostSighting(host="host2", answered=True, state=None,
+                                             error=None)
     # libvirt agrees: no copy on host2, the VM runs on host1 and its guest goes on.
     assert "cut1" not in lab.domains("host2")
     assert lab.domains("host1").get("cut1") == "running"
@@ -109,20 +113,19 @@ def test_source_libvirtd_restart_during_move_heals_by_itself(
     assert "rst1" not in lab.domains("host2")
     job = client.get_job(job_id)
     assert job.state == "failed", job.error
-    assert job.report["data_bytes"] > 4 * 2**20
+    assert (report_of(job, LiveReport).data_bytes or 0) > 4 * 2**20
 
     # What the job says of the VM is what libvirt shows: said at the rollback if host1
     # answered then, else confirmed once it answered again.
     def truth() -> str | None:
-        current = client.get_job(job_id)
-        if not current.report.get("unconfirmed"):
-            return str(current.report["rollback"])
-        confirmed = current.report.get("confirmed") or {}
-        return confirmed.get("detail")
+        current = report_of(client.get_job(job_id), LiveReport)
+        if not current.unconfirmed:
+            return current.rollback
+        return current.confirmed.detail if current.confirmed is not None else None
 
     wait_until(truth, 60, "the job to say where rst1 is")
     said = truth()
-    print(f"rollback: {client.get_job(job_id).report['rollback']}\nthen: {said}")
+    print(f"rollback: {report_of(client.get_job(job_id), LiveReport).rollback}\nthen: {said}")
     assert said is not None
     assert "rst1 is running on host1" in said and "nothing remains on host2" in said, said
     job = client.get_job(job_id)

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, define, wait_until
+from conftest import LabEnv, define, progress_of, report_of, wait_until
 
 from ferry.api.schemas import JobOut
 from ferry.cli.client import ApiError, FerryClient
+from ferry.reports import LiveProgress, LiveReport
 
 pytestmark = pytest.mark.lab
 
@@ -43,8 +44,8 @@ def test_a_vm_in_the_middle_of_a_move_is_shown_on_its_source_and_not_acted_on(
         # libvirt itself shows the move: the source runs, host3 holds the paused copy.
         wait_until(lambda: lab.domains("host3").get("mid1") == "paused", 60,
                    "the incoming copy on host3")
-        wait_until(lambda: client.get_job(job_id).progress.get("memory_processed", 0) > 0,
-                   60, "the memory copy to start")
+        wait_until(lambda: (progress_of(client.get_job(job_id), LiveProgress)
+                            .memory_processed or 0) > 0, 60, "the memory copy to start")
         assert lab.domains("host1").get("mid1") == "running"
         assert lab.ferry("refresh").code == 0  # both hosts listed, the copy among them
 
@@ -80,7 +81,8 @@ def test_a_vm_in_the_middle_of_a_move_is_shown_on_its_source_and_not_acted_on(
     seq = lab.collector.last_seq("mid1") or 0
     wait_until(lambda: (lab.collector.last_seq("mid1") or 0) > seq + 50, 20,
                "heartbeats from mid1 on host3")
-    assert job.report["heartbeat_gap_ms"] is not None and job.report["heartbeat_gap_ms"] < 10_000
+    gap = report_of(job, LiveReport).heartbeat_gap_ms
+    assert gap is not None and gap < 10_000
 
 
 def test_two_migrate_requests_at_once_start_one_job(

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import LabEnv, wait_until
+from conftest import LabEnv, progress_of, report_of, wait_until
 
 from ferry.cli.client import FerryClient
+from ferry.reports import EvacuatedVM, EvacuationProgress, EvacuationReport
 
 pytestmark = pytest.mark.lab
 
@@ -90,10 +91,11 @@ def test_cancelling_an_evacuation_withdraws_its_queued_moves_and_those_vms_stay(
     set_link("host1", "100mbit")  # each copy takes seconds: two run, two wait for a slot
     try:
         evacuation = client.enter_maintenance("host1").id
-        wait_until(lambda: len(client.get_job(evacuation).progress.get("vms", {})) == 4, 60,
-                   "all four VMs placed")
-        queued = [vm for vm, move in client.get_job(evacuation).progress["vms"].items()
-                  if move["state"] == "queued"]
+        def placed() -> dict[str, EvacuatedVM]:
+            return progress_of(client.get_job(evacuation), EvacuationProgress).vms
+
+        wait_until(lambda: len(placed()) == 4, 60, "all four VMs placed")
+        queued = [vm for vm, move in placed().items() if move.state == "queued"]
         assert len(queued) == 2, client.get_job(evacuation).progress
         assert lab.ferry("job", "cancel", evacuation).code == 0
         wait_until(lambda: client.get_job(evacuation).state in FINISHED, 180, "the evacuation")
@@ -102,14 +104,15 @@ def test_cancelling_an_evacuation_withdraws_its_queued_moves_and_those_vms_stay(
         lab.ferry("host", "maintenance", "exit", "host1")
     job = client.get_job(evacuation)
     assert job.state == "cancelled", job.error
-    assert set(job.report["not_moved"]) >= set(queued)
+    report = report_of(job, EvacuationReport)
+    assert set(report.not_moved) >= set(queued)
     for vm in queued:
-        assert "cancelled before it started" in job.report["not_moved"][vm]
-        assert client.get_job(job.report["jobs"][vm]).state == "cancelled"
+        assert "cancelled before it started" in report.not_moved[vm]
+        assert client.get_job(report.jobs[vm]).state == "cancelled"
         assert lab.domains("host1").get(vm) == "running"  # withdrawn: it never left
-    for vm, dest in job.report["moved"].items():  # the running moves finished
+    for vm, dest in report.moved.items():  # the running moves finished
         assert lab.domains(dest).get(vm) == "running" and vm not in lab.domains("host1")
-    assert len(job.report["moved"]) == 2
+    assert len(report.moved) == 2
     start = {vm: lab.collector.last_seq(vm) or 0 for vm in vms}
     wait_until(lambda: all((lab.collector.last_seq(vm) or 0) > start[vm] + 20 for vm in vms),
                60, "heartbeats of all four VMs")

@@ -12,13 +12,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source, fill_disk, heartbeat_back_ms, wait_until
+from conftest import (
+    LabEnv,
+    disk_source,
+    fill_disk,
+    heartbeat_back_ms,
+    progress_of,
+    report_of,
+    wait_until,
+)
 
 from ferry.api.schemas import JobOut
 from ferry.cli.client import FerryClient
 from ferry.lab.hosts import host_exec
 from ferry.lab.lab import crash_libvirtd, local_datastore_dir, restart_libvirtd, set_link
 from ferry.lab.layout import LAB_ROOT
+from ferry.reports import LiveProgress, LiveReport
 
 pytestmark = pytest.mark.lab
 
@@ -52,8 +61,9 @@ def test_memory_and_disks_move_together_while_the_guest_writes(
     client = FerryClient()
     job = client.get_job(client.list_jobs(limit=1)[0].id)
     assert (job.kind, job.state) == ("migrate-with-storage", "succeeded")
-    assert job.report["disks"]["vda"]["target"] == new_path
-    assert job.report["heartbeat_lost"] == 0
+    report = report_of(job, LiveReport)
+    assert report.disks["vda"].target == new_path
+    assert report.heartbeat_lost == 0
     wait_until(lambda: collector.disk_acked("sn1") > acked_before + 100, 60,
                "disk writes after the move")
     vm = client.get_vm("sn1")
@@ -86,7 +96,7 @@ def _start_and_wait_for_disk_copy(lab: LabEnv, vm: str) -> str:
     def copying() -> bool:
         now = client.get_job(job.id)
         assert now.state == "running", f"job ended before the test acted: {now.error}"
-        return int(now.progress.get("disk_processed", 0)) > 8 * 2**20
+        return (progress_of(now, LiveProgress).disk_processed or 0) > 8 * 2**20
 
     wait_until(copying, 60, "the disk copy to start")
     return job.id
@@ -101,7 +111,7 @@ def _assert_whole_on_host1(lab: LabEnv, vm: str, job: JobOut, heartbeat_within: 
     assert f"{vm}-vda.qcow2" not in lab.volumes("host2", "local")  # partial copy removed
     back_ms = heartbeat_back_ms(lab, vm, job.finished_at, within=heartbeat_within)
     print(f"{vm}: heartbeat back {back_ms} ms after the job's end; "
-          f"guest check: {job.report.get('guest_after_rollback')}")
+          f"guest check: {report_of(job, LiveReport).guest_after_rollback}")
     assert back_ms is not None, (
         f"no heartbeat from {vm} within {heartbeat_within:g} s of the job's end")
     address = FerryClient().get_vm(vm).lab_address
@@ -170,8 +180,8 @@ def test_target_datastore_filling_up_mid_copy_leaves_vm_whole(
 ) -> None:
     client = FerryClient()
     job = client.migrate(slow_disk_vm, "host2", "tiny", "thin")
-    wait_until(lambda: int(client.get_job(job.id).progress.get("disk_processed", 0)) > 8 * 2**20,
-               60, "the disk copy to start")
+    wait_until(lambda: (progress_of(client.get_job(job.id), LiveProgress).disk_processed
+                        or 0) > 8 * 2**20, 60, "the disk copy to start")
     # Another tenant's file takes every free byte of the datastore.
     host_exec("host2", ["dd", "if=/dev/zero", f"of={tiny_datastore}/filler", "bs=1M"],
               check=False)

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, define, disk_source, wait_until
+from conftest import LabEnv, define, disk_source, report_of, wait_until
 
 from ferry.cli.client import FerryClient
 from ferry.lab.lab import local_datastore_dir
+from ferry.reports import StorageReport
 
 pytestmark = pytest.mark.lab
 
@@ -39,8 +40,9 @@ def test_live_storage_migration_keeps_every_acknowledged_block(
     client = FerryClient()
     job = client.get_job(client.list_jobs(limit=1)[0].id)
     assert (job.kind, job.state) == ("storage-migrate", "succeeded")
-    assert job.report["disks"]["vda"]["mode"] in ("background", "synchronous")
-    assert job.report["heartbeat_lost"] == 0  # the guest never stopped
+    report = report_of(job, StorageReport)
+    assert report.disks["vda"].mode in ("background", "synchronous")
+    assert report.heartbeat_lost == 0  # the guest never stopped
     # The guest kept writing through the move, and every acknowledged block is intact.
     wait_until(lambda: collector.disk_acked("sv1") > acked_before + 100, 60,
                "disk writes after the move")

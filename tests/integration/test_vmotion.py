@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, heartbeat_back_ms, wait_until
+from conftest import LabEnv, heartbeat_back_ms, progress_of, report_of, wait_until
 
 from ferry.cli.client import FerryClient
+from ferry.reports import LiveProgress, LiveReport
 
 pytestmark = pytest.mark.lab
 
@@ -34,9 +35,10 @@ def test_live_migration_moves_running_vm_and_heartbeat_continues(
     client = FerryClient()
     job = client.get_job(client.list_jobs(limit=1)[0].id)
     assert (job.vm, job.dest_host, job.state) == ("hb1", "host2", "succeeded")
-    gap = job.report["heartbeat_gap_ms"]
+    report = report_of(job, LiveReport)
+    gap = report.heartbeat_gap_ms
     assert gap is not None and 0 < gap < 10_000
-    assert job.report["downtime_ms"] is not None and job.report["data_bytes"] > 0
+    assert report.downtime_ms is not None and (report.data_bytes or 0) > 0
     phases = [e.phase for e in job.events]
     assert phases.index("register-destination") < phases.index("switchover") \
         < phases.index("resumed-destination") <= phases.index("done")
@@ -69,8 +71,9 @@ def test_cancel_before_switchover_leaves_vm_on_source(
             result = lab.ferry("migrate", "busy1", "--host", "host2", "--no-wait", "--json")
             assert result.code == 0, result.err
             job_id = json.loads(result.out)["id"]
-            wait_until(lambda: client.get_job(job_id).progress.get(  # noqa: B023
-                "memory_processed", 0) > 2**20, 60, "the memory copy to start")
+            wait_until(lambda: (progress_of(client.get_job(job_id),  # noqa: B023
+                                            LiveProgress).memory_processed or 0) > 2**20,
+                       60, "the memory copy to start")
             assert lab.ferry("job", "cancel", job_id).code == 0
             wait_until(lambda: client.get_job(job_id).state in (  # noqa: B023
                 "cancelled", "failed", "succeeded"), 60, "the cancel to finish")
@@ -83,7 +86,7 @@ def test_cancel_before_switchover_leaves_vm_on_source(
         assert lab.volumes("host2", "local") == local_before
         back_ms = heartbeat_back_ms(lab, "busy1", job.finished_at)
         print(f"cancel {attempt}: heartbeat back {back_ms} ms after the job's end; "
-              f"guest check: {job.report.get('guest_after_rollback')}")
+              f"guest check: {report_of(job, LiveReport).guest_after_rollback}")
         assert back_ms is not None and back_ms <= 2000, (
             f"try {attempt}: no heartbeat from busy1 within 2 s of the job's end")
 

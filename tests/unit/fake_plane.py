@@ -8,24 +8,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ferry.engine.controlplane import ControlPlane
+from ferry.engine.runner import LEASE_S
+from ferry.job import Job
 from ferry.lab.vms import LabVMFactory
-from ferry.model import Job
 from ferry.store.db import Store
-from ferry.virt.fake import FakeWorld
+from ferry.virt.fake import FakeHost, FakeWorld
 
 
 @contextmanager
 def plane_over(world: FakeWorld, tmp_path: Path,
-               hosts: Iterable[str] | None = None) -> Iterator[ControlPlane]:
-    """A control plane on a fresh SQLite store with ``hosts`` (default: all) registered."""
+               hosts: Iterable[str] | None = None, lease_s: float = LEASE_S,
+               register: bool = True) -> Iterator[ControlPlane]:
+    """A control plane on a SQLite store in ``tmp_path`` (made if new) with ``hosts``
+    (default: all) registered; ``register=False``: the store already has them."""
     plane = ControlPlane(Store(f"sqlite:///{tmp_path / 'ferry.db'}"), world.connect,
-                         vm_factory=LabVMFactory())
+                         vm_factory=LabVMFactory(), lease_s=lease_s)
     try:
-        for name in world.hosts if hosts is None else hosts:
+        for name in (world.hosts if hosts is None else hosts) if register else ():
             plane.add_host(name, f"qemu+tls://{name}/system")
         yield plane
     finally:
         plane.close()
+
+
+def volume_bytes(host: FakeHost, path: str) -> bytes:
+    """A fake volume's bytes, its holes read as zeros."""
+    return b"".join(c if isinstance(c, bytes) else bytes(c) for c in host.read_volume(path))
 
 
 def finished(plane: ControlPlane, job_id: str, timeout: float = 10.0) -> Job:

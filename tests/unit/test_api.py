@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from ferry.api.app import create_app
 from ferry.checks.finding import Finding, Status
 from ferry.errors import InputError, NotFound, RefusedError
+from ferry.job import Job, JobEvent, JobState
 from ferry.model import (
     VM,
     Disk,
@@ -20,9 +21,6 @@ from ferry.model import (
     Host,
     Interface,
     Inventory,
-    Job,
-    JobEvent,
-    JobState,
     Network,
     Pool,
     VMState,

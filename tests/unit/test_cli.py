@@ -18,7 +18,9 @@ from ferry.cli import main as cli
 from ferry.cli import render
 from ferry.cli.client import FerryClient
 from ferry.errors import NotFound, RefusedError
-from ferry.model import VM, Host, Job, JobEvent, JobState, Network, VMState
+from ferry.job import Job, JobEvent, JobState
+from ferry.model import VM, Host, Network, VMState
+from ferry.reports import LiveProgress, LiveReport
 from ferry.service import DatastoreView, FerryService, VMCreateRequest
 
 TOKEN = "cli-token"
@@ -40,16 +42,16 @@ def job(state: JobState, phase: str, **kw: Any) -> Job:
                started_at=1000.0, **kw)
 
 
-PRECOPY = job(JobState.RUNNING, "precopy", progress={
-    "phase": "precopy", "memory_total": GiB, "memory_processed": 612 << 20,
-    "memory_remaining": 412 << 20, "iteration": 3, "dirty_rate_bps": 45 << 20,
-    "memory_bps": 110 << 20, "elapsed_ms": 5400})
+PRECOPY = job(JobState.RUNNING, "precopy", progress=LiveProgress(
+    phase="precopy", memory_total=GiB, memory_processed=612 << 20,
+    memory_remaining=412 << 20, iteration=3, dirty_rate_bps=45 << 20,
+    memory_bps=110 << 20, elapsed_ms=5400))
 EVENTS = (JobEvent(1000.0, "requested", "migration requested"),
           JobEvent(1000.25, "precopy", "copying memory"),
           JobEvent(1006.5, "done", "running on kvm-beta"))
-DONE = job(JobState.SUCCEEDED, "done", finished_at=1006.5, events=EVENTS, report={
-    "total_ms": 6500, "downtime_ms": 42, "heartbeat_gap_ms": 180, "heartbeat_lost": 0,
-    "data_bytes": 1288 << 20, "iterations": 5, "policy_actions": ["auto-converge at iter 4"]})
+DONE = job(JobState.SUCCEEDED, "done", finished_at=1006.5, events=EVENTS, report=LiveReport(
+    total_ms=6500, downtime_ms=42, heartbeat_gap_ms=180, heartbeat_lost=0,
+    data_bytes=1288 << 20, iterations=5, policy_actions=("auto-converge at iter 4",)))
 
 
 class ScriptedService(FerryService):
@@ -94,7 +96,7 @@ class ScriptedService(FerryService):
             raise NotFound(f"no job {job_id!r}")
         if self.cancelled:
             return replace(DONE, state=JobState.CANCELLED, phase="rollback",
-                           error="migration cancelled by user", report={})
+                           error="migration cancelled by user", report=None)
         return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
     def cancel_job(self, job_id: str) -> Job:

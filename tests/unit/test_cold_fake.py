@@ -13,11 +13,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from fake_plane import finished, plane_over
+from fake_plane import finished, plane_over, volume_bytes
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import VirtError
-from ferry.model import VM, Disk, Interface, JobState, VMState
+from ferry.job import JobState
+from ferry.model import VM, Disk, Interface, VMState
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
 DATA = b"written by the guest before it was shut down" * 2000
@@ -45,10 +46,6 @@ def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
         yield plane
 
 
-def _bytes(host: FakeHost, path: str) -> bytes:
-    return b"".join(c if isinstance(c, bytes) else bytes(c) for c in host.read_volume(path))
-
-
 def _left_where_it_was(world: FakeWorld) -> None:
     host1, host2 = world.host("host1"), world.host("host2")
     assert "web1" in host1.vms and "web1" not in host2.vms
@@ -59,18 +56,18 @@ def _left_where_it_was(world: FakeWorld) -> None:
 def test_the_vm_moves_with_its_bytes_and_the_source_is_deleted(
         plane: ControlPlane, world: FakeWorld) -> None:
     host1, host2 = world.host("host1"), world.host("host2")
-    expected = _bytes(host1, "/var/lib/local/web1.img")
+    expected = volume_bytes(host1, "/var/lib/local/web1.img")
     job = finished(plane, plane.start_migration("web1", "host2", "local", cold=True).id)
     assert job.state is JobState.SUCCEEDED, job.error
     moved = host2.get_vm("web1")
     assert moved is not None and moved.state is VMState.SHUTOFF and moved.uuid == "u1"
     assert [(d.source, d.driver_format) for d in moved.disks] == [
         ("/var/lib/local/web1-vda.img", "raw")]
-    assert _bytes(host2, "/var/lib/local/web1-vda.img") == expected
+    assert volume_bytes(host2, "/var/lib/local/web1-vda.img") == expected
     assert host1.get_vm("web1") is None and host1.pools["local"][1].files == set()
 
 
-def test_a_disk_converted_to_qcow2_keeps_the_guests_bytes(
+def test_a_disk_converted_to_qcow2_keeps_the_guestsvolume_bytes(
         plane: ControlPlane, world: FakeWorld) -> None:
     host2 = world.host("host2")
     job = finished(plane, plane.start_migration("web1", "host2", "local", "thin",

@@ -19,7 +19,9 @@ from ferry.engine.confirm import (
 )
 from ferry.engine.jobs import JobHandle
 from ferry.engine.vmotion import data_sent
-from ferry.model import VM, JobKind, VMState
+from ferry.job import Job, JobKind
+from ferry.model import VM, VMState
+from ferry.reports import HostSighting, LiveReport
 from ferry.store.db import Store
 from ferry.virt.base import MigrationStats
 from ferry.virt.fake import FakeHost, FakeWorld
@@ -119,7 +121,7 @@ def test_a_confirmation_comes_once_the_host_answers(tmp_path: Path) -> None:
     thread = Confirmer(world.connect_by_name, wait_for, within=5).later(
         job, "web1", "host1", "host2", apply_rule=True)
     time.sleep(0.1)
-    assert "confirmed" not in store.job(job.id).report  # nothing claimed while host2 is silent
+    assert store.job(job.id).report is None  # nothing claimed while host2 is silent
     dest.come_up()
     thread.join(5)
     saved = store.job(job.id)
@@ -127,8 +129,9 @@ def test_a_confirmation_comes_once_the_host_answers(tmp_path: Path) -> None:
     assert message.startswith("confirmed at ")
     assert message.endswith("web1 is running on host1; nothing remains on host2 "
                             "(removed the leftover copy (running) from host2)")
-    assert saved.report["confirmed"]["dest"] == {"host": "host2", "answered": True,
-                                                 "state": None, "error": None}
+    assert isinstance(saved.report, LiveReport) and saved.report.confirmed is not None
+    assert saved.report.confirmed.dest == HostSighting(host="host2", answered=True, state=None,
+                                                       error=None)
     assert "web1" not in dest.vms and "host2" in waits
 
 
@@ -145,7 +148,8 @@ def test_a_confirmation_gives_up_in_bounded_time_and_says_so(tmp_path: Path) -> 
         job, "web1", "host1", "host2", apply_rule=True).join(5)
     saved = store.job(job.id)
     assert saved.events[-1].message.startswith("not confirmed within 0 s")
-    assert saved.report["confirmed"]["at"] is None
+    assert isinstance(saved.report, LiveReport) and saved.report.confirmed is not None
+    assert saved.report.confirmed.at is None
 
 
 def test_a_confirmation_ends_quietly_when_ferry_stops(tmp_path: Path) -> None:
@@ -156,7 +160,7 @@ def test_a_confirmation_ends_quietly_when_ferry_stops(tmp_path: Path) -> None:
     # wait_for answers False long before the deadline only when ferry shuts down
     Confirmer(world.connect_by_name, lambda _h, _t: False, within=60).later(
         job, "web1", "host1", "host2", apply_rule=True).join(5)
-    assert "confirmed" not in store.job(job.id).report
+    assert store.job(job.id).report is None
 
 
 def test_a_move_whose_destination_went_silent_is_confirmed_once_it_answers(
@@ -184,15 +188,16 @@ def test_a_move_whose_destination_went_silent_is_confirmed_once_it_answers(
         deadline = time.monotonic() + 10
         while not plane.get_job(job_id).state.finished and time.monotonic() < deadline:
             time.sleep(0.02)
-        job = plane.get_job(job_id)
-        assert job.report["rollback"].startswith(
+        report = plane.get_job(job_id).report
+        assert isinstance(report, LiveReport) and report.rollback is not None
+        assert report.rollback.startswith(
             "web1 is running on host1; host2 did not answer: whether a copy of web1 remains "
             "there is not confirmed")
-        assert job.report["unconfirmed"] == ["host2"] and "confirmed" not in job.report
-        assert job.report["data_bytes"] > 0 and "web1" in dest.vms  # nothing done blind
+        assert report.unconfirmed == ("host2",) and report.confirmed is None
+        assert (report.data_bytes or 0) > 0 and "web1" in dest.vms  # nothing done blind
         dest.come_up()
         deadline = time.monotonic() + 15
-        while "confirmed" not in plane.get_job(job_id).report and time.monotonic() < deadline:
+        while not _confirmed(plane.get_job(job_id)) and time.monotonic() < deadline:
             time.sleep(0.05)
         job = plane.get_job(job_id)
         assert job.events[-1].message.endswith(
@@ -203,14 +208,20 @@ def test_a_move_whose_destination_went_silent_is_confirmed_once_it_answers(
         plane.close()
 
 
+def _confirmed(job: Job) -> bool:
+    return isinstance(job.report, LiveReport) and job.report.confirmed is not None
+
+
 def test_the_job_report_says_what_is_known_of_the_bytes_and_the_hosts() -> None:
     from ferry.api.schemas import JobOut
     from ferry.cli.render import job_report
 
     def shown(report: dict[str, object]) -> str:
-        return job_report(JobOut(id="j1", kind=JobKind.MIGRATE, vm="web1", source_host="host1",
-                                 dest_host="host2", state="cancelled", phase="rollback",
-                                 created_at=0.0, report=report))
+        # As the CLI receives it: JSON, read as the job's kind's report.
+        return job_report(JobOut.model_validate({
+            "id": "j1", "kind": "migrate", "vm": "web1", "source_host": "host1",
+            "dest_host": "host2", "state": "cancelled", "phase": "rollback",
+            "created_at": 0.0, "report": report}))
 
     text = shown({"data_bytes": 38 * 2**20, "iterations": 1,
                   "data_bytes_basis": "at least: the last sample, 6.0 s into the copy",

@@ -13,7 +13,9 @@ from fake_plane import finished, plane_over
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import InputError, NotFound, RefusedError
-from ferry.model import VM, Disk, Interface, JobState, VMState
+from ferry.job import JobState
+from ferry.model import VM, Disk, Interface, VMState
+from ferry.reports import LiveReport
 from ferry.virt.base import MigrationStats
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
@@ -93,7 +95,7 @@ def test_successful_migration_records_phases_and_report(plane: ControlPlane,
         assert phase in phases
     assert phases.index("register-destination") < phases.index("switchover") < phases.index(
         "resumed-destination")
-    assert job.report["downtime_ms"] == 42
+    assert isinstance(job.report, LiveReport) and job.report.downtime_ms == 42
     assert world.host("host1").downtimes[0] == 300  # the policy's initial downtime
 
 
@@ -102,7 +104,8 @@ def test_failed_migration_reports_vm_still_on_source(plane: ControlPlane,
     world.host("host1").fail_migration = "link down"
     job = finished(plane, plane.start_migration("web1", "host2").id)
     assert job.state is JobState.FAILED and "link down" in (job.error or "")
-    assert "is running on host1; nothing remains on host2" in job.report["rollback"]
+    assert isinstance(job.report, LiveReport)
+    assert "is running on host1; nothing remains on host2" in (job.report.rollback or "")
 
 
 def test_cancel_before_switchover(plane: ControlPlane, world: FakeWorld) -> None:
@@ -117,7 +120,8 @@ def test_cancel_before_switchover(plane: ControlPlane, world: FakeWorld) -> None
     # seen without a heartbeat), and the job says so.
     assert world.host("host1").kicks == ["web1"]
     assert world.host("host1").vms["web1"].state is VMState.RUNNING
-    assert done.report["guest_after_rollback"]["kicked"]
+    assert isinstance(done.report, LiveReport) and done.report.guest_after_rollback is not None
+    assert done.report.guest_after_rollback.kicked
     assert any("paused and resumed web1" in e.message for e in done.events)
     with pytest.raises(InputError, match="already cancelled"):
         plane.cancel_job(job.id)

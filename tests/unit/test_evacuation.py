@@ -14,7 +14,9 @@ from ferry.checks.finding import Finding
 from ferry.engine.jobs import JobHandle
 from ferry.engine.maintenance import Evacuation
 from ferry.errors import InputError
-from ferry.model import VM, Job, JobKind, JobState, Phase
+from ferry.job import Job, JobKind, JobState, Phase
+from ferry.model import VM
+from ferry.reports import EvacuationReport
 from ferry.store.db import Store
 
 
@@ -73,8 +75,9 @@ def test_cancelling_withdraws_the_queued_moves_and_lets_the_running_one_finish(
     worker.join(10)
     job = store.job(handle.id)
     assert job.state is JobState.CANCELLED
-    assert job.report["moved"] == {"v3": "host2"}
-    assert set(job.report["not_moved"]) == {"v1", "v2"}
-    assert "cancelled before it started" in job.report["not_moved"]["v2"]
+    assert isinstance(job.report, EvacuationReport)
+    assert job.report.moved == {"v3": "host2"}
+    assert set(job.report.not_moved) == {"v1", "v2"}
+    assert "cancelled before it started" in job.report.not_moved["v2"]
     assert moves.jobs["job-v2"].state is JobState.CANCELLED
     assert any("queued move(s) withdrawn" in e.message for e in job.events)

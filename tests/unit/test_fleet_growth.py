@@ -13,7 +13,9 @@ import pytest
 from fake_plane import finished, plane_over
 
 from ferry.engine.datastores import group_pools
-from ferry.model import VM, Disk, Interface, JobState, VMState
+from ferry.job import JobState
+from ferry.model import VM, Disk, Interface, VMState
+from ferry.reports import EvacuationReport
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
 PROBES = ("create_volume", "list_volumes", "find_volume", "delete_volume", "refresh_pool")
@@ -104,7 +106,7 @@ def test_an_evacuation_judges_hosts_in_order_until_one_passes(tmp_path: Path) ->
         world.reset_calls()
         job = finished(plane, plane.enter_maintenance("host000").id)
         assert job.state is JobState.SUCCEEDED
-        assert len(job.report["moved"]) == 3
+        assert isinstance(job.report, EvacuationReport) and len(job.report.moved) == 3
         # Each VM's path to a destination is probed from its host only for the hosts
         # judged: the first that passes, not all 19.
         assert world.host("host000").calls["probe_peer"] <= 3
@@ -125,10 +127,11 @@ def test_an_evacuation_that_meets_an_unexpected_error_reports_what_it_moved(
         monkeypatch.setattr(FakeHost, "get_vm", get_vm)
         job = finished(plane, plane.enter_maintenance("host000").id)
         assert job.state is JobState.FAILED
-        assert set(job.report["moved"]) == {"vm0"}  # placed before the error, and moved
-        assert "connection pool exhausted" in job.report["not_moved"]["vm1"]
-        assert "vm2" in job.report["not_moved"]
+        assert isinstance(job.report, EvacuationReport)
+        assert set(job.report.moved) == {"vm0"}  # placed before the error, and moved
+        assert "connection pool exhausted" in job.report.not_moved["vm1"]
+        assert "vm2" in job.report.not_moved
         assert "connection pool exhausted" in (job.error or "")
         assert plane.list_hosts()[0].maintenance  # as after any evacuation that left VMs
-        assert plane.running_jobs() == []
+        assert all(j.state.finished for j in plane.list_jobs())  # nothing left running
         assert "vm0" in {vm.name for vm in plane.list_vms() if vm.host != "host000"}

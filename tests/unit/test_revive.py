@@ -8,6 +8,7 @@ import pytest
 
 from ferry.engine.revive import GuestCheck, Heard, needs_kick
 from ferry.model import VM, VMState
+from ferry.reports import GuestCheckReport
 from ferry.virt.fake import FakeHost, FakeWorld
 
 
@@ -51,7 +52,7 @@ def test_a_guest_heard_after_the_rollback_is_left_alone(host: FakeHost) -> None:
     found = GuestCheck(host, "web1", Beats(heard_before=True, alive=True)).run(time.monotonic())
     assert found is not None
     message, facts = found
-    assert facts == {"heard": "alive", "domain_type": "qemu", "kicked": False}
+    assert facts == GuestCheckReport(heard="alive", domain_type="qemu", kicked=False)
     assert "heartbeat was heard" in message and host.kicks == []
 
 
@@ -61,8 +62,8 @@ def test_a_silent_guest_is_paused_and_resumed_and_that_is_recorded(host: FakeHos
     assert found is not None
     message, facts = found
     assert host.kicks == ["web1"] and host.vms["web1"].state is VMState.RUNNING
-    assert facts["heard"] == "silent" and facts["kicked"] and facts["heartbeat_back"]
-    assert facts["silent_ms"] >= 40
+    assert facts.heard == "silent" and facts.kicked and facts.heartbeat_back
+    assert (facts.silent_ms or 0) >= 40
     assert "sent no heartbeat" in message and "its heartbeat came back" in message
 
 
@@ -71,12 +72,12 @@ def test_a_guest_still_silent_after_the_repair_says_so(host: FakeHost) -> None:
     found = GuestCheck(host, "web1", beats, grace_seconds=0.01, confirm_seconds=0.01).run(
         time.monotonic())
     assert found is not None
-    assert not found[1]["heartbeat_back"] and "still no heartbeat" in found[0]
+    assert found[1].heartbeat_back is False and "still no heartbeat" in found[0]
 
 
 def test_an_unheard_tcg_guest_is_repaired_unasked_a_kvm_guest_is_not(host: FakeHost) -> None:
     found = GuestCheck(host, "web1", None).run(time.monotonic())
-    assert found is not None and found[1]["heard"] == "unheard" and found[1]["kicked"]
+    assert found is not None and found[1].heard == "unheard" and found[1].kicked
     assert "cannot hear" in found[0] and host.kicks == ["web1"]
     host.kicks.clear()
     host.vms["web1"] = VM(**{**host.vms["web1"].__dict__, "domain_type": "kvm"})

@@ -1,172 +1,37 @@
 """The state store as its users rely on it, against SQLite and a real PostgreSQL.
 
 Every test runs twice through the ``store_url`` fixture: once on a SQLite file
-in a temp dir, once on a private, throwaway PostgreSQL server that this module
-starts for the test session (``postgresql+psycopg://`` URL, the form the admin
-guide documents). The PostgreSQL runs are marked ``postgres``; deselect them
-with ``-m "not postgres"``. They skip when PostgreSQL cannot be started here
-(not root, no ``postgresql`` package, no psycopg), unless ``CI`` is set: CI
-must run them, so there the same reason fails the tests instead.
+in a temp dir, once on the session's private, throwaway PostgreSQL server
+(tests/pgserver.py; ``postgresql+psycopg://`` URL, the form the admin guide
+documents). The PostgreSQL runs are marked ``postgres``; deselect them with
+``-m "not postgres"``.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import shlex
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, inspect
+from pgserver import PostgresServer
 
 from ferry.errors import InputError, NotFound, VMBusy
+from ferry.job import Job, JobEvent, JobKind, JobState, Phase
 from ferry.jobstates import IllegalTransition
-from ferry.model import EvcMode, Host, Job, JobEvent, JobKind, JobState, Phase
+from ferry.model import EvcMode, Host
+from ferry.reports import (
+    Confirmation,
+    DiskReport,
+    GuestCheckReport,
+    HostSighting,
+    LiveProgress,
+    LiveReport,
+    Reconciled,
+    WarningNote,
+)
 from ferry.store.db import Store
-from ferry.store.schema import metadata
-
-PG_ROOT = Path("/usr/lib/postgresql")
-PG_USER = "postgres"
-PG_DATABASE = "ferry"
-
-
-# -- a throwaway PostgreSQL server ------------------------------------------
-def _pg_bindir() -> Path | None:
-    """The newest Debian PostgreSQL's bin dir (/usr/lib/postgresql/<version>/bin)."""
-    found = [p.parent for p in PG_ROOT.glob("*/bin/initdb")
-             if p.parent.parent.name.isdigit() and (p.parent / "pg_ctl").exists()]
-    return max(found, key=lambda b: int(b.parent.name)) if found else None
-
-
-def _postgres_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "the PostgreSQL tests need root (to run the server as the postgres user)"
-    if _pg_bindir() is None:
-        return f"no PostgreSQL server binaries in {PG_ROOT}/<version>/bin: install postgresql"
-    if shutil.which("runuser") is None:
-        return "the PostgreSQL tests need runuser"
-    try:
-        pwd.getpwnam(PG_USER)  # created by the postgresql package
-    except KeyError:
-        return f"no {PG_USER} user: install postgresql"
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "psycopg is not installed: pip install 'psycopg[binary]>=3.1'"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _as_postgres(*argv: str | Path) -> None:
-    cmd = ["runuser", "-u", PG_USER, "--", *(str(a) for a in argv)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} exited {result.returncode}:\n"
-                           f"{result.stdout}{result.stderr}")
-
-
-@dataclass(frozen=True)
-class PostgresServer:
-    url: str  # what ferry is given: postgresql+psycopg://postgres@127.0.0.1:PORT/ferry
-    bindir: Path
-    data: Path
-    log: Path
-
-    def pg_ctl(self, *argv: str) -> None:
-        # -l: the server's output goes to its log, never to our pipes (which would hang run()).
-        _as_postgres(self.bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60",
-                     *argv)
-
-    def restart(self) -> None:
-        """Restart the server under its clients, as an administrator or a failover would."""
-        self.pg_ctl("-m", "fast", "restart")
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A private PostgreSQL for this test session, listening on 127.0.0.1 only."""
-    reason = _postgres_unavailable()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests, but {reason}", pytrace=False)
-        pytest.skip(reason)
-    bindir = _pg_bindir()
-    assert bindir is not None
-    started = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="ferry-test-pg-"))
-    shutil.chown(root, PG_USER, PG_USER)
-    port = _free_port()
-    server = PostgresServer(f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}",
-                            bindir, root / "data", root / "server.log")
-    running = False
-    try:
-        _as_postgres(bindir / "initdb", "-D", server.data, "-U", PG_USER, "--auth=trust",
-                     "--encoding=UTF8", "--no-sync")
-        options = shlex.join(["-p", str(port), "-c", "listen_addresses=127.0.0.1",
-                              "-c", f"unix_socket_directories={root}", "-c", "fsync=off"])
-        try:
-            server.pg_ctl("-o", options, "start")
-        except RuntimeError as exc:
-            log = server.log.read_text(errors="replace")[-2000:] if server.log.exists() else ""
-            raise RuntimeError(f"{exc}\nserver log:\n{log}") from None
-        running = True
-        _as_postgres(bindir / "createdb", "-h", root, "-p", str(port), "-U", PG_USER,
-                     PG_DATABASE)
-        print(f"\nPostgreSQL {bindir.parent.name} on 127.0.0.1:{port} in {root}, "
-              f"up in {time.monotonic() - started:.2f} s")
-        yield server
-    finally:
-        if running:
-            server.pg_ctl("-m", "fast", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server: PostgresServer) -> str:
-    return postgres_server.url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL to an empty ferry database: a fresh SQLite file, or the session's PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ferry.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    engine = create_engine(url)
-    try:
-        metadata.drop_all(engine)  # what an earlier test left
-    finally:
-        engine.dispose()
-    return url
-
-
-@pytest.fixture
-def open_store(store_url: str) -> Iterator[Callable[[], Store]]:
-    """Opens Store instances on the test's database (a server, or one restarted); closes them."""
-    opened: list[Store] = []
-
-    def open_() -> Store:
-        store = Store(store_url)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
 
 
 @pytest.fixture
@@ -274,9 +139,8 @@ def test_job_round_trip_with_events_progress_and_report(store: Store) -> None:
     assert store.job("job-1") == job
 
     running = replace(job, state=JobState.RUNNING, phase=Phase.PRECOPY, started_at=T0 + 0.5,
-                      progress={"percent": 42.5, "remaining_bytes": 2**40, "iteration": 3,
-                                "dirty_rate": None, "phases": ["precopy", "switchover"],
-                                "note": "précopie — 42 %"})
+                      progress=LiveProgress(phase="précopie — 42 %", memory_total=2**40,
+                                            memory_remaining=2**39, iteration=3))
     store.transition("job-1", None, JobState.RUNNING, started_at=T0 + 0.5)
     store.update_job("job-1", None, phase=Phase.PRECOPY, progress=running.progress)
     # Recorded out of time order and with a tie: events come back as recorded.
@@ -288,8 +152,18 @@ def test_job_round_trip_with_events_progress_and_report(store: Store) -> None:
         store.add_event("job-1", event)
     done = replace(running, state=JobState.SUCCEEDED, phase=Phase.DONE, finished_at=T0 + 9.75,
                    events=(*job.events, *later),
-                   report={"downtime_ms": 12.5, "total_bytes": 1_073_741_824,
-                           "verdict": "ok", "checks": [{"name": "cpu", "ok": True}]})
+                   report=LiveReport(
+                       downtime_ms=12, data_bytes=1_073_741_824, policy_actions=("a", "b"),
+                       warnings=(WarningNote("cpu.flags", message="é", objects={"vm": "w"}),),
+                       disks={"vda": DiskReport("/a.img", "/b.qcow2", "qcow2", 2**30, 2**30,
+                                                None, "synchronous")},
+                       unconfirmed=("host2",),
+                       confirmed=Confirmation(T0 + 9, "confirmed", HostSighting("host1", True,
+                                                                                "running"),
+                                              done=("removed the copy",)),
+                       guest_after_rollback=GuestCheckReport("silent", "qemu", True,
+                                                             silent_ms=40, heartbeat_back=True),
+                       reconciled=Reconciled("running on host2", "succeeded", cleanup=("x",))))
     store.update_job("job-1", None, phase=Phase.DONE)
     store.transition("job-1", None, JobState.SUCCEEDED, finished_at=T0 + 9.75,
                      report=done.report)
@@ -308,12 +182,12 @@ def test_jobs_lists_newest_first_up_to_the_limit(store: Store) -> None:
     created = {"job-a": T0 + 30, "job-b": T0 + 10, "job-c": T0 + 50, "job-d": T0 + 20,
                "job-e": T0 + 40}
     for job_id, at in created.items():
-        store.add_job(make_job(job_id, created_at=at, progress={"of": job_id}))
+        store.add_job(make_job(job_id, created_at=at, progress=LiveProgress(phase=job_id)))
 
     listed = store.jobs()
     assert [j.id for j in listed] == ["job-c", "job-e", "job-a", "job-d", "job-b"]
     assert [j.created_at for j in listed] == sorted(created.values(), reverse=True)
-    assert all(j.progress == {"of": j.id} for j in listed)
+    assert all(j.progress == LiveProgress(phase=j.id) for j in listed)
     assert [j.id for j in store.jobs(limit=2)] == ["job-c", "job-e"]
 
 
@@ -329,9 +203,11 @@ def test_two_stores_on_one_database_see_each_others_writes(
     job = make_job("job-1")
     two.add_job(job)
     assert one.job("job-1") == job
-    running = replace(job, state=JobState.RUNNING, progress={"percent": 10}, started_at=T0)
+    running = replace(job, state=JobState.RUNNING, progress=LiveProgress(iteration=10),
+                      started_at=T0,
+                      phase=Phase.PRECOPY)
     one.transition("job-1", None, JobState.RUNNING, started_at=T0)
-    one.update_job("job-1", None, progress={"percent": 10})
+    one.update_job("job-1", None, progress=running.progress)
     event = JobEvent(T0 + 1, Phase.PRECOPY, "copying memory", {"percent": 10})
     one.add_event("job-1", event)
     assert two.job("job-1") == replace(running, events=(*job.events, event))
@@ -422,47 +298,12 @@ def test_racing_stores_start_one_move_of_a_vm(open_store: Callable[[], Store]) -
     assert [j.id for j in stores[0].jobs()] == winners
 
 
-def test_an_old_database_gains_the_vm_column_and_the_one_move_constraint(
-        store_url: str) -> None:
-    engine = create_engine(store_url)
-    old = MetaData()
-    Table("jobs", old, Column("id", String(36), primary_key=True),
-          Column("kind", String(32), nullable=False), Column("vm", String(255), nullable=False),
-          Column("source_host", String(64), nullable=False), Column("dest_host", String(64)),
-          Column("state", String(16), nullable=False), Column("phase", String(32), nullable=False),
-          Column("created_at", Float, nullable=False), Column("started_at", Float),
-          Column("finished_at", Float), Column("error", Text),
-          Column("progress", Text, nullable=False), Column("report", Text, nullable=False))
-    old.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(old.tables["jobs"].insert().values(
-            id="old-1", kind="migrate", vm="web1", source_host="host1", dest_host="host2",
-            state="running", phase="precopy", created_at=T0, progress="{}", report="{}"))
-    engine.dispose()
-
-    store = Store(store_url)
-    try:
-        names = {i["name"] for i in inspect(store.engine).get_indexes("jobs")}
-        assert "jobs_one_move_per_vm" in names
-        assert store.job("old-1").vm_uuid is None
-        store.add_job(make_job("job-1", vm_uuid="uuid-1"))
-        with pytest.raises(VMBusy, match="job-1"):
-            store.add_job(make_job("job-2", vm_uuid="uuid-1"))
-        Store(store_url).close()  # a second start finds the index there and keeps it
-    finally:
-        store.close()
-
-
 # -- PostgreSQL only ----------------------------------------------------------
 @pytest.mark.postgres
-def test_the_store_survives_a_database_restart(postgres_server: PostgresServer,
-                                               tmp_path: Path) -> None:
+def test_the_store_survives_a_database_restart(postgres_server: PostgresServer) -> None:
     """A long-running ferry server must not fail its next request (or a job's write)
     because PostgreSQL restarted under its pooled connections."""
-    engine = create_engine(postgres_server.url)
-    metadata.drop_all(engine)
-    engine.dispose()
-    store = Store(postgres_server.url)
+    store = Store(postgres_server.empty())
     try:
         store.add_host(Host(name="host1", uri="qemu+tls://10.0.0.1/system"))
         store.add_job(make_job("job-1", state=JobState.RUNNING))
@@ -470,7 +311,7 @@ def test_the_store_survives_a_database_restart(postgres_server: PostgresServer,
         postgres_server.restart()
 
         assert [h.name for h in store.hosts()] == ["host1"]
-        store.add_event("job-1", JobEvent(T0 + 1, "precopy", "copying memory"))
+        store.add_event("job-1", JobEvent(T0 + 1, Phase.PRECOPY, "copying memory"))
         assert len(store.job("job-1").events) == 2
     finally:
         store.close()

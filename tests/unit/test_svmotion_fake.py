@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_plane import finished, plane_over
+from fake_plane import finished, plane_over, volume_bytes
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import VirtError
-from ferry.model import VM, Disk, Interface, JobState, VMState
+from ferry.job import JobState
+from ferry.model import VM, Disk, Interface, VMState
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
 DATA = b"the guest's data" * 4096
@@ -45,10 +46,6 @@ def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
         yield plane
 
 
-def _bytes(host: FakeHost, path: str) -> bytes:
-    return b"".join(c if isinstance(c, bytes) else bytes(c) for c in host.read_volume(path))
-
-
 def test_the_disks_move_and_the_sources_are_deleted(plane: ControlPlane,
                                                       world: FakeWorld) -> None:
     host = world.host("host1")
@@ -58,7 +55,7 @@ def test_the_disks_move_and_the_sources_are_deleted(plane: ControlPlane,
     assert vm is not None and vm.state is VMState.RUNNING
     assert [d.source for d in vm.disks] == ["/srv/fast/web1-vda.qcow2", "/srv/fast/web1-vdb.img"]
     assert host.pools["slow"][1].files == set()
-    assert _bytes(host, "/srv/fast/web1-vdb.img")[:len(DATA)] == DATA
+    assert volume_bytes(host, "/srv/fast/web1-vdb.img")[:len(DATA)] == DATA
     assert host.volume_size("/srv/fast/web1-vda.qcow2")[0] == 2**24
     saved = host.saved_definition("web1", {})  # it boots from the new files too
     assert "/srv/fast/web1-vdb.img" in saved and "/srv/slow" not in saved

@@ -16,18 +16,8 @@ from ferry.engine.controlplane import ControlPlane
 from ferry.engine.identity import hold_of, merge_vms, resolve
 from ferry.engine.jobs import JobHandle
 from ferry.errors import AmbiguousName, NotFound, RefusedError, VMBusy
-from ferry.model import (
-    VM,
-    Disk,
-    Interface,
-    Job,
-    JobKind,
-    JobState,
-    MigrationSide,
-    MoveHold,
-    Phase,
-    VMState,
-)
+from ferry.job import Job, JobKind, JobState, Phase
+from ferry.model import VM, Disk, Interface, MigrationSide, MoveHold, VMState
 from ferry.store.db import Store
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
 

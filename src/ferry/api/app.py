@@ -40,6 +40,7 @@ from ferry.api.schemas import (
     MigrationCreate,
     NetworkOut,
     PowerRequest,
+    ServerOut,
     VMCreate,
     VMName,
     VMOut,
@@ -316,6 +317,10 @@ def create_app(service: FerryService, token: str) -> FastAPI:
     @api.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"])
     def cancel_job(job_id: str) -> JobOut:
         return to_schema(JobOut, service.cancel_job(job_id))
+
+    @api.get("/servers", response_model=list[ServerOut], tags=["servers"])
+    def list_servers() -> list[ServerOut]:
+        return [to_schema(ServerOut, s) for s in service.list_servers()]
 
     app.include_router(api)
     return app

@@ -13,23 +13,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from ferry import validate
+from ferry import reports, validate
 from ferry.errors import InputError
+from ferry.job import JobKind, JobState, Phase, ResourceKind, ResourceState
 from ferry.model import (
     DEFAULT_SETTINGS,
     MAX_MAX_MIGRATIONS,
     MIN_MAX_MIGRATIONS,
     MIN_MEMORY_LIMIT_MIB,
-    JobKind,
-    JobState,
-    Phase,
-    ResourceKind,
-    ResourceState,
     VMState,
 )
+from ferry.reports import Progress, Report
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -218,8 +223,9 @@ class JobOut(Out):
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
-    progress: dict[str, Any] = {}
-    report: dict[str, Any] = {}
+    # The types of :mod:`ferry.reports`, the job's kind's (JobKind.report_type).
+    progress: Progress | None = None
+    report: Report | None = None
     events: list[JobEventOut] = []
     vm_uuid: str | None = None
     owner: str | None = None  # the server that runs it
@@ -227,6 +233,25 @@ class JobOut(Out):
     parent_id: str | None = None  # the evacuation that started it
     slot_hosts: list[str] = []
     resources: list[JobResourceOut] = []
+
+    @field_validator("progress", "report", mode="before")
+    @classmethod
+    def _of_its_kind(cls, value: object, info: ValidationInfo) -> object:
+        """Read as the job's kind writes it: the kind, not the keys, says which type."""
+        kind = info.data.get("kind")
+        if not isinstance(kind, JobKind):
+            return value
+        return reports.load(kind.report_type if info.field_name == "report"
+                            else kind.progress_type, value)
+
+
+class ServerOut(Out):
+    id: str
+    name: str
+    started_at: float
+    seen_at: float
+    alive: bool
+    jobs: int = 0
 
 
 class FindingOut(Out):

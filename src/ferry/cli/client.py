@@ -23,6 +23,7 @@ from ferry.api.schemas import (
     InventoryOut,
     JobOut,
     NetworkOut,
+    ServerOut,
     VMOut,
 )
 from ferry.errors import ConfigError, FerryError, InputError
@@ -263,3 +264,6 @@ class FerryClient:
 
     def cancel_job(self, job_id: str) -> JobOut:
         return self._one(JobOut, self._request("POST", f"/jobs/{_seg(job_id)}/cancel"))
+
+    def list_servers(self) -> list[ServerOut]:
+        return self._many(ServerOut, self._request("GET", "/servers"))

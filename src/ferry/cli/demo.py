@@ -23,6 +23,7 @@ from ferry.cli.render import human_bytes
 from ferry.lab import layout
 from ferry.lab.collector import HeartbeatCollector
 from ferry.lab.layout import LabHostLayout
+from ferry.reports import LiveReport, StorageReport
 
 DEMO_VM = "demo-vm"
 
@@ -44,8 +45,12 @@ def _run(*argv: str) -> None:
         raise SystemExit(code)
 
 
-def _ms(value: object) -> str:
-    return "-" if value is None else f"{float(str(value)):.0f} ms"
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _demo(args: argparse.Namespace, ctx: Context) -> int:
@@ -146,11 +151,14 @@ def _summary(client: FerryClient, hops: list[tuple[str, str]]) -> None:
     for label, job_id in hops:
         job = client.get_job(job_id)
         r = job.report
-        sent = human_bytes(int(r["data_bytes"])) if r.get("data_bytes") is not None else "-"
-        print(f"{label:22} "
-              f"{_ms(r.get('total_ms')):>9} {_ms(r.get('downtime_ms')):>9} "
-              f"{_ms(r.get('heartbeat_gap_ms')):>9} {r.get('heartbeat_lost', '-')!s:>8} "
-              f"{sent:>10} {r.get('iterations', '-')!s:>5}")
+        # A disk move on one host (StorageReport) sends no memory and never pauses the VM.
+        live = r if isinstance(r, LiveReport) else LiveReport()
+        total = r.total_ms if r is not None else None
+        gap, lost = ((r.heartbeat_gap_ms, r.heartbeat_lost)
+                     if isinstance(r, LiveReport | StorageReport) else (None, None))
+        sent = human_bytes(live.data_bytes) if live.data_bytes is not None else "-"
+        print(f"{label:22} {_ms(total):>9} {_ms(live.downtime_ms):>9} {_ms(gap):>9} "
+              f"{_or_dash(lost):>8} {sent:>10} {_or_dash(live.iterations):>5}")
     print("DOWNTIME is QEMU's own figure; HB GAP is the longest silence of the VM's heartbeat "
           "as seen from the network; a disk move on one host sends no memory and never pauses "
           "the VM.")

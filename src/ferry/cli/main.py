@@ -24,7 +24,8 @@ from ferry.api.schemas import JobOut
 from ferry.cli import render
 from ferry.cli.client import ApiError, FerryClient
 from ferry.errors import MigrationCancelled, MigrationError
-from ferry.model import DISK_FORMATS, JobState
+from ferry.job import JobState
+from ferry.model import DISK_FORMATS
 
 
 @dataclass
@@ -52,7 +53,8 @@ sleep: Callable[[float], None] = time.sleep
 # that exists must define register(commands: Commands) -> None.
 EXTENSION_MODULES: tuple[str, ...] = (
     "ferry.cli.preflight", "ferry.cli.maintenance", "ferry.cli.cluster", "ferry.cli.serve",
-    "ferry.cli.lab", "ferry.cli.demo")
+    "ferry.cli.servers",
+    "ferry.cli.lab", "ferry.cli.demo", "ferry.cli.db")
 
 
 class Commands:

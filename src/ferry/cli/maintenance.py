@@ -7,19 +7,18 @@ import sys
 
 from ferry.api.schemas import JobOut
 from ferry.cli.main import Commands, Context, _dump_json, wait_for_job
+from ferry.reports import EvacuationReport
 
 
 def evacuation_report(job: JobOut) -> str:
-    r = job.report
-    lines = [f"Evacuation of {r.get('host', job.vm)}: {job.state.value.upper()} "
-             f"in {(r.get('total_ms') or 0) / 1000:.1f} s"]
-    moved = r.get("moved") or {}
-    not_moved = r.get("not_moved") or {}
-    for vm, host in sorted(moved.items()):
+    r = job.report if isinstance(job.report, EvacuationReport) else EvacuationReport()
+    lines = [f"Evacuation of {r.host or job.vm}: {job.state.value.upper()} "
+             f"in {(r.total_ms or 0) / 1000:.1f} s"]
+    for vm, host in sorted(r.moved.items()):
         lines.append(f"  moved      {vm} -> {host}")
-    for vm, why in sorted(not_moved.items()):
+    for vm, why in sorted(r.not_moved.items()):
         lines.append(f"  NOT MOVED  {vm}: {why}")
-    if not moved and not not_moved:
+    if not r.moved and not r.not_moved:
         lines.append("  no VM was on the host")
     return "\n".join(lines)
 

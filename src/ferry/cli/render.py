@@ -9,7 +9,6 @@ from __future__ import annotations
 import textwrap
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from ferry.api.schemas import (
     CheckOut,
@@ -20,6 +19,15 @@ from ferry.api.schemas import (
     JobOut,
     NetworkOut,
     VMOut,
+)
+from ferry.reports import (
+    ColdReport,
+    CopyProgress,
+    DiskReport,
+    EvacuationProgress,
+    LiveProgress,
+    LiveReport,
+    StorageReport,
 )
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -234,63 +242,48 @@ def finding_line(f: FindingOut) -> str:
     return f"{line} — {f.remedy}" if f.remedy else line
 
 
-def _num(progress: dict[str, Any], key: str) -> float | None:
-    value = progress.get(key)
-    return float(value) if isinstance(value, int | float) else None
-
-
 def progress_line(job: JobOut, width: int = 20) -> str:
     """``precopy  [#####.....]  612 MiB/1.0 GiB  remaining 412 MiB  iter 3 ...``."""
     p = job.progress
-    phase = str(p.get("phase") or job.phase or job.state.value)
-    parts = [phase]
-    disks = p.get("disks")
-    if isinstance(disks, dict) and disks:
+    parts = [(p.phase if p is not None else None) or job.phase or job.state.value]
+    if isinstance(p, CopyProgress):
         # A storage move: one figure per disk, and the copy's mode.
-        for target, d in sorted(disks.items()):
-            if isinstance(d, dict):
-                rate = _num(d, "rate_bps")
-                mode = f", {d.get('mode')}" if d.get("mode") else ""
-                parts.append(f"{target} {human_bytes(d.get('copied'))}/"
-                             f"{human_bytes(d.get('total'))}"
-                             + (f" at {human_bytes(rate)}/s" if rate is not None else "")
-                             + f" (left {human_bytes(d.get('remaining'))}{mode})")
-        return "  ".join(parts)
-    vms = p.get("vms")
-    if isinstance(vms, dict):
+        for target, d in sorted(p.disks.items()):
+            mode = f", {d.mode}" if d.mode else ""
+            parts.append(f"{target} {human_bytes(d.copied)}/{human_bytes(d.total)}"
+                         + (f" at {human_bytes(d.rate_bps)}/s" if d.rate_bps is not None else "")
+                         + f" (left {human_bytes(d.remaining)}{mode})")
+    elif isinstance(p, EvacuationProgress):
         # An evacuation: how its moves stand.
-        states = [str(v.get("state")) for v in vms.values() if isinstance(v, dict)]
-        moved = sum(s == "succeeded" for s in states)
+        states = [v.state for v in p.vms.values()]
+        moved = states.count("succeeded")
         parts.append(f"{moved}/{len(states)} moved, {states.count('running')} moving, "
-                     f"{states.count('queued')} queued, {len(p.get('not_moved') or {})} stuck")
-        return "  ".join(parts)
-    disk_total = _num(p, "disk_total")
-    if disk_total:
-        # Shared-nothing: QEMU copies the disks first, then the memory.
-        parts.append(f"disks {human_bytes(_num(p, 'disk_processed'))}/"
-                     f"{human_bytes(disk_total)}")
-    total = _num(p, "memory_total")
-    done = _num(p, "memory_processed")
-    if total and done is not None:
-        filled = min(width, int(width * done / total))
-        parts.append(f"[{'#' * filled}{'.' * (width - filled)}]")
-        parts.append(f"{human_bytes(done)}/{human_bytes(total)}")
-    remaining = _num(p, "memory_remaining")
-    if remaining is not None:
-        parts.append(f"remaining {human_bytes(remaining)}")
-    iteration = _num(p, "iteration")
-    if iteration is not None:
-        parts.append(f"iter {int(iteration)}")
-    dirty = _num(p, "dirty_rate_bps")
-    if dirty is not None:
-        parts.append(f"dirty {human_bytes(dirty)}/s")
-    bw = _num(p, "memory_bps")
-    if bw is not None:
-        parts.append(f"bw {human_bytes(bw)}/s")
-    elapsed = _num(p, "elapsed_ms")
-    if elapsed is not None:
-        parts.append(human_ms(elapsed))
+                     f"{states.count('queued')} queued, {len(p.not_moved)} stuck")
+    elif isinstance(p, LiveProgress):
+        parts += _live_progress(p, width)
     return "  ".join(parts)
+
+
+def _live_progress(p: LiveProgress, width: int) -> list[str]:
+    parts = []
+    if p.disk_total:
+        # Shared-nothing: QEMU copies the disks first, then the memory.
+        parts.append(f"disks {human_bytes(p.disk_processed)}/{human_bytes(p.disk_total)}")
+    if p.memory_total and p.memory_processed is not None:
+        filled = min(width, int(width * p.memory_processed / p.memory_total))
+        parts.append(f"[{'#' * filled}{'.' * (width - filled)}]")
+        parts.append(f"{human_bytes(p.memory_processed)}/{human_bytes(p.memory_total)}")
+    if p.memory_remaining is not None:
+        parts.append(f"remaining {human_bytes(p.memory_remaining)}")
+    if p.iteration is not None:
+        parts.append(f"iter {p.iteration}")
+    if p.dirty_rate_bps is not None:
+        parts.append(f"dirty {human_bytes(p.dirty_rate_bps)}/s")
+    if p.memory_bps is not None:
+        parts.append(f"bw {human_bytes(p.memory_bps)}/s")
+    if p.elapsed_ms is not None:
+        parts.append(human_ms(p.elapsed_ms))
+    return parts
 
 
 def job_report(job: JobOut) -> str:
@@ -302,47 +295,13 @@ def job_report(job: JobOut) -> str:
     ]
     if job.error:
         out.append(f"  error          {job.error}")
-    out.append(f"  total time     {human_ms(_num(r, 'total_ms'))}")
-    if _num(r, "running_on_dest_ms") is not None:
-        out.append(f"  running on destination after {human_ms(_num(r, 'running_on_dest_ms'))}")
-    out.append(f"  downtime       {human_ms(_num(r, 'downtime_ms'))} (libvirt)")
-    gap = _num(r, "heartbeat_gap_ms")
-    if gap is not None or "heartbeat_lost" in r:
-        lost = r.get("heartbeat_lost")
-        out.append(f"  heartbeat gap  {human_ms(gap)}, lost {lost if lost is not None else '-'}")
-    data = _num(r, "data_bytes")
-    iterations = _num(r, "iterations")
-    if data is not None or iterations is not None:
-        iters = f" in {int(iterations)} iterations" if iterations is not None else ""
-        basis = str(r.get("data_bytes_basis") or "")
-        sent = "unknown" if data is None else human_bytes(data)
-        if data is not None and basis.startswith("at least"):
-            sent = f"at least {sent}"
-        out.append(f"  data sent      {sent}{iters}")
-    for key, label in (("unconfirmed", "not confirmed"), ("confirmed", "confirmed")):
-        value = r.get(key)
-        if key == "unconfirmed" and value:
-            out.append(f"  {label:<14} {', '.join(map(str, value))} did not answer")
-        elif key == "confirmed" and isinstance(value, dict) and value.get("detail"):
-            out.append(f"  {label:<14} {value['detail']}")
-    disks = r.get("disks") or {}
-    if isinstance(disks, dict) and disks:
-        out.append("  disks:")
-        for target, d in sorted(disks.items()):
-            if isinstance(d, dict):
-                mode = f", {d.get('mode')} copy" if d.get("mode") and not r.get("cold") else ""
-                out.append(f"    - {target}: {d.get('source')} -> {d.get('target')} "
-                           f"({d.get('format')}, {human_bytes(_num(d, 'capacity'))}, "
-                           f"{human_bytes(_num(d, 'target_allocation'))} allocated{mode})")
-    warnings = r.get("warnings") or []
-    if warnings:
-        out.append("  pre-flight warnings:")
-        out += [f"    - {w.get('code')}: {w.get('message')}" for w in warnings
-                if isinstance(w, dict)]
-    actions = r.get("policy_actions") or []
-    if actions:
-        out.append("  policy actions:")
-        out += [f"    - {a}" for a in actions]
+    out.append(f"  total time     {human_ms(r.total_ms if r is not None else None)}")
+    if isinstance(r, LiveReport):
+        out += _live_report(r)
+    elif isinstance(r, StorageReport):
+        out += _heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost) + _disks(r.disks, True)
+    elif isinstance(r, ColdReport):
+        out += _disks(r.disks, with_mode=False)  # a cold copy is neither mode
     if job.events:
         out.append("  phases:")
         t0 = job.events[0].at
@@ -350,6 +309,50 @@ def job_report(job: JobOut) -> str:
         for e in job.events:
             out.append(f"    +{e.at - t0:8.3f} s  {e.phase.ljust(width)}  {e.message}".rstrip())
     return "\n".join(out)
+
+
+def _live_report(r: LiveReport) -> list[str]:
+    out = []
+    if r.running_on_dest_ms is not None:
+        out.append(f"  running on destination after {human_ms(r.running_on_dest_ms)}")
+    out.append(f"  downtime       {human_ms(r.downtime_ms)} (libvirt)")
+    out += _heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost)
+    if r.data_bytes is not None or r.iterations is not None:
+        iters = f" in {r.iterations} iterations" if r.iterations is not None else ""
+        sent = "unknown" if r.data_bytes is None else human_bytes(r.data_bytes)
+        if r.data_bytes is not None and (r.data_bytes_basis or "").startswith("at least"):
+            sent = f"at least {sent}"
+        out.append(f"  data sent      {sent}{iters}")
+    if r.unconfirmed:
+        out.append(f"  {'not confirmed':<14} {', '.join(r.unconfirmed)} did not answer")
+    if r.confirmed is not None and r.confirmed.detail:
+        out.append(f"  {'confirmed':<14} {r.confirmed.detail}")
+    out += _disks(r.disks, with_mode=True)
+    if r.warnings:
+        out.append("  pre-flight warnings:")
+        out += [f"    - {w.code}: {w.message}" for w in r.warnings]
+    if r.policy_actions:
+        out.append("  policy actions:")
+        out += [f"    - {a}" for a in r.policy_actions]
+    return out
+
+
+def _heartbeat(gap: float | None, lost: int | None) -> list[str]:
+    if gap is None and lost is None:
+        return []
+    return [f"  heartbeat gap  {human_ms(gap)}, lost {lost if lost is not None else '-'}"]
+
+
+def _disks(disks: dict[str, DiskReport], with_mode: bool) -> list[str]:
+    if not disks:
+        return []
+    out = ["  disks:"]
+    for target, d in sorted(disks.items()):
+        mode = f", {d.mode} copy" if d.mode and with_mode else ""
+        out.append(f"    - {target}: {d.source} -> {d.target} ({d.format}, "
+                   f"{human_bytes(d.capacity)}, {human_bytes(d.target_allocation)} "
+                   f"allocated{mode})")
+    return out
 
 
 def check_report(report: CheckOut) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ferry.errors import FerryError, NotFound
-from ferry.model import JobResource, ResourceKind, ResourceState
+from ferry.job import JobResource, ResourceKind, ResourceState
 from ferry.virt.base import HostConnection
 
 

@@ -25,14 +25,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from ferry.engine.diskplan import DiskMove, TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.preflight import read_image
 from ferry.errors import FerryError, MigrationCancelled, MigrationError, NotFound
-from ferry.model import VM, JobState, Phase, ResourceKind, ResourceState, VMState
+from ferry.job import JobState, Phase, ResourceKind, ResourceState
+from ferry.model import VM, VMState
+from ferry.reports import ColdReport, CopyProgress, DiskProgress
 from ferry.virt.base import HostConnection
 
 _ZEROS = bytes(2**20)
@@ -112,8 +113,8 @@ class ColdMigration:
             if registered:
                 # The VM is defined on its new files; only old files were not freed.
                 job.event(Phase.DONE, f"{self.vm.name} moved, but: {err.message}")
-                job.finish(JobState.SUCCEEDED, {**self._report(started),
-                                                "cleanup_error": err.message})
+                job.finish(JobState.SUCCEEDED, replace(self._report(started),
+                                                       cleanup_error=err.message))
                 return
             self._roll_back(job, err, started)
             return
@@ -225,9 +226,10 @@ class ColdMigration:
                     raise MigrationCancelled(f"cold migration of {self.vm.name} cancelled")
                 if time.monotonic() - last > 0.5:
                     last = time.monotonic()
-                    job.progress({"phase": Phase.COPY.value, "disks": {move.disk.target: {
-                        "copied": sent.size, "total": move.capacity,
-                        "remaining": max(0, move.capacity - sent.size)}}})
+                    job.progress(CopyProgress(phase=Phase.COPY.value, disks={
+                        move.disk.target: DiskProgress(
+                            copied=sent.size, total=move.capacity,
+                            remaining=max(0, move.capacity - sent.size))}))
                 yield chunk
 
         reading = source.read_volume(source_path)
@@ -300,8 +302,8 @@ class ColdMigration:
         state = JobState.CANCELLED if isinstance(err, MigrationCancelled) else JobState.FAILED
         job.finish(state, self._report(started), err.message)
 
-    def _report(self, started: float) -> dict[str, Any]:
-        return {"total_ms": round((time.monotonic() - started) * 1000), "cold": True,
-                "disks": self.files.report() if self.files else {},
-                "datastore": self.files.pool if self.files else None,
-                "verified_sha256": self._verified}
+    def _report(self, started: float) -> ColdReport:
+        return ColdReport(total_ms=round((time.monotonic() - started) * 1000),
+                          disks=self.files.report() if self.files else {},
+                          datastore=self.files.pool if self.files else None,
+                          verified_sha256=dict(self._verified))

@@ -19,11 +19,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
-from ferry.model import Phase, VMState
+from ferry.job import Phase
+from ferry.model import VMState
+from ferry.reports import Confirmation, HostSighting
 from ferry.virt.base import HostConnection
 
 log = logging.getLogger(__name__)
@@ -87,11 +89,16 @@ def describe(vm: str, source: Sighting, dest: Sighting) -> str:
     return f"{describe_source(vm, source)}; {describe_dest(vm, dest)}"
 
 
-def seen_dict(seen: Sighting) -> dict[str, object]:
+def seen_report(seen: Sighting) -> HostSighting:
     """A sighting as a job's report keeps it."""
-    return {"host": seen.host, "answered": seen.answered,
-            "state": seen.state.value if seen.state is not None else None,
-            "error": seen.error}
+    return HostSighting(host=seen.host, answered=seen.answered,
+                        state=seen.state.value if seen.state is not None else None,
+                        error=seen.error)
+
+
+def seen_dict(seen: Sighting) -> dict[str, object]:
+    """A sighting as a job's event keeps it."""
+    return asdict(seen_report(seen))
 
 
 # -- the IO edge ------------------------------------------------------------
@@ -202,12 +209,13 @@ class Confirmer:
             message += f" ({'; '.join(done)})"
         job.event(Phase.ROLLBACK, message, confirmed_at=now, source=seen_dict(src),
                   dest=seen_dict(dst), done=done)
-        job.amend_report(confirmed={"at": now, "detail": message, "source": seen_dict(src),
-                                    "dest": seen_dict(dst), "done": done})
+        job.amend_report(confirmed=Confirmation(at=now, detail=message,
+                                                source=seen_report(src),
+                                                dest=seen_report(dst), done=tuple(done)))
 
     def _give_up(self, job: JobHandle, vm: str, source: str, dest: str) -> None:
         message = (f"not confirmed within {self.within:.0f} s: {source} or {dest} did not "
                    f"answer again; check with 'ferry vm show {vm}'")
         job.event(Phase.ROLLBACK, message)
-        job.amend_report(confirmed={"at": None, "detail": message})
+        job.amend_report(confirmed=Confirmation(at=None, detail=message))
         log.warning("job %s: %s", job.id, message)

@@ -31,19 +31,8 @@ from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.engine.vms import VMActions, VMFactory
 from ferry.errors import InputError
-from ferry.model import (
-    VM,
-    Cluster,
-    EvcReport,
-    Host,
-    Inventory,
-    Job,
-    JobKind,
-    JobState,
-    Network,
-    Phase,
-    VMState,
-)
+from ferry.job import Job, JobKind, JobState, Phase, ServerInfo
+from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Network, VMState
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection
@@ -61,6 +50,7 @@ class ControlPlane(FerryService):
         lease_s: float = LEASE_S,
     ) -> None:
         self._store = store
+        self._lease_s = lease_s
         self._connector = connector
         self._guest_domain_type = guest_domain_type
         self._hosts = HostConnections(
@@ -290,11 +280,12 @@ class ControlPlane(FerryService):
     def get_job(self, job_id: str) -> Job:
         return self._store.job(job_id)
 
+    def list_servers(self) -> list[ServerInfo]:
+        servers = self._store.servers(self._lease_s)
+        return sorted(servers, key=lambda s: s.id != self._runner.server_id)
+
     def cancel_job(self, job_id: str) -> Job:
         return self._runner.cancel(job_id)
-
-    def running_jobs(self) -> list[Job]:
-        return self._runner.unfinished()
 
     def close(self) -> None:
         self._runner.close()

@@ -17,17 +17,10 @@ from dataclasses import dataclass, field
 
 from ferry.checks.storage import pool_holding
 from ferry.engine.jobs import JobHandle
-from ferry.errors import FerryError, NotFound
-from ferry.model import (
-    DISK_FORMATS,
-    TARGET_FORMATS,
-    VM,
-    Disk,
-    Phase,
-    Pool,
-    ResourceKind,
-    ResourceState,
-)
+from ferry.errors import FerryError, MigrationError, NotFound
+from ferry.job import Phase, ResourceKind, ResourceState
+from ferry.model import DISK_FORMATS, TARGET_FORMATS, VM, Disk, Pool
+from ferry.reports import DiskReport
 from ferry.virt.base import DiskCopy, HostConnection
 
 SUPPORTED_FORMATS = DISK_FORMATS
@@ -98,10 +91,15 @@ class TargetFiles:
         for move in self.moves:
             move.capacity = self.source.disk_size(self.vm, move.disk.target)[0]
             self.record(job, move)
-            move.target_path = self.target.create_volume(
-                self.pool, move.target_volume, move.capacity, move.fmt, move.preallocation)
-            move.created = True
             assert move.resource is not None
+            try:
+                move.target_path = self.target.create_volume(
+                    self.pool, move.target_volume, move.capacity, move.fmt,
+                    move.preallocation)
+            except FerryError:
+                job.resource(move.resource, ResourceState.REMOVED)  # not made: none of ours
+                raise
+            move.created = True
             job.resource(move.resource, ResourceState.CREATED, move.target_path)
         job.event(Phase.REGISTER, f"created {len(self.moves)} file(s) for {self.vm} on "
                   f"datastore {self.pool} of {self.target.name}",
@@ -109,7 +107,16 @@ class TargetFiles:
 
     def record(self, job: JobHandle, move: DiskMove) -> None:
         """Intent before action: the target file about to be made, and the source file the
-        move frees once the VM runs on it, recorded in the job before the host is asked."""
+        move frees once the VM runs on it, recorded in the job before the host is asked.
+
+        A file of that name already there is someone else's: refused before it is
+        recorded, so no clean-up (by this server or one that takes the job over) can
+        take it for ferry's.
+        """
+        if self.target.find_volume(self.pool, move.target_volume) is not None:
+            raise MigrationError(f"datastore {self.pool} of {self.target.name} already has a "
+                                 f"file named {move.target_volume}: it is not ferry's to "
+                                 "replace; move or rename it first")
         move.resource = job.intend(self.target.name, ResourceKind.VOLUME, move.target_volume,
                                    self.pool)
         if move.source_pool is not None and move.disk.source:
@@ -135,8 +142,12 @@ class TargetFiles:
         while True:
             failure = None
             for move in self.moves:
-                if move.pivoted or (not move.created and move.resource is None):
+                if move.pivoted:
                     continue  # a pivoted copy is what the VM runs on: it stays
+                if not move.created:
+                    if move.resource is not None:
+                        job.resource(move.resource, ResourceState.REMOVED)  # never made
+                    continue
                 try:
                     self.target.delete_volume(self.pool, move.target_volume)
                     move.created = False
@@ -181,8 +192,8 @@ class TargetFiles:
         job.event(Phase.UNREGISTER, f"deleted {len(self.deleted_sources)} source file(s) on "
                   f"{self.source.name}", deleted=self.deleted_sources, kept=kept)
 
-    def report(self) -> dict[str, dict[str, object]]:
-        disks: dict[str, dict[str, object]] = {}
+    def report(self) -> dict[str, DiskReport]:
+        disks: dict[str, DiskReport] = {}
         for move in self.moves:
             allocation = None
             if move.created and move.target_path:
@@ -190,9 +201,8 @@ class TargetFiles:
                     allocation = self.target.volume_size(move.target_path)[1]
                 except FerryError:
                     allocation = None
-            disks[move.disk.target] = {
-                "source": move.disk.source, "target": move.target_path, "format": move.fmt,
-                "capacity": move.capacity, "copied": move.copied,
-                "target_allocation": allocation,
-                "mode": "synchronous" if move.synchronous else "background"}
+            disks[move.disk.target] = DiskReport(
+                source=move.disk.source, target=move.target_path, format=move.fmt,
+                capacity=move.capacity, copied=move.copied, target_allocation=allocation,
+                mode="synchronous" if move.synchronous else "background")
         return disks

@@ -14,7 +14,8 @@ from dataclasses import replace
 
 from ferry.checks.finding import Finding, Status
 from ferry.errors import AmbiguousName, NotFound
-from ferry.model import VM, Job, MigrationSide, MoveHold, VMState
+from ferry.job import Job
+from ferry.model import VM, MigrationSide, MoveHold, VMState
 
 
 def _rank(vm: VM) -> tuple[bool, bool, bool, str]:

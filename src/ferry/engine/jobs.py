@@ -19,18 +19,10 @@ from typing import Any
 from ferry.checks.finding import Finding, finding_dict
 from ferry.engine.identity import moving_finding
 from ferry.errors import VMBusy
+from ferry.job import Job, JobEvent, JobKind, JobState, MoveSpec, Phase, ResourceKind, ResourceState
 from ferry.jobstates import check_transition
-from ferry.model import (
-    Job,
-    JobEvent,
-    JobKind,
-    JobState,
-    MoveHold,
-    MoveSpec,
-    Phase,
-    ResourceKind,
-    ResourceState,
-)
+from ferry.model import MoveHold
+from ferry.reports import Progress, Report
 from ferry.store.db import Store
 from ferry.store.jobs import LostOwnership
 
@@ -43,6 +35,13 @@ def _asked(kind: JobKind, vm: str, source: str, dest: str | None) -> str:
     if dest in (None, source):
         return f"{kind} of {vm} on {source} requested"
     return f"{kind} of {vm} from {source} to {dest} requested"
+
+
+def _check_type(job: Job, what: str, value: object, expected: type) -> None:
+    """A job's report and progress are its kind's: the store reads them back by kind."""
+    if not isinstance(value, expected):
+        raise TypeError(f"job {job.id} ({job.kind}): {what} is a {type(value).__name__}, "
+                        f"not a {expected.__name__}")
 
 
 class JobHandle:
@@ -129,8 +128,7 @@ class JobHandle:
     def event(self, phase: Phase, message: str, at: float | None = None, **data: Any) -> None:
         event = JobEvent(at if at is not None else time.time(), phase, message, data)
         with self._lock:
-            if self._write(lambda: self._store.add_event(self.id, event)):
-                self._write(lambda: self._store.update_job(self.id, self._owner, phase=phase))
+            if self._write(lambda: self._store.add_event(self.id, event, self._owner)):
                 self._job = replace(self._job, phase=phase, events=(*self._job.events, event))
 
     def checked(self, findings: list[Finding], warnings: list[Finding], against: str) -> None:
@@ -141,13 +139,17 @@ class JobHandle:
                    checked=[f.code for f in findings],
                    warnings=[finding_dict(f) for f in warnings])
 
-    def progress(self, values: dict[str, Any]) -> None:
+    def progress(self, values: Progress) -> None:
+        _check_type(self._job, "progress", values, self._job.kind.progress_type)
         with self._lock:
             if self._write(lambda: self._store.update_job(self.id, self._owner,
                                                           progress=values)):
                 self._job = replace(self._job, progress=values)
 
-    def finish(self, state: JobState, report: dict[str, Any], error: str | None = None) -> None:
+    def finish(self, state: JobState, report: Report | None, error: str | None = None) -> None:
+        """End the job in ``state`` with its report (None: it got nowhere to report on)."""
+        if report is not None:
+            _check_type(self._job, "report", report, self._job.kind.report_type)
         with self._lock:
             if self._job.state is JobState.CANCELLING and state is JobState.SUCCEEDED:
                 # A cancel that came too late: the job says what really happened.
@@ -155,9 +157,10 @@ class JobHandle:
         self._move(state, report=report, error=error, finished_at=time.time())
 
     def amend_report(self, **fields: Any) -> None:
-        """Add to a job's report, also after it finished (a later confirmation)."""
+        """Set fields of a job's report, also after it finished (a later confirmation);
+        a job with no report yet gets one of its kind's type."""
         with self._lock:
-            report = {**self._job.report, **fields}
+            report = replace(self._job.report or self._job.kind.report_type(), **fields)
             if self._write(lambda: self._store.update_job(self.id, self._owner,
                                                           report=report)):
                 self._job = replace(self._job, report=report)

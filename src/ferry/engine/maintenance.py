@@ -38,7 +38,9 @@ from ferry.engine.placement import (
     why_not,
 )
 from ferry.errors import FerryError
-from ferry.model import VM, Host, Job, JobState, Phase, VMState
+from ferry.job import Job, JobKind, JobState, Phase
+from ferry.model import VM, Host, VMState
+from ferry.reports import EvacuatedVM, EvacuationProgress, EvacuationReport
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ class Evacuation:
         for child in self.children:
             self._moves[child.vm] = {"host": child.dest_host, "job": child.id,
                                      "state": child.state.value, "error": child.error,
-                                     "kind": "cold" if child.kind == "cold-migrate" else "live"}
+                                     "kind": "cold" if child.kind is JobKind.COLD_MIGRATE
+                                     else "live"}
         failure: str | None = None
         try:
             self._running = running_mib(self.all_vms)
@@ -103,11 +106,11 @@ class Evacuation:
         for name, m in self._moves.items():
             if m["state"] != "succeeded":
                 self._stuck[name] = f"its move to {m['host']} {m['state']}: {m.get('error')}"
-        report = {"host": self.host, "moved": moved, "not_moved": dict(self._stuck),
-                  "jobs": {name: m["job"] for name, m in self._moves.items()},
-                  "total_ms": round((time.monotonic() - started) * 1000)}
+        report = EvacuationReport(
+            host=self.host, moved=moved, not_moved=dict(self._stuck),
+            jobs={name: m["job"] for name, m in self._moves.items()},
+            total_ms=round((time.monotonic() - started) * 1000), error=failure)
         if failure is not None:
-            report["error"] = failure
             job.event(Phase.ROLLBACK, f"{failure}; {len(moved)} VM(s) moved off {self.host}, "
                       f"{len(self._stuck)} still there", not_moved=self._stuck)
             job.finish(JobState.FAILED, report,
@@ -210,9 +213,9 @@ class Evacuation:
                     job.event(Phase.PRECOPY, f"{vm} -> {move['host']}: {child.state.value}")
                 move["state"], move["error"] = child.state.value, child.error
                 open_moves += not child.state.finished
-            job.progress({"phase": "evacuating", "host": self.host, "vms": {
-                vm: {"host": m["host"], "state": m["state"]} for vm, m in self._moves.items()},
-                "not_moved": dict(self._stuck)})
+            job.progress(EvacuationProgress(phase="evacuating", host=self.host, vms={
+                vm: EvacuatedVM(host=m["host"], state=m["state"])
+                for vm, m in self._moves.items()}, not_moved=dict(self._stuck)))
             if not open_moves:
                 return
             time.sleep(self.poll_seconds)

@@ -24,7 +24,8 @@ from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, VMotion
 from ferry.errors import InputError, NotFound, RefusedError
-from ferry.model import VM, Cluster, Inventory, Job, JobKind, MoveSpec, Phase, VMState
+from ferry.job import Job, JobKind, MoveSpec, Phase
+from ferry.model import VM, Cluster, Inventory, VMState
 from ferry.store.db import Store
 from ferry.virt.base import HostConnection, MigrationOptions
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ferry.engine.cleanup import finish_resources
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
-from ferry.model import VM, Job, JobKind, JobState, MigrationSide, Phase, VMState
+from ferry.job import Job, JobKind, JobState, Phase
+from ferry.model import VM, MigrationSide, VMState
+from ferry.reports import EvacuationReport, Reconciled
 from ferry.virt.base import HostConnection
 
 
@@ -61,8 +63,8 @@ class Seen:
 
 class Outcome(StrEnum):
     WAIT = "wait"  # a host did not answer: ask again
-    FOLLOW = "follow"  # libvirt still migrates: follow it to its end
-    ABORT_COPY = "abort-copy"  # a block copy nobody will pivot: cancel it, then judge
+    FOLLOW = "follow"  # libvirt still migrates, or a disk copy still catches up: follow it
+    FINISH_COPY = "finish-copy"  # the disk copies caught up: switch the VM to them
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     UNRESOLVED = "unresolved"  # nothing a rule may decide (runs on both, or nowhere)
@@ -73,6 +75,7 @@ class Act(StrEnum):
     DESTROY_DEST = "destroy-dest"  # the destination's incoming copy of a failed move
     RESUME_SOURCE = "resume-source"  # the VM, paused for a switchover that never came
     RESUME_DEST = "resume-dest"  # the VM, only on the destination, left paused
+    REPOINT = "repoint"  # the VM's saved definition, pointed at the disks it now runs on
 
 
 @dataclass(frozen=True)
@@ -105,16 +108,19 @@ def judge_live(src: Seen, dst: Seen) -> Decision:
     return Decision(Outcome.UNRESOLVED)
 
 
-def judge_storage(seen: Seen, copying: bool, targets: set[str]) -> Decision:
-    """A Storage VMotion on one host: which files the running VM uses. Pure."""
+def judge_storage(seen: Seen, copying: bool, caught_up: bool, targets: set[str]) -> Decision:
+    """A Storage VMotion on one host: QEMU's mirror (``copying``, ``caught_up``: every
+    copy ready to switch to), and which files the running VM uses. Pure."""
     if not seen.answered:
         return Decision(Outcome.WAIT)
     if seen.vm is None:
         return Decision(Outcome.UNRESOLVED)
     if copying:
-        return Decision(Outcome.ABORT_COPY)
+        return Decision(Outcome.FINISH_COPY if caught_up else Outcome.FOLLOW)
     uses = {d.source for d in seen.vm.disks if d.source}
-    return Decision(Outcome.SUCCEEDED if uses & targets else Outcome.FAILED)
+    if uses & targets:
+        return Decision(Outcome.SUCCEEDED, (Act.REPOINT,))
+    return Decision(Outcome.FAILED)
 
 
 def judge_cold(src: Seen, dst: Seen, targets: set[str]) -> Decision:
@@ -135,13 +141,18 @@ def judge_cold(src: Seen, dst: Seen, targets: set[str]) -> Decision:
     return Decision(Outcome.UNRESOLVED)
 
 
+# How long a host that does not answer is waited for before the job ends unconfirmed.
+GIVE_UP_S = 600.0
+
+
 class Reconciler:
     def __init__(self, conn: Callable[[str], HostConnection],
                  resume_evacuation: Callable[[JobHandle], None],
-                 retry_s: float = 2.0) -> None:
+                 retry_s: float = 2.0, give_up_s: float = GIVE_UP_S) -> None:
         self._conn = conn
         self._resume_evacuation = resume_evacuation
         self._retry_s = retry_s
+        self._give_up_s = give_up_s
 
     def run(self, handle: JobHandle) -> None:
         job = handle.job
@@ -152,51 +163,66 @@ class Reconciler:
             self._resume_evacuation(handle)
             return
         job = handle.stored()  # with the resources it recorded
-        decision, found = self._judge(handle, job)
+        decision, found, aborted = self._judge(handle, job)
         job = handle.stored()  # a cancel may have come meanwhile
-        notes = finish_resources(job.resources, decision.outcome is Outcome.SUCCEEDED, self._conn,
-                                 lambda rid, state: handle.resource(rid, state))
-        report = {**job.report, "reconciled": {"found": found, "outcome": decision.outcome.value,
-                                                "actions": [a.value for a in decision.acts],
-                                                "cleanup": notes}}
+        notes: list[str] = []
+        if decision.outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+            # Only a decided outcome settles what the job made: undecided, a file may
+            # be what the VM runs on, so nothing is touched.
+            notes = finish_resources(job.resources, decision.outcome is Outcome.SUCCEEDED,
+                                     self._conn, lambda rid, state: handle.resource(rid, state))
+        judged = Reconciled(found=found, outcome=decision.outcome.value,
+                            actions=tuple(a.value for a in decision.acts), cleanup=tuple(notes))
+        before = job.report or job.kind.report_type()
+        assert not isinstance(before, EvacuationReport)  # an evacuation is resumed, not judged
+        report = replace(before, reconciled=judged)
         where = job.dest_host or job.source_host
         if decision.outcome is Outcome.SUCCEEDED:
             handle.event(Phase.DONE, f"completed while ferry was down: {job.vm} runs on "
                          f"{where} ({found})", cleanup=notes)
             handle.finish(JobState.SUCCEEDED, report)
         elif decision.outcome is Outcome.FAILED:
-            cancelled = job.cancel_requested and found.endswith("(aborted on request)")
+            cancelled = job.cancel_requested and aborted  # only the user's cancel stopped it
             handle.event(Phase.ROLLBACK, f"did not complete while ferry was down: {job.vm} "
                          f"stays on {job.source_host} ({found})", cleanup=notes)
             handle.finish(JobState.CANCELLED if cancelled else JobState.FAILED, report,
                           f"the move did not complete while its server was down: {found}")
         else:
             handle.event(Phase.ROLLBACK, f"{job.vm}: {found}; no rule decides this, "
-                         "nothing was changed: check it with 'ferry vm show'", cleanup=notes)
+                         "nothing was changed: check it with 'ferry vm show'; the files the "
+                         "job recorded are listed with it")
             handle.finish(JobState.FAILED, report, f"found {found}: left for an admin")
 
-    def _judge(self, handle: JobHandle, job: Job) -> tuple[Decision, str]:
-        """Ask until a rule decides; act on what it says. (decision, what was found)."""
-        said: set[str] = set()
+    def _judge(self, handle: JobHandle, job: Job) -> tuple[Decision, str, bool]:
+        """Ask until a rule decides; act on what it says. (decision, what was found,
+        whether this server aborted the move because a user cancelled it)."""
+        said: set[tuple[Outcome, str]] = set()  # each finding is told once
         aborted = False
+        deadline = time.monotonic() + self._give_up_s
         while True:
             decision, found = self._look(job)
-            if decision.outcome in (Outcome.WAIT, Outcome.FOLLOW, Outcome.ABORT_COPY):
-                if found not in said:
-                    said.add(found)
+            if decision.outcome is Outcome.WAIT and time.monotonic() > deadline:
+                # A job is not left running for ever; what is not known is said so.
+                return Decision(Outcome.UNRESOLVED), found, aborted
+            if decision.outcome in (Outcome.WAIT, Outcome.FOLLOW, Outcome.FINISH_COPY):
+                if (decision.outcome, found) not in said:
+                    said.add((decision.outcome, found))
                     handle.event(Phase.RECONCILE, {
                         Outcome.WAIT: "waiting for the hosts to answer: ",
-                        Outcome.FOLLOW: "libvirt is still migrating; following it to its "
-                                        "end: ",
-                        Outcome.ABORT_COPY: "a disk copy no server will finish; cancelling "
-                                            "it: "}[decision.outcome] + found)
-                if decision.outcome is Outcome.ABORT_COPY:
-                    self._abort_copies(job)
-                    aborted = job.cancel_requested or handle.cancel_requested.is_set()
-                elif (decision.outcome is Outcome.FOLLOW and not aborted
-                      and handle.cancel_requested.is_set()):
-                    self._try(lambda: self._conn(job.source_host).abort_migration(job.vm))
+                        Outcome.FOLLOW: "libvirt is still copying; following it to its end: ",
+                        Outcome.FINISH_COPY: "the disk copies caught up; switching the VM "
+                                             "to them: "}[decision.outcome] + found)
+                cancel = handle.cancel_requested.is_set() or job.cancel_requested
+                storage = job.kind is JobKind.STORAGE_MIGRATE
+                if decision.outcome is not Outcome.WAIT and cancel and not aborted:
+                    self._abort(job)  # the user's cancel, before the switch: honoured
                     aborted = True
+                elif storage and decision.outcome is Outcome.FOLLOW \
+                        and time.monotonic() > deadline:
+                    self._abort(job)  # a copy that never catches up is given up
+                elif decision.outcome is Outcome.FINISH_COPY and not aborted:
+                    self._pivot(job)
+                    continue
                 time.sleep(self._retry_s)
                 continue
             for act in decision.acts:
@@ -204,16 +230,14 @@ class Reconciler:
             if decision.acts:
                 handle.event(Phase.RECONCILE, f"found {found}; did: "
                              f"{', '.join(a.value for a in decision.acts)}")
-            return decision, found + (" (aborted on request)" if aborted else "")
+            return decision, found, aborted
 
     def _look(self, job: Job) -> tuple[Decision, str]:
         src = self._see(job.source_host, job.vm)
         if job.kind is JobKind.STORAGE_MIGRATE:
-            copying = False
-            if src.answered and src.vm is not None:
-                copying = bool(self._try(lambda: self._conn(job.source_host).block_jobs(job.vm)))
-            targets = self._targets(job)
-            return judge_storage(src, copying, targets), src.describe()
+            copies = self._copies(job) if src.answered and src.vm is not None else {}
+            copying, caught_up = bool(copies), all(copies.values())
+            return judge_storage(src, copying, caught_up, self._targets(job)), src.describe()
         dst = self._see(job.dest_host or job.source_host, job.vm)
         found = f"{src.describe()}; {dst.describe()}"
         if job.kind is JobKind.COLD_MIGRATE:
@@ -229,9 +253,38 @@ class Reconciler:
         except FerryError as err:
             return Seen(host, False, error=err.message)
 
+    def _copies(self, job: Job) -> dict[str, bool]:
+        """disk -> whether its block copy caught up (is ready to switch to)."""
+        found: dict[str, bool] = {}
+        try:
+            conn = self._conn(job.source_host)
+            for disk in conn.block_jobs(job.vm):
+                info = conn.block_job(job.vm, disk)
+                if info is not None:
+                    found[disk] = info.ready
+        except FerryError:
+            return found  # the next look asks again
+        return found
+
+    def _pivot(self, job: Job) -> None:
+        try:
+            conn = self._conn(job.source_host)
+            for disk in self._copies(job):
+                conn.pivot_block_copy(job.vm, disk)
+        except FerryError:
+            return  # the next look shows which disks switched
+
+    def _abort(self, job: Job) -> None:
+        if job.kind is JobKind.STORAGE_MIGRATE:
+            self._abort_copies(job)
+        else:
+            self._try(lambda: self._conn(job.source_host).abort_migration(job.vm))
+
     def _act(self, job: Job, act: Act) -> None:
         dest = job.dest_host or job.source_host
-        if act is Act.DESTROY_SOURCE:
+        if act is Act.REPOINT:
+            self._try(lambda: self._repoint(job))
+        elif act is Act.DESTROY_SOURCE:
             self._try(lambda: self._conn(job.source_host).destroy_vm(job.vm))
         elif act is Act.DESTROY_DEST:
             self._try(lambda: self._conn(dest).destroy_vm(job.vm))
@@ -239,6 +292,16 @@ class Reconciler:
             self._try(lambda: self._conn(job.source_host).resume_vm(job.vm))
         else:
             self._try(lambda: self._conn(dest).resume_vm(job.vm))
+
+    def _repoint(self, job: Job) -> None:
+        """The saved definition follows the disks the VM runs on after the switch."""
+        conn = self._conn(job.source_host)
+        vm = conn.get_vm(job.vm)
+        targets = self._targets(job)
+        for disk in vm.disks if vm is not None else ():
+            if disk.source in targets:
+                conn.set_persistent_disk(job.vm, disk.target, disk.source,
+                                         disk.driver_format or "raw")
 
     def _abort_copies(self, job: Job) -> None:
         try:

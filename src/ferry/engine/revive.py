@@ -22,12 +22,13 @@ pass through TCG and are left alone.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from ferry.errors import FerryError
 from ferry.model import VMState
+from ferry.reports import GuestCheckReport
 from ferry.virt.base import HostConnection
 
 
@@ -66,7 +67,7 @@ class GuestCheck:
     grace_seconds: float = 1.0
     confirm_seconds: float = 2.0
 
-    def run(self, since: float) -> tuple[str, dict[str, Any]] | None:
+    def run(self, since: float) -> tuple[str, GuestCheckReport] | None:
         """Check the guest, repair it if needed; ``since`` is when the migration ended.
 
         Returns what to record (a sentence and the facts), or None when the VM
@@ -79,13 +80,11 @@ class GuestCheck:
         if vm is None or vm.state is not VMState.RUNNING:
             return None
         heard = self._listen(since, self.grace_seconds)
-        record: dict[str, Any] = {"heard": heard.value, "domain_type": vm.domain_type}
+        record = GuestCheckReport(heard=heard.value, domain_type=vm.domain_type)
         if heard is Heard.ALIVE:
-            record["kicked"] = False
             return (f"{self.vm} runs on {self.host.name}: its heartbeat was heard within "
                     f"{self._since_ms(since)} ms of the migration's end", record)
         if not needs_kick(heard, vm.domain_type):
-            record["kicked"] = False
             return None
         silent_ms = self._since_ms(since)
         kicked_at = time.monotonic()
@@ -93,18 +92,16 @@ class GuestCheck:
             self.host.suspend_vm(self.vm)
             self.host.resume_vm(self.vm)
         except FerryError as err:
-            record["kicked"] = False
-            record["kick_error"] = err.message
             return (f"could not pause and resume {self.vm} on {self.host.name} to deliver "
-                    f"its lost timer interrupt: {err.message}", record)
-        record["kicked"] = True
+                    f"its lost timer interrupt: {err.message}",
+                    replace(record, kick_error=err.message))
+        record = replace(record, kicked=True)
         if heard is Heard.UNHEARD:
             return (f"paused and resumed {self.vm} on {self.host.name}: QEMU under TCG can "
                     "lose a timer interrupt while it tears down a cancelled migration, and "
                     "ferry cannot hear this guest to see whether it did", record)
-        record["silent_ms"] = silent_ms
         back = self._listen(kicked_at, self.confirm_seconds)
-        record["heartbeat_back"] = back is Heard.ALIVE
+        record = replace(record, silent_ms=silent_ms, heartbeat_back=back is Heard.ALIVE)
         outcome = ("its heartbeat came back" if back is Heard.ALIVE
                    else f"still no heartbeat {self.confirm_seconds:g} s later")
         return (f"{self.vm} on {self.host.name} sent no heartbeat for {silent_ms} ms after "

@@ -17,10 +17,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
-from ferry.model import Job, JobState, Phase
+from ferry.job import Job, JobState, Phase
 from ferry.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class JobRunner:
         job = self._store.job(handle.id)
         if job.state is JobState.QUEUED:
             running, _ = self._store.slot_usage()
-            limits = {h.name: h.max_migrations for h in self._store.hosts()}
+            limits = self._store.slot_limits(set(job.slot_hosts))
             handle.event(Phase.REQUESTED, "queued: waiting for a migration slot on " + ", ".join(
                 f"{h} ({running.get(h, 0)} of {limits.get(h, '?')} in use)"
                 for h in job.slot_hosts))
@@ -81,10 +82,6 @@ class JobRunner:
             handle.notice_cancel()
         self._wakeup.set()
         return job
-
-    def unfinished(self) -> list[Job]:
-        with self._lock:
-            return [h.job for h in self._jobs.values() if not h.job.state.finished]
 
     def slots_taken(self) -> dict[str, int]:
         """host -> moves running there, plus the moves already waiting in line for it."""
@@ -121,12 +118,14 @@ class JobRunner:
 
     def _claim(self) -> None:
         for job in self._store.claim_startable(self.server_id, self._lease_s):
-            handle = JobHandle(self._store, replace_state(job), self.server_id)
+            # As the claim left it: running, and ours.
+            handle = JobHandle(self._store, replace(job, state=JobState.RUNNING),
+                               self.server_id)
             try:
                 body = self._body_for(job)
             except FerryError as err:
                 handle.event(Phase.ROLLBACK, f"could not start: {err.message}; nothing was done")
-                handle.finish(JobState.FAILED, {}, err.message)
+                handle.finish(JobState.FAILED, None, err.message)
                 continue
             self._run_in_thread(handle, body, job.slot_hosts)
 
@@ -174,10 +173,3 @@ class JobRunner:
                 self._refresh(host)
             except FerryError:
                 continue  # the next refresh shows the host's state
-
-
-def replace_state(job: Job) -> Job:
-    """The job as the claim left it: running."""
-    from dataclasses import replace
-
-    return replace(job, state=JobState.RUNNING)

@@ -16,14 +16,15 @@ and removes every target file ferry created.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from ferry.engine.diskplan import DiskMove, TargetFiles, plan_moves
 from ferry.engine.jobs import JobHandle
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
-from ferry.model import VM, JobState, Phase, Pool
+from ferry.job import JobState, Phase
+from ferry.model import VM, Pool
+from ferry.reports import CopyProgress, DiskProgress, StorageReport
 from ferry.virt.base import HostConnection
 
 
@@ -78,27 +79,28 @@ class StorageVMotion:
             if job.cancel_requested.is_set():
                 raise MigrationCancelled(f"storage migration of {self.vm.name} cancelled")
             ready = True
-            progress: dict[str, Any] = {"phase": Phase.PRECOPY.value, "disks": {}}
+            disks: dict[str, DiskProgress] = {}
             for move in self._moves:
                 info = self.conn.block_job(self.vm.name, move.disk.target)
                 if info is None:
                     raise MigrationError(f"the copy of disk {move.disk.target} stopped")
                 move.copied = info.cur
                 ready = ready and info.ready
-                progress["disks"][move.disk.target] = {
-                    "copied": info.cur, "total": info.end, "remaining": max(0, info.end - info.cur),
-                    "mode": "synchronous" if move.synchronous else "background"}
+                disks[move.disk.target] = DiskProgress(
+                    copied=info.cur, total=info.end, remaining=max(0, info.end - info.cur),
+                    mode="synchronous" if move.synchronous else "background")
             if ready:
-                job.progress(progress)
+                job.progress(CopyProgress(phase=Phase.PRECOPY.value, disks=disks))
                 return
             now = time.monotonic()
             if now - reported >= self.progress_seconds:
                 reported = now
-                for disk, view in progress["disks"].items():
+                for disk, view in disks.items():
                     when, copied = last.get(disk, (started, 0))
-                    view["rate_bps"] = round((view["copied"] - copied) / max(now - when, 1e-3))
-                    last[disk] = (now, view["copied"])
-                job.progress(progress)
+                    disks[disk] = replace(view, rate_bps=round(
+                        (view.copied - copied) / max(now - when, 1e-3)))
+                    last[disk] = (now, view.copied)
+                job.progress(CopyProgress(phase=Phase.PRECOPY.value, disks=disks))
             if time.monotonic() - started > self.sync_after_s:
                 self._go_synchronous(job)
                 started = time.monotonic()
@@ -156,10 +158,10 @@ class StorageVMotion:
         state = JobState.CANCELLED if isinstance(err, MigrationCancelled) else JobState.FAILED
         job.finish(state, self._report(started), err.message)
 
-    def _report(self, started: float) -> dict[str, Any]:
+    def _report(self, started: float) -> StorageReport:
         gap = self.heartbeat.largest_gap(self.vm.name, started) if self.heartbeat else None
-        return {"total_ms": round((time.monotonic() - started) * 1000),
-                "heartbeat_gap_ms": round(gap.gap_ms, 1) if gap is not None else None,
-                "heartbeat_lost": gap.lost if gap is not None else None,
-                "disks": self._files.report() if self._files else {},
-                "datastore": self.target_pool}
+        return StorageReport(total_ms=round((time.monotonic() - started) * 1000),
+                             heartbeat_gap_ms=round(gap.gap_ms, 1) if gap is not None else None,
+                             heartbeat_lost=gap.lost if gap is not None else None,
+                             disks=self._files.report() if self._files else {},
+                             datastore=self.target_pool)

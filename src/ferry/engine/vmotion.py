@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from ferry.engine.confirm import (
@@ -31,7 +31,8 @@ from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
 from ferry.engine.revive import GuestCheck, HeartbeatListener
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
-from ferry.model import JobState, Phase
+from ferry.job import JobState, Phase
+from ferry.reports import GuestCheckReport, LiveProgress, LiveReport, WarningNote
 from ferry.virt.base import HostConnection, MigrationOptions, MigrationStats
 
 
@@ -199,7 +200,7 @@ class VMotion:
     # -- outcome -----------------------------------------------------------
     def _report(self, started: float, started_mono: float, ended_mono: float,
                 samples: list[MigrationStats], actions: list[str],
-                succeeded: bool) -> dict[str, Any]:
+                succeeded: bool) -> LiveReport:
         final: MigrationStats | None = None
         if succeeded:
             # Only a successful migration has completed statistics, on the destination.
@@ -208,35 +209,37 @@ class VMotion:
             except FerryError:
                 final = None
         sent, basis = data_sent(final, samples, self.dest.name)
-        report: dict[str, Any] = {
-            "policy": self.policy.name,
-            "policy_actions": actions,
-            "warnings": self.warnings,
-            "total_ms": round((ended_mono - started_mono) * 1000),
-            "downtime_ms": final.downtime_ms if final else None,
-            "data_bytes": sent,
-            "data_bytes_basis": basis,
-            "memory_total": max((s.memory_total for s in (final, *samples) if s), default=0)
+        report = LiveReport(
+            policy=self.policy.name,
+            policy_actions=tuple(actions),
+            warnings=tuple(warning_note(w) for w in self.warnings),
+            total_ms=round((ended_mono - started_mono) * 1000),
+            downtime_ms=final.downtime_ms if final else None,
+            data_bytes=sent,
+            data_bytes_basis=basis,
+            memory_total=max((s.memory_total for s in (final, *samples) if s), default=0)
             or None,
-            "iterations": max((s.iteration for s in samples), default=0)
+            iterations=max((s.iteration for s in samples), default=0)
             if not final else max(final.iteration, max((s.iteration for s in samples), default=0)),
-            "setup_ms": final.setup_ms if final else None,
-            "max_dirty_rate_bps": max((s.dirty_rate_bps for s in samples), default=0),
-            "max_throttle_pct": max((s.throttle_pct for s in samples), default=0),
-            "shared_storage_proven": self.options.shared_storage_proven,
-            "started_at": started,
-        }
+            setup_ms=final.setup_ms if final else None,
+            max_dirty_rate_bps=max((s.dirty_rate_bps for s in samples), default=0),
+            max_throttle_pct=max((s.throttle_pct for s in samples), default=0),
+            shared_storage_proven=self.options.shared_storage_proven,
+            started_at=started,
+        )
         if Phase.RESUMED in self._phases:
             # When the VM ran again on the destination; "total" also counts the
             # source's teardown, which the VM does not wait for.
-            report["running_on_dest_ms"] = round((self._phases[Phase.RESUMED] - started) * 1000)
+            report = replace(report, running_on_dest_ms=round(
+                (self._phases[Phase.RESUMED] - started) * 1000))
         if self.heartbeat is not None:
             gap = self.heartbeat.largest_gap(self.vm, started_mono, ended_mono)
-            report["heartbeat_gap_ms"] = round(gap.gap_ms, 1) if gap is not None else None
-            report["heartbeat_lost"] = gap.lost if gap is not None else None
+            if gap is not None:
+                report = replace(report, heartbeat_gap_ms=round(gap.gap_ms, 1),
+                                 heartbeat_lost=gap.lost)
         return report
 
-    def _completed(self, job: JobHandle, report: dict[str, Any]) -> None:
+    def _completed(self, job: JobHandle, report: LiveReport) -> None:
         src, dst = self._sight(self.source.name), self._sight(self.dest.name)
         if src.answered and not src.running and dst.running:
             self._succeeded(job, report)
@@ -244,9 +247,8 @@ class VMotion:
         detail = describe(self.vm, src, dst)
         job.event(Phase.DONE, f"libvirt reported success, but {detail}",
                   source=seen_dict(src), dest=seen_dict(dst))
-        report["outcome"] = detail
         missing = unanswered(src, dst)
-        report["unconfirmed"] = list(missing)
+        report = replace(report, outcome=detail, unconfirmed=missing)
         job.finish(JobState.FAILED, report,
                    f"after migration the VM is not confirmed running on {self.dest.name} alone: "
                    f"{detail}")
@@ -254,7 +256,7 @@ class VMotion:
             self.confirmer.later(job, self.vm, self.source.name, self.dest.name,
                                  apply_rule=False)
 
-    def _succeeded(self, job: JobHandle, report: dict[str, Any]) -> None:
+    def _succeeded(self, job: JobHandle, report: LiveReport) -> None:
         for phase, message in ((Phase.RESUMED, f"running on {self.dest.name}"),
                                (Phase.UNREGISTER, f"unregistered from {self.source.name}")):
             if phase not in self._phases:
@@ -266,14 +268,14 @@ class VMotion:
                 self.files.delete_sources(job)
             except FerryError as err:
                 # The VM is safe on the destination; only space is not yet freed.
-                report["cleanup_error"] = err.message
+                report = replace(report, cleanup_error=err.message)
                 job.event(Phase.UNREGISTER, f"the VM runs on its new files, but its old files "
                           f"could not all be deleted: {err.message}")
-            report["disks"] = self.files.report()
+            report = replace(report, disks=self.files.report())
         job.event(Phase.DONE, f"{self.vm} runs on {self.dest.name}")
         job.finish(JobState.SUCCEEDED, report)
 
-    def _rolled_back(self, job: JobHandle, err: BaseException, report: dict[str, Any]) -> None:
+    def _rolled_back(self, job: JobHandle, err: BaseException, report: LiveReport) -> None:
         # Cancelled only when the cancel is what stopped it: a late cancel never relabels
         # a real failure (nor a policy's abort) as the user's.
         # libvirt reports an aborted copy as "cancelled" or as the broken stream it left.
@@ -294,7 +296,7 @@ class VMotion:
         if self.files is not None and dst.answered and dst.state is None:
             left = self.files.discard(job)
             self.files.settle(job, succeeded=False)
-            report["disks"] = self.files.report()
+            report = replace(report, disks=self.files.report())
         detail = describe(self.vm, src, dst) + "".join(f"; {d}" for d in done)
         if left:
             detail += f" (files left: {', '.join(left)})"
@@ -303,10 +305,9 @@ class VMotion:
         missing = unanswered(src, dst)
         job.event(Phase.ROLLBACK, detail, on_source=src.running if src.answered else None,
                   on_dest=dst.present if dst.answered else None, unconfirmed=list(missing))
-        report["rollback"] = detail
-        report["unconfirmed"] = list(missing)
+        report = replace(report, rollback=detail, unconfirmed=missing)
         if src.answered and src.running:
-            self._check_guest(job, report)
+            report = replace(report, guest_after_rollback=self._check_guest(job))
         if cancelled:
             job.finish(JobState.CANCELLED, report, f"cancelled: {message}")
         else:
@@ -326,15 +327,15 @@ class VMotion:
             return self.reach(host)
         return self.source if host == self.source.name else self.dest
 
-    def _check_guest(self, job: JobHandle, report: dict[str, Any]) -> None:
+    def _check_guest(self, job: JobHandle) -> GuestCheckReport | None:
         """The VM stayed on the source: prove its guest runs, repair a lost timer interrupt."""
         source = self._reach(self.source.name)
         found = GuestCheck(source, self.vm, self.heartbeat).run(self._ended_mono)
         if found is None:
-            return
+            return None
         message, facts = found
-        report["guest_after_rollback"] = facts
-        job.event(Phase.ROLLBACK, message, **facts)
+        job.event(Phase.ROLLBACK, message, **asdict(facts))
+        return facts
 
     def _check_guest_later(self, job: JobHandle) -> None:
         """As :meth:`_check_guest`, once a finished job's source answers again."""
@@ -343,7 +344,7 @@ class VMotion:
         if found is None:
             return
         message, facts = found
-        job.event(Phase.ROLLBACK, message, **facts)
+        job.event(Phase.ROLLBACK, message, **asdict(facts))
         job.amend_report(guest_after_rollback=facts)
 
     def _sight(self, host: str) -> Sighting:
@@ -375,19 +376,30 @@ def data_sent(final: MigrationStats | None, samples: list[MigrationStats],
                   "keeps no statistics of a migration that did not complete)")
 
 
-def progress_view(phase: str, stats: MigrationStats) -> dict[str, Any]:
-    return {
-        "phase": phase,
-        "elapsed_ms": stats.elapsed_ms,
-        "memory_total": stats.memory_total,
-        "memory_processed": stats.memory_processed,
-        "memory_remaining": stats.memory_remaining,
-        "data_processed": stats.data_processed,
-        "iteration": stats.iteration,
-        "dirty_rate_bps": stats.dirty_rate_bps,
-        "memory_bps": stats.memory_bps,
-        "throttle_pct": stats.throttle_pct,
-        "disk_total": stats.disk_total,
-        "disk_processed": stats.disk_processed,
-        "disk_remaining": stats.disk_remaining,
-    }
+def progress_view(phase: str, stats: MigrationStats) -> LiveProgress:
+    return LiveProgress(
+        phase=phase,
+        elapsed_ms=stats.elapsed_ms,
+        memory_total=stats.memory_total,
+        memory_processed=stats.memory_processed,
+        memory_remaining=stats.memory_remaining,
+        data_processed=stats.data_processed,
+        iteration=stats.iteration,
+        dirty_rate_bps=stats.dirty_rate_bps,
+        memory_bps=stats.memory_bps,
+        throttle_pct=stats.throttle_pct,
+        disk_total=stats.disk_total,
+        disk_processed=stats.disk_processed,
+        disk_remaining=stats.disk_remaining,
+    )
+
+
+def warning_note(finding: Mapping[str, object]) -> WarningNote:
+    """A pre-flight warning as the move's spec keeps it (:func:`finding_dict`), for the
+    report."""
+    objects = finding.get("objects")
+    return WarningNote(
+        code=str(finding.get("code", "")), status=str(finding.get("status", "warning")),
+        message=str(finding.get("message", "")), remedy=str(finding.get("remedy", "")),
+        objects={str(k): str(v) for k, v in objects.items()} if isinstance(objects, dict)
+        else {})

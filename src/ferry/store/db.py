@@ -13,23 +13,16 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import (
-    create_engine,
-    delete,
-    insert,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
 from ferry.errors import InputError, NotFound
 from ferry.model import HOST_SETTINGS, Cluster, EvcMode, Host
+from ferry.store import migrate
 from ferry.store.coordination import Coordination
 from ferry.store.jobs import JobRecords
-from ferry.store.schema import clusters_table, hosts_table, metadata
+from ferry.store.schema import clusters_table, hosts_table
 
 _HOST_FIELDS = ("name", "uri", *HOST_SETTINGS, "cluster")
 
@@ -46,46 +39,10 @@ class Store(JobRecords, Coordination):
             # or a running job's write with "terminating connection".
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, future=True, **kwargs)
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
-        self._add_missing_indexes()
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_wal)
+        migrate.upgrade(self.engine)  # the schema this code reads and writes: head
         self._lock = threading.Lock()  # SQLite serialises writers anyway; fail fast elsewhere
-
-    def _add_missing_columns(self) -> None:
-        """Columns added since a database was created; create_all only makes new tables."""
-        inspector = inspect(self.engine)
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                kind = column.type.compile(dialect=self.engine.dialect)
-                default = ""
-                if column.default is not None and not column.nullable:
-                    value = column.default.arg  # type: ignore[attr-defined]
-                    default = f" NOT NULL DEFAULT {_sql_literal(value)}"
-                with self.engine.begin() as conn:
-                    conn.execute(text(
-                        f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}'))
-
-    def _add_missing_indexes(self) -> None:
-        """Indexes added since a database was created (create_all skips existing tables).
-
-        Two servers starting at once may both try: the loser's "already exists"
-        is the winner's index, so it is checked for again rather than raised.
-        """
-        for table in metadata.sorted_tables:
-            for index in table.indexes:
-                present = {i["name"] for i in inspect(self.engine).get_indexes(table.name)}
-                if index.name in present:
-                    continue
-                try:
-                    with self.engine.begin() as conn:
-                        index.create(conn)
-                except (IntegrityError, OperationalError, ProgrammingError):
-                    present = {i["name"] for i in inspect(self.engine).get_indexes(table.name)}
-                    if index.name not in present:
-                        raise
 
     # -- hosts -------------------------------------------------------------
     def add_host(self, host: Host) -> None:
@@ -177,6 +134,15 @@ class Store(JobRecords, Coordination):
         self.engine.dispose()
 
 
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    # Readers (the API) then never wait for a job's write, nor it for them; and a
+    # commit no longer forces the disk twice, which a fleet's evacuation felt.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def _evc_from_json(value: str | None) -> EvcMode | None:
     if value is None:
         return None
@@ -185,9 +151,3 @@ def _evc_from_json(value: str | None) -> EvcMode | None:
     return EvcMode(**fields)
 
 
-def _sql_literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    raise TypeError(f"no SQL literal for {value!r}")

@@ -17,10 +17,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from ferry import reports
 from ferry.errors import InputError, NotFound, RefusedError, VMBusy
-from ferry.jobstates import IllegalTransition, check_transition, past_no_return, predecessors
-from ferry.jobstates import too_late_message as _too_late
-from ferry.model import (
+from ferry.job import (
     Job,
     JobEvent,
     JobKind,
@@ -31,7 +30,9 @@ from ferry.model import (
     ResourceKind,
     ResourceState,
 )
-from ferry.store.schema import UNFINISHED, events_table, jobs_table, resources_table
+from ferry.jobstates import IllegalTransition, check_transition, past_no_return, predecessors
+from ferry.jobstates import too_late_message as _too_late
+from ferry.store.schema import UNFINISHED, events_table, job_resources_table, jobs_table
 
 
 class LostOwnership(InputError):
@@ -92,8 +93,8 @@ class JobRecords:
                 select(events_table).where(events_table.c.job_id == job_id)
                 .order_by(events_table.c.id)).mappings()
             resources = conn.execute(
-                select(resources_table).where(resources_table.c.job_id == job_id)
-                .order_by(resources_table.c.id)).mappings()
+                select(job_resources_table).where(job_resources_table.c.job_id == job_id)
+                .order_by(job_resources_table.c.id)).mappings()
             return replace(job_from_row(row), events=tuple(_event_from_row(e) for e in events),
                            resources=tuple(_resource_from_row(r) for r in resources))
 
@@ -148,8 +149,15 @@ class JobRecords:
             check_transition(job_id, JobState(row.state), new)
         return IllegalTransition(f"job {job_id} could not be updated ({row.state})")
 
-    def add_event(self, job_id: str, event: JobEvent) -> None:
+    def add_event(self, job_id: str, event: JobEvent, owner: str | None = None) -> None:
+        """Record an event, the job's phase becoming the event's; LostOwnership, and
+        nothing recorded, if ``owner`` no longer holds the job."""
         with self._lock, self.engine.begin() as conn:
+            query = update(jobs_table).where(jobs_table.c.id == job_id)
+            if owner is not None:
+                query = query.where(jobs_table.c.owner == owner)
+            if conn.execute(query.values(phase=event.phase.value)).rowcount == 0:
+                raise self._why_not(conn, job_id, owner, None)
             conn.execute(insert(events_table).values(**_event_row(job_id, event)))
 
     # -- cancelling (by any server) ----------------------------------------
@@ -187,7 +195,7 @@ class JobRecords:
                      state: ResourceState = ResourceState.INTENDED) -> int:
         role = "created" if kind.created_by_ferry else "replaced"
         with self._lock, self.engine.begin() as conn:
-            result = conn.execute(insert(resources_table).values(
+            result = conn.execute(insert(job_resources_table).values(
                 job_id=job_id, host=host, kind=kind.value, role=role, pool=pool, name=name,
                 path=path, state=state.value, updated_at=time.time()))
             key = result.inserted_primary_key
@@ -200,13 +208,14 @@ class JobRecords:
         if path is not None:
             values["path"] = path
         with self._lock, self.engine.begin() as conn:
-            conn.execute(update(resources_table).where(resources_table.c.id == resource_id)
+            conn.execute(update(job_resources_table).where(job_resources_table.c.id == resource_id)
                          .values(**values))
 
     def resources(self, job_id: str) -> list[JobResource]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(resources_table).where(
-                resources_table.c.job_id == job_id).order_by(resources_table.c.id)).mappings()
+            rows = conn.execute(select(job_resources_table)
+                                .where(job_resources_table.c.job_id == job_id)
+                                .order_by(job_resources_table.c.id)).mappings()
             return [_resource_from_row(r) for r in rows]
 
 
@@ -215,7 +224,7 @@ def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in fields.items():
         if key in ("progress", "report"):
-            values[key] = json.dumps(value)
+            values[key] = json.dumps(reports.dump(value))
         elif key == "phase":
             values[key] = Phase(value).value
         else:
@@ -229,7 +238,8 @@ def _job_row(job: Job) -> dict[str, Any]:
         "dest_host": job.dest_host, "state": job.state.value, "phase": job.phase.value,
         "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "error": job.error,
-        "progress": json.dumps(job.progress), "report": json.dumps(job.report),
+        "progress": json.dumps(reports.dump(job.progress)),
+        "report": json.dumps(reports.dump(job.report)),
         "vm_uuid": job.vm_uuid, "owner": job.owner,
         "spec": json.dumps(asdict(job.spec) if job.spec is not None else {}),
         "slot_hosts": json.dumps(list(job.slot_hosts)),
@@ -247,12 +257,14 @@ def _spec_from_json(value: str | None) -> MoveSpec | None:
 
 
 def job_from_row(row: RowMapping) -> Job:
+    kind = JobKind(row["kind"])
     return Job(
-        id=row["id"], kind=JobKind(row["kind"]), vm=row["vm"], source_host=row["source_host"],
+        id=row["id"], kind=kind, vm=row["vm"], source_host=row["source_host"],
         dest_host=row["dest_host"], state=JobState(row["state"]), phase=Phase(row["phase"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], error=row["error"],
-        progress=json.loads(row["progress"] or "{}"), report=json.loads(row["report"] or "{}"),
+        progress=reports.load(kind.progress_type, json.loads(row["progress"] or "{}")),
+        report=reports.load(kind.report_type, json.loads(row["report"] or "{}")),
         vm_uuid=row["vm_uuid"], spec=_spec_from_json(row["spec"]),
         slot_hosts=tuple(json.loads(row["slot_hosts"] or "[]")), owner=row["owner"],
         cancel_requested=bool(row["cancel_requested"]), parent_id=row["parent_id"],

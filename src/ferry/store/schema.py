@@ -1,4 +1,9 @@
-"""ferry's tables, described once (SQLAlchemy Core)."""
+"""ferry's database schema: the tables as the newest migration leaves them.
+
+This is the schema the store's code reads and writes. The database reaches it
+through the Alembic revisions in ``ferry/store/migrations/versions``; a unit
+test compares a migrated database with this metadata, so the two cannot drift.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ from sqlalchemy import (
     false,
 )
 
-from ferry.model import JobState
+from ferry.job import JobState
+from ferry.model import DEFAULT_SETTINGS
 
 metadata = MetaData()
 
@@ -28,7 +34,7 @@ hosts_table = Table(
     Column("migration_address", String(255)),
     Column("migration_enabled", Boolean, nullable=False, default=True),
     Column("maintenance", Boolean, nullable=False, default=False),
-    Column("max_migrations", Integer, nullable=False, default=2),
+    Column("max_migrations", Integer, nullable=False, default=DEFAULT_SETTINGS.max_migrations),
     Column("memory_limit_mib", Integer),
     Column("migration_interface", String(64)),
     Column("migration_network_isolated", Boolean, nullable=False, default=False),
@@ -60,12 +66,13 @@ jobs_table = Table(
     Column("progress", Text, nullable=False, default="{}"),
     Column("report", Text, nullable=False, default="{}"),
     Column("vm_uuid", String(36)),  # NULL for a job that holds no VM (an evacuation)
-    Column("owner", String(36)),  # the server that runs it
+    Column("owner", String(36)),  # the id of the server (servers.id) that runs the job
     Column("lease_until", Float),  # database-clock seconds until which the owner holds it
     Column("spec", Text, nullable=False, server_default="{}"),  # the request, as JSON
-    Column("slot_hosts", Text, nullable=False, server_default="[]"),  # hosts whose slots it takes
+    # JSON list of the hosts the job takes a migration slot on
+    Column("slot_hosts", Text, nullable=False, server_default="[]"),
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
-    Column("parent_id", String(36)),  # the evacuation that started this move
+    Column("parent_id", String(36)),  # the evacuation a move belongs to
     Index("jobs_queue", "state", "created_at"),
 )
 
@@ -93,21 +100,20 @@ events_table = Table(
     Column("data", Text, nullable=False, default="{}"),
 )
 
-
-
+# The ferry servers that share this database, each under an id of its own.
 servers_table = Table(
     "servers",
     metadata,
     Column("id", String(36), primary_key=True),
     Column("name", String(255), nullable=False),
     Column("started_at", Float, nullable=False),
-    Column("seen_at", Float, nullable=False),  # database clock; renewed with its leases
+    Column("seen_at", Float, nullable=False),
     Column("stopped_at", Float),
 )
 
-# What ferry creates (or frees) on a host for a job, recorded before it asks the host:
-# any server can finish a job's clean-up from these rows alone.
-resources_table = Table(
+# What a job made or holds on a host (a disk, a domain, a file), so that whoever
+# finishes or cleans up after the job knows it from the database.
+job_resources_table = Table(
     "job_resources",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
