@@ -8,30 +8,25 @@ host's two migration slots in use, and the third move starts by itself.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from conftest import LabEnv, wait_until
+from conftest import LabEnv, progress_of, report_of, wait_until
 from served import ServedFerry, ServeFactory, serve_ferry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ferry.engine.runner import LEASE_S, RENEW_S
 from ferry.lab.lab import set_link
-
-# The session's throwaway PostgreSQL (tests/unit/test_store.py starts it).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from test_store import postgres_server, postgres_url
+from ferry.reports import LiveProgress, LiveReport
 
 pytestmark = [pytest.mark.lab, pytest.mark.postgres]
 
-__all__ = ["postgres_server", "postgres_url", "serve_ferry"]  # fixtures used here
+__all__ = ["serve_ferry"]  # the fixture, imported for this module's tests
 
 TAKEOVER_MARGIN_S = 3.0  # the runner's poll, a refresh, the database's round trips
 
@@ -82,7 +77,8 @@ def test_a_killed_server_s_move_is_taken_over_within_the_lease(
     a.client.refresh()
     slow_link("50mbit")  # 128 MiB of dirty memory: the pre-copy lasts half a minute
     job = a.client.migrate("ra1", "host2")
-    wait_until(lambda: int(b.job(job.id).progress.get("memory_processed", 0)) > 2 * 2**20,
+    wait_until(lambda: (progress_of(b.job(job.id), LiveProgress).memory_processed or 0)
+               > 2 * 2**20,
                60, "the pre-copy, as server B reads it")
     owner_a = b.job(job.id).owner
     assert owner_a and b.job(job.id).state == "running"
@@ -99,7 +95,8 @@ def test_a_killed_server_s_move_is_taken_over_within_the_lease(
     took_over = [e for e in done.events if e.phase == "reconcile" and "taken over" in e.message]
     assert len(took_over) == 1 and done.owner and done.owner in took_over[0].message
     assert took_over[0].at - killed <= LEASE_S + RENEW_S + TAKEOVER_MARGIN_S
-    assert done.report["reconciled"]["outcome"] == "succeeded"
+    reconciled = report_of(done, LiveReport).reconciled
+    assert reconciled is not None and reconciled.outcome == "succeeded"
     assert any("completed while ferry was down" in e.message for e in done.events)
     print(f"server B took the job over {taken:.1f} s after server A was killed")
     # What B recorded is what libvirt shows.
