@@ -25,7 +25,7 @@ from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, VMotion
 from ferry.errors import InputError, NotFound, RefusedError
 from ferry.job import Job, JobKind, MoveSpec, Phase
-from ferry.model import VM, Cluster, Inventory, VMState
+from ferry.model import VM, Cluster, Inventory, Pool, VMState
 from ferry.store.db import Store
 from ferry.virt.base import HostConnection, MigrationOptions
 
@@ -178,7 +178,7 @@ class MoveStarter:
         dest_host, dest_datastore = request.dest_host, request.dest_datastore
         assert dest_host is not None
         if dest_datastore is not None:  # refused now, not when it would start
-            self._planned(inventory, current, dest_datastore, request)
+            self._planned(inventory.pools_on(current.host), current, dest_datastore, request)
         kind = JobKind.MIGRATE if dest_datastore is None else JobKind.MIGRATE_WITH_STORAGE
         return self._record(kind, current, dest_host, request, findings, warnings,
                             dest_host + (f", datastore {dest_datastore}"
@@ -214,7 +214,7 @@ class MoveStarter:
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"cold migration of {vm.name} to {where}")
         if datastore is not None:
-            self._planned(inventory, current, datastore, request)
+            self._planned(inventory.pools_on(current.host), current, datastore, request)
         return self._record(JobKind.COLD_MIGRATE, current, target_host, request, findings,
                             warnings, where, parent,
                             f"{vm.name} is powered off on {vm.host}: cold migration")
@@ -230,7 +230,8 @@ class MoveStarter:
         current = self._conn(job.source_host).get_vm(job.vm)
         if current is None or current.uuid != spec.vm_uuid:
             raise NotFound(f"VM {job.vm} is no longer on {job.source_host}")
-        inventory = self._inventory.inventory()
+        # Only the source's datastores: the whole fleet's inventory is not needed here.
+        pools = self._inventory.pools_on(job.source_host)
         request = MoveRequest(spec.vm_uuid, dest_host=spec.dest_host,
                               dest_datastore=spec.dest_datastore, disks=spec.disks,
                               disk_format=spec.disk_format, cold=spec.cold)
@@ -239,11 +240,11 @@ class MoveStarter:
             assert spec.dest_datastore is not None
             return StorageVMotion(
                 vm=current, conn=source, target_pool=spec.dest_datastore,
-                pools=inventory.pools_on(job.source_host), disk_format=spec.disk_format,
+                pools=pools, disk_format=spec.disk_format,
                 disks=spec.disks, heartbeat=self._heartbeat).run
         files = None
         if spec.dest_datastore is not None:
-            files = TargetFiles(current.name, self._planned(inventory, current,
+            files = TargetFiles(current.name, self._planned(pools, current,
                                                             spec.dest_datastore, request),
                                 source, dest, spec.dest_datastore,
                                 reopen_target=lambda: self._conn(target))
@@ -267,10 +268,10 @@ class MoveStarter:
             files=files, reach=self._conn, confirmer=self._confirmer,
         ).run
 
-    def _planned(self, inventory: Inventory, vm: VM, datastore: str,
+    def _planned(self, source_pools: list[Pool], vm: VM, datastore: str,
                  request: MoveRequest) -> list[DiskMove]:
         """The files a move to ``datastore`` creates; InputError when no disk would move."""
-        moves = plan_moves(vm, inventory.pools_on(vm.host), request.disk_format, request.disks)
+        moves = plan_moves(vm, source_pools, request.disk_format, request.disks)
         if not moves:
             raise InputError(f"VM {vm.name} has no data disk to move to {datastore}")
         return moves

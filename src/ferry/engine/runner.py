@@ -57,7 +57,7 @@ class JobRunner:
     def launch(self, handle: JobHandle) -> Job:
         """A move recorded queued: it starts by itself once its hosts have a free slot."""
         self._claim()
-        job = self._store.job(handle.id)
+        job = self._store.job(handle.id, detail=False)
         if job.state is JobState.QUEUED:
             running, _ = self._store.slot_usage()
             limits = self._store.slot_limits(set(job.slot_hosts))

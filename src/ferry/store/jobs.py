@@ -83,12 +83,15 @@ class JobRecords:
                 jobs_table.c.state.in_(UNFINISHED))).mappings()
             return [job_from_row(r) for r in rows]
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str, detail: bool = True) -> Job:
+        """The job; with its events and resources unless ``detail`` is False."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(jobs_table).where(jobs_table.c.id == job_id)).mappings().first()
             if row is None:
                 raise NotFound(f"no job with id {job_id}")
+            if not detail:
+                return job_from_row(row)
             events = conn.execute(
                 select(events_table).where(events_table.c.job_id == job_id)
                 .order_by(events_table.c.id)).mappings()
