@@ -24,6 +24,7 @@ from conftest import LabEnv
 
 from ferry.api.schemas import JobOut
 from ferry.cli.client import ApiError, FerryClient
+from ferry.lab.lab import set_link
 
 FINISHED = ("succeeded", "failed", "cancelled")
 START_S = 60.0  # a server's start includes a refresh of every host
@@ -168,3 +169,17 @@ def serve_ferry(lab: LabEnv, make_vm: Callable[..., None],
         for server in served:
             print(f"--- log of {server.name}:\n{server.log_tail()}")
         lab.ferry("refresh")
+
+
+@pytest.fixture
+def slow_link(lab: LabEnv) -> Iterator[Callable[[str | None], None]]:
+    """Shapes host1's link (so a copy lasts); unshaped again whatever the test did."""
+    try:
+        yield lambda rate: set_link("host1", rate)
+    finally:
+        set_link("host1", None)
+
+
+def where_it_runs(lab: LabEnv, vm: str) -> dict[str, str]:
+    """host -> state of ``vm`` there, by virsh on every host."""
+    return {h: s for h in lab.hosts if (s := lab.domains(h).get(vm)) is not None}

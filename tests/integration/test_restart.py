@@ -11,15 +11,15 @@ acknowledged block, and nothing ferry created for the attempt is left on any hos
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import LabEnv, disk_source, fill_disk, progress_of, report_of, wait_until
-from served import ServedFerry, ServeFactory, serve_ferry
+from served import ServedFerry, ServeFactory, serve_ferry, slow_link, where_it_runs
 
 from ferry.api.schemas import JobOut
-from ferry.lab.lab import local_datastore_dir, set_link
+from ferry.lab.lab import local_datastore_dir
 from ferry.lab.layout import LAB_ROOT
 from ferry.reports import (
     CopyProgress,
@@ -31,7 +31,7 @@ from ferry.reports import (
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["serve_ferry"]  # the fixture, imported for this module's tests
+__all__ = ["serve_ferry", "slow_link"]  # the fixtures, imported for this module's tests
 
 SHARED = LAB_ROOT / "datastores" / "shared"
 DATASTORES = ("shared", "local")
@@ -45,24 +45,8 @@ def served(serve_ferry: ServeFactory, tmp_path: Path) -> ServedFerry:
     return serve_ferry("ferry", f"sqlite:///{tmp_path / 'ferry.db'}")
 
 
-@pytest.fixture
-def slow_link(lab: LabEnv) -> Iterator[Callable[[str | None], None]]:
-    """Shapes host1's link (so a copy lasts); unshaped again whatever the test did."""
-    try:
-        yield lambda rate: set_link("host1", rate)
-    finally:
-        set_link("host1", None)
-
 
 # -- what the hosts show -----------------------------------------------------------
-def where_it_runs(lab: LabEnv, vm: str) -> dict[str, str]:
-    """host -> state of ``vm`` there, by virsh on every host."""
-    found = {}
-    for host in lab.hosts:
-        state = lab.domains(host).get(vm)
-        if state is not None:
-            found[host] = state
-    return found
 
 
 def files_of(lab: LabEnv, vm: str) -> dict[str, set[str]]:

@@ -16,17 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import LabEnv, progress_of, report_of, wait_until
-from served import ServedFerry, ServeFactory, serve_ferry
+from served import ServedFerry, ServeFactory, serve_ferry, slow_link, where_it_runs
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ferry.engine.runner import LEASE_S, RENEW_S
-from ferry.lab.lab import set_link
 from ferry.reports import LiveProgress, LiveReport
 
 pytestmark = [pytest.mark.lab, pytest.mark.postgres]
 
-__all__ = ["serve_ferry"]  # the fixture, imported for this module's tests
+__all__ = ["serve_ferry", "slow_link"]  # the fixtures, imported for this module's tests
 
 TAKEOVER_MARGIN_S = 3.0  # the runner's poll, a refresh, the database's round trips
 
@@ -54,16 +53,7 @@ def two_servers(database: str, serve_ferry: ServeFactory) -> tuple[ServedFerry, 
     return a, b
 
 
-@pytest.fixture
-def slow_link(lab: LabEnv) -> Iterator[Callable[[str | None], None]]:
-    try:
-        yield lambda rate: set_link("host1", rate)
-    finally:
-        set_link("host1", None)
 
-
-def where_it_runs(lab: LabEnv, vm: str) -> dict[str, str]:
-    return {h: s for h in lab.hosts if (s := lab.domains(h).get(vm)) is not None}
 
 
 def test_a_killed_server_s_move_is_taken_over_within_the_lease(
