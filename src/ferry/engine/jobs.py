@@ -59,15 +59,14 @@ class JobHandle:
     @classmethod
     def create(cls, store: Store, kind: JobKind, vm: str, source: str, dest: str | None,
                vm_uuid: str | None = None, spec: MoveSpec | None = None,
-               slot_hosts: tuple[str, ...] = (), parent_id: str | None = None,
-               events: tuple[JobEvent, ...] = ()) -> JobHandle:
+               slot_hosts: tuple[str, ...] = (), parent_id: str | None = None) -> JobHandle:
         """Record a new queued job; a move (``vm_uuid`` given) is refused while its VM has
         another."""
         now = time.time()
         job = Job(
             id=str(uuid.uuid4()), kind=kind, vm=vm, source_host=source, dest_host=dest,
             state=JobState.QUEUED, phase=Phase.REQUESTED, created_at=now,
-            events=(JobEvent(now, Phase.REQUESTED, _asked(kind, vm, source, dest)), *events),
+            events=(JobEvent(now, Phase.REQUESTED, _asked(kind, vm, source, dest)),),
             vm_uuid=vm_uuid, spec=spec, slot_hosts=tuple(dict.fromkeys(slot_hosts)),
             parent_id=parent_id,
         )

@@ -226,8 +226,7 @@ class MoveStarter:
         if spec is None:
             raise InputError(f"job {job.id} records no move to run")
         target = job.dest_host or job.source_host
-        self._inventory.refresh_vms(job.source_host)
-        current = self._conn(job.source_host).get_vm(job.vm)
+        current = self._conn(job.source_host).get_vm(job.vm)  # as its host shows it now
         if current is None or current.uuid != spec.vm_uuid:
             raise NotFound(f"VM {job.vm} is no longer on {job.source_host}")
         # Only the source's datastores: the whole fleet's inventory is not needed here.

@@ -238,7 +238,9 @@ class Reconciler:
             copies = self._copies(job) if src.answered and src.vm is not None else {}
             copying, caught_up = bool(copies), all(copies.values())
             return judge_storage(src, copying, caught_up, self._targets(job)), src.describe()
-        dst = self._see(job.dest_host or job.source_host, job.vm)
+        dest = job.dest_host or job.source_host
+        # A move on one host (a cold move between its datastores) asks it once.
+        dst = src if dest == job.source_host else self._see(dest, job.vm)
         found = f"{src.describe()}; {dst.describe()}"
         if job.kind is JobKind.COLD_MIGRATE:
             return judge_cold(src, dst, self._targets(job)), found

@@ -30,14 +30,6 @@ class VMFactory(Protocol):
                existing: list[VM], domain_type: str, cpu_xml: str | None) -> None: ...
 
 
-def refuse_if_in_maintenance(store: Store, host: str, what: str) -> None:
-    if store.host(host).maintenance:
-        raise RefusedError(f"{what} refused: host {host} is in maintenance mode", [Finding(
-            "host.maintenance", Status.ERROR, f"host {host} is in maintenance mode",
-            remedy=f"choose another host, or 'ferry host maintenance exit {host}'",
-            objects={"host": host})])
-
-
 class VMActions:
     def __init__(self, store: Store, inventory: InventoryCache, vms: VMIndex,
                  conn: Callable[[str], HostConnection], evc: EvcService,
@@ -51,7 +43,11 @@ class VMActions:
         self._factory = factory
 
     def _refuse_if_in_maintenance(self, host: str, what: str) -> None:
-        refuse_if_in_maintenance(self._store, host, what)
+        if self._store.host(host).maintenance:
+            raise RefusedError(f"{what} refused: host {host} is in maintenance mode", [Finding(
+                "host.maintenance", Status.ERROR, f"host {host} is in maintenance mode",
+                remedy=f"choose another host, or 'ferry host maintenance exit {host}'",
+                objects={"host": host})])
 
     def create(self, request: VMCreateRequest) -> VM:
         if self._factory is None:
