@@ -174,6 +174,9 @@ class HostSettings:
     migration_address: str | None = None  # where QEMU's migration stream goes
     migration_interface: str | None = None  # the host NIC carrying migration traffic
     migration_network_isolated: bool = False  # the admin says that network is isolated
+    # The admin accepts that migrations to and from this host may cross the network in
+    # clear text when the pair cannot do TLS; off, such a move is refused.
+    allow_cleartext_migration: bool = False
     # The seed: a host takes part in at most two migrations at once.
     max_migrations: int = 2
     memory_limit_mib: int | None = None  # admin's cap for VMs on this host; None = all of it
@@ -204,6 +207,7 @@ class Host:
     memory_limit_mib: int | None = DEFAULT_SETTINGS.memory_limit_mib
     migration_interface: str | None = DEFAULT_SETTINGS.migration_interface
     migration_network_isolated: bool = DEFAULT_SETTINGS.migration_network_isolated
+    allow_cleartext_migration: bool = DEFAULT_SETTINGS.allow_cleartext_migration
     cluster: str | None = None  # the cluster the host belongs to, if any
     connected: bool = False
     error: str | None = None

@@ -54,6 +54,7 @@ class HostSettingsUpdate:
     migration_address: str | None = None
     migration_interface: str | None = None
     migration_network_isolated: bool | None = None
+    allow_cleartext_migration: bool | None = None
     max_migrations: int | None = None
     memory_limit_mib: int | None = None
     clear_memory_limit: bool = False
@@ -68,6 +69,8 @@ class HostSettingsUpdate:
             values["migration_interface"] = validate.interface(self.migration_interface)
         if self.migration_network_isolated is not None:
             values["migration_network_isolated"] = self.migration_network_isolated
+        if self.allow_cleartext_migration is not None:
+            values["allow_cleartext_migration"] = self.allow_cleartext_migration
         if self.max_migrations is not None:
             if not MIN_MAX_MIGRATIONS <= self.max_migrations <= MAX_MAX_MIGRATIONS:
                 raise InputError(f"max migrations {self.max_migrations} is out of range "

@@ -82,6 +82,7 @@ class HostOut(Out):
     maintenance: bool = DEFAULT_SETTINGS.maintenance
     max_migrations: int = DEFAULT_SETTINGS.max_migrations
     memory_limit_mib: int | None = DEFAULT_SETTINGS.memory_limit_mib
+    allow_cleartext_migration: bool = DEFAULT_SETTINGS.allow_cleartext_migration
     cluster: str | None = None
     connected: bool = False
     error: str | None = None
@@ -378,6 +379,7 @@ class HostUpdate(BaseModel):
     migration_address: str | None = Field(default=None, max_length=255)
     migration_interface: str | None = Field(default=None, max_length=15)
     migration_network_isolated: bool | None = None
+    allow_cleartext_migration: bool | None = None
     max_migrations: int | None = Field(default=None, ge=MIN_MAX_MIGRATIONS,
                                        le=MAX_MAX_MIGRATIONS)
     memory_limit_mib: int | None = Field(default=None, ge=MIN_MEMORY_LIMIT_MIB)

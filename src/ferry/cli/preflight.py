@@ -37,7 +37,7 @@ def _check(args: argparse.Namespace, ctx: Context) -> int:
 def _host_set(args: argparse.Namespace, ctx: Context) -> int:
     changes: dict[str, Any] = {}
     for key in ("migration_enabled", "migration_address", "migration_interface",
-                "migration_network_isolated", "max_migrations"):
+                "migration_network_isolated", "allow_cleartext_migration", "max_migrations"):
         value = getattr(args, key)
         if value is not None:
             changes[key] = value
@@ -69,5 +69,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--migration-interface", help="the NIC carrying migration traffic")
     p.add_argument("--isolated", dest="migration_network_isolated", type=_on_off,
                    help="on if the migration network is isolated from other traffic")
+    p.add_argument("--allow-cleartext-migration", type=_on_off,
+                   help="on lets a move to or from this host go unencrypted when the pair "
+                        "cannot do TLS (the pre-flight warns); off (default) refuses it")
     p.add_argument("--max-migrations", type=int, help="migrations at once (default 2)")
     p.add_argument("--memory-limit", help="MiB VMs may use on this host, or 'none'")

@@ -39,6 +39,7 @@ hosts_table = Table(
     Column("migration_interface", String(64)),
     Column("migration_network_isolated", Boolean, nullable=False, default=False),
     Column("cluster", String(64)),
+    Column("allow_cleartext_migration", Boolean, nullable=False, server_default=false()),
 )
 
 clusters_table = Table(
