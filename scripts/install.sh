@@ -8,7 +8,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients
   libvirt-dev pkg-config gcc libc6-dev
-  busybox-static cpio iproute2 kmod
+  busybox-static cpio iproute2 kmod tcpdump
   postgresql
 )
 

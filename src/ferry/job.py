@@ -141,6 +141,9 @@ class MoveSpec:
     disks: tuple[str, ...] = ()
     cold: bool = False
     warnings: tuple[dict[str, Any], ...] = ()  # the pre-flight's warnings, for the report
+    # A live move's streams over TLS; False only where the pre-flight found the pair
+    # cannot do TLS and the admin allowed clear text.
+    encrypted: bool = True
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class LiveReport:
     max_dirty_rate_bps: int | None = None
     max_throttle_pct: int | None = None
     shared_storage_proven: bool | None = None
+    encrypted: bool | None = None  # QEMU's streams went over TLS; False: clear text allowed
     started_at: float | None = None
     running_on_dest_ms: int | None = None  # when the VM ran again on the destination
     heartbeat_gap_ms: float | None = None  # the lab's heartbeat: the guest's longest silence
@@ -149,6 +150,7 @@ class ColdReport:
     disks: dict[str, DiskReport] = field(default_factory=dict)
     datastore: str | None = None  # None: only the definition moved
     verified_sha256: dict[str, str] = field(default_factory=dict)  # disk -> digest
+    transport: str | None = None  # how the bytes crossed the network
     cleanup_error: str | None = None  # moved, but old files were not all freed
     reconciled: Reconciled | None = None
 

@@ -15,11 +15,13 @@ from ferry.checks.facts import (
     HostSettings,
     ImageFacts,
     LinkFacts,
+    MigrationTls,
     MoveRequest,
     PreflightFacts,
     Reachability,
 )
 from ferry.checks.finding import Finding, Status
+from ferry.checks.host import CLIENT_FILES, SERVER_FILES
 from ferry.model import VM, Disk, Host, Interface, Inventory, Network, Pool, VMState
 
 GIB = 2**30
@@ -76,6 +78,12 @@ def link(**changes: Any) -> LinkFacts:
     return replace(LinkFacts("eth1", up=True, speed_mbps=10000, mtu=9000), **changes)
 
 
+def tls_ready(*lacking: str, verify_clients: bool = True) -> MigrationTls:
+    """A host's TLS migration set-up: every file QEMU wants but ``lacking``."""
+    files = {*SERVER_FILES, *CLIENT_FILES} - set(lacking)
+    return MigrationTls("/etc/pki/qemu", frozenset(files), verify_clients)
+
+
 def facts(request: MoveRequest | None = None, **changes: Any) -> PreflightFacts:
     """Facts where every requirement of a live host move (or ``request``) is met."""
     the_vm = changes.pop("vm", vm())
@@ -89,6 +97,7 @@ def facts(request: MoveRequest | None = None, **changes: Any) -> PreflightFacts:
         dest_cpu_signature="Intel Xeon E5-2680 v3",
         reachability=Reachability(reachable=True),
         links={"host1": link(), "host2": link()},
+        migration_tls={"host1": tls_ready(), "host2": tls_ready()},
         memory_committed_mib={"host1": 4096, "host2": 4096},
         vcpus_committed={"host1": 4, "host2": 4},
         disk_sizes={"vda": (20 * GIB, 5 * GIB)},

@@ -2,7 +2,16 @@
 
 from dataclasses import replace
 
-from preflight_fixtures import codes, facts, host, inventory, link, settings, storage_move
+from preflight_fixtures import (
+    codes,
+    facts,
+    host,
+    inventory,
+    link,
+    settings,
+    storage_move,
+    tls_ready,
+)
 
 from ferry.checks import host as checks
 from ferry.checks.facts import HostSettings, Reachability
@@ -67,14 +76,66 @@ def test_mtu_below_jumbo_is_a_warning() -> None:
     assert {r.status for r in rows} == {Status.NOT_APPLICABLE}
 
 
-def test_cleartext_unless_encrypted_or_isolated() -> None:
-    exposed = facts(settings={"host1": settings("host1"),
-                              "host2": settings("host2", migration_network_isolated=False)})
-    [row] = checks.traffic_protected(exposed)
-    assert (row.code, row.status) == ("migration.cleartext", Status.WARNING)
-    assert "host2" in row.message and "host1," not in row.message
-    [row] = checks.traffic_protected(replace(exposed, encrypted_transport=True))
+def test_a_pair_with_certificates_migrates_encrypted() -> None:
+    [row] = checks.traffic_protected(facts())
     assert (row.code, row.status) == ("migration.protected", Status.PASS)
+    assert "encrypted" in row.message
+
+
+def test_a_destination_without_server_certificates_is_refused_naming_it() -> None:
+    lacking = facts(migration_tls={"host1": tls_ready(),
+                                   "host2": tls_ready("server-cert.pem", "server-key.pem")})
+    [row] = checks.traffic_protected(lacking)
+    assert (row.code, row.status) == ("migration.no-tls", Status.ERROR)
+    assert row.objects["host"] == "host2"
+    assert "host2 cannot receive" in row.message and "server-key.pem" in row.message
+    assert "/etc/pki/qemu" in row.message and "migrate_tls_x509_cert_dir" in row.remedy
+    assert "ferry host set host2 --allow-cleartext-migration on" in row.remedy
+
+
+def test_a_source_needs_a_client_certificate_only_where_the_destination_asks() -> None:
+    no_client = tls_ready("client-cert.pem", "client-key.pem")
+    [row] = checks.traffic_protected(facts(migration_tls={"host1": no_client,
+                                                          "host2": tls_ready()}))
+    assert (row.code, row.objects["host"]) == ("migration.no-tls", "host1")
+    assert "host1 cannot send" in row.message
+    relaxed = tls_ready(verify_clients=False)
+    [row] = checks.traffic_protected(facts(migration_tls={"host1": no_client,
+                                                          "host2": relaxed}))
+    assert row.code == "migration.protected"
+
+
+def test_cleartext_allowed_for_the_lacking_host_is_a_warning() -> None:
+    lacking = {"host1": tls_ready(), "host2": tls_ready("ca-cert.pem")}
+    allowed = facts(migration_tls=lacking, settings={
+        "host1": settings("host1"),
+        "host2": settings("host2", allow_cleartext_migration=True,
+                          migration_network_isolated=False)})
+    [row] = checks.traffic_protected(allowed)
+    assert (row.code, row.status) == ("migration.cleartext", Status.WARNING)
+    assert "clear text" in row.message and "not declared isolated" in row.message
+    assert not checks.stream_encrypted([row])
+    # Allowing it on the other host of the pair does not count.
+    other = facts(migration_tls=lacking, settings={
+        "host1": settings("host1", allow_cleartext_migration=True),
+        "host2": settings("host2")})
+    assert checks.traffic_protected(other)[0].code == "migration.no-tls"
+
+
+def test_isolation_is_said_but_clear_text_stays_a_warning() -> None:
+    isolated = facts(migration_tls={"host1": tls_ready("ca-cert.pem"), "host2": tls_ready()},
+                     settings={"host1": settings("host1", allow_cleartext_migration=True,
+                                                 migration_network_isolated=True),
+                               "host2": settings("host2", migration_network_isolated=True)})
+    [row] = checks.traffic_protected(isolated)
+    assert (row.code, row.status) == ("migration.cleartext", Status.WARNING)
+    assert "declared isolated" in row.message and "sniffed" not in row.message
+
+
+def test_a_host_whose_set_up_cannot_be_read_is_not_verified() -> None:
+    [row] = checks.traffic_protected(facts(migration_tls={"host1": tls_ready()}))
+    assert (row.code, row.status) == ("migration.tls-unverified", Status.WARNING)
+    assert "host2" in row.message and checks.stream_encrypted([row])
 
 
 def test_destination_in_maintenance() -> None:

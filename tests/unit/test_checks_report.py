@@ -16,6 +16,7 @@ from preflight_fixtures import (
     pool,
     settings,
     storage_move,
+    tls_ready,
     vm,
 )
 
@@ -76,16 +77,18 @@ def test_every_failure_at_once() -> None:
               links={"host1": link(up=False), "host2": link(speed_mbps=100, mtu=1500)},
               memory_committed_mib={"host2": 16000},
               migrations_running={"host2": 2},
+              migration_tls={"host1": tls_ready(), "host2": tls_ready("server-key.pem")},
               settings={"host1": settings("host1", migration_enabled=False),
                         "host2": settings("host2", maintenance=True,
                                           migration_network_isolated=False)})
     rows = preflight(f)
     assert codes(rows) == [
         "vm.not-running", "vm.block-job-running", "host.migration-disabled", "host.unreachable",
-        "link.down", "host.maintenance", "host.memory-insufficient", "host.vcpus-insufficient",
+        "link.down", "migration.no-tls", "host.maintenance", "host.memory-insufficient",
+        "host.vcpus-insufficient",
         "cpu.vendor-mismatch", "cpu.incompatible", "network.portgroup-missing",
         "network.internal-only", "vm.cpu-affinity", "device.host-media"]
-    assert codes(rows, Status.WARNING) == ["link.slow", "link.mtu-small", "migration.cleartext",
+    assert codes(rows, Status.WARNING) == ["link.slow", "link.mtu-small",
                                            "host.migrations-queued"]
     assert "--cold" in only(rows, "vm.not-running").remedy
 

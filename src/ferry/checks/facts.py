@@ -112,6 +112,19 @@ class Reachability:
 
 
 @dataclass(frozen=True)
+class MigrationTls:
+    """What a host's qemu.conf and its certificate folder say about TLS migration.
+
+    ``files`` are the names present in ``cert_dir``; whether they suffice depends on
+    the side the host plays in a move (see ``ferry.checks.host.tls_missing``)."""
+
+    cert_dir: str
+    files: frozenset[str] = frozenset()
+    # As a destination, the host demands the source's client certificate.
+    verify_clients: bool = False
+
+
+@dataclass(frozen=True)
 class PreflightFacts:
     inventory: Inventory
     vm: VM
@@ -125,7 +138,9 @@ class PreflightFacts:
     block_devices_on_dest: dict[str, bool] = field(default_factory=dict)  # path -> present
     block_jobs: tuple[str, ...] = ()  # disk targets with a block job running now
     migrations_running: dict[str, int] = field(default_factory=dict)  # host -> count
-    encrypted_transport: bool = False  # ferry asks QEMU to encrypt the migration stream
+    # host name -> its TLS migration set-up as the host reads it; a host missing
+    # here could not be asked, and the check says so
+    migration_tls: dict[str, MigrationTls] = field(default_factory=dict)
     memory_committed_mib: dict[str, int] = field(default_factory=dict)  # host -> running VMs
     vcpus_committed: dict[str, int] = field(default_factory=dict)  # host -> running vCPUs
     # disk target -> (capacity, allocation) in bytes, for the target-space check;

@@ -7,7 +7,10 @@ made from the source's side. Each check is pure, ``(facts) -> list[Finding]``.
 
 from __future__ import annotations
 
-from ferry.checks.facts import HostSettings, LinkFacts, MoveKind, PreflightFacts
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ferry.checks.facts import HostSettings, LinkFacts, MigrationTls, MoveKind, PreflightFacts
 from ferry.checks.finding import Finding, Status
 
 GIGABIT_MBPS = 1000
@@ -167,29 +170,91 @@ def link_mtu(facts: PreflightFacts) -> list[Finding]:
     return findings
 
 
+# The names QEMU looks for in its certificate folder (qemu.conf's comments list them).
+CA_CERT = "ca-cert.pem"
+SERVER_FILES = (CA_CERT, "server-cert.pem", "server-key.pem")
+CLIENT_FILES = (CA_CERT, "client-cert.pem", "client-key.pem")
+# The codes of the row: encrypted (or isolated and allowed), clear text allowed, refused.
+PROTECTED, CLEARTEXT, NO_TLS, TLS_UNVERIFIED = (
+    "migration.protected", "migration.cleartext", "migration.no-tls", "migration.tls-unverified")
+
+
+@dataclass(frozen=True)
+class TlsGap:
+    """A host that cannot play its side of a TLS migration, and the files it lacks."""
+
+    host: str
+    side: str  # "send" (the source) or "receive" (the destination)
+    cert_dir: str
+    missing: tuple[str, ...]
+
+
+def tls_gaps(source: str, source_tls: MigrationTls, dest: str,
+             dest_tls: MigrationTls) -> list[TlsGap]:
+    """What keeps the pair from a TLS migration: the destination's QEMU is the TLS
+    server; the source's is the client, with a certificate of its own only when the
+    destination demands one."""
+    wanted = CLIENT_FILES if dest_tls.verify_clients else (CA_CERT,)
+    gaps = []
+    for host, side, tls, files in ((source, "send", source_tls, wanted),
+                                   (dest, "receive", dest_tls, SERVER_FILES)):
+        missing = tuple(f for f in files if f not in tls.files)
+        if missing:
+            gaps.append(TlsGap(host, side, tls.cert_dir, missing))
+    return gaps
+
+
+def stream_encrypted(findings: Iterable[Finding]) -> bool:
+    """Whether a move the pre-flight allowed asks QEMU for TLS: always, unless the row
+    says the admin allowed clear text for a pair that cannot do TLS."""
+    return not any(f.code == CLEARTEXT for f in findings)
+
+
 def traffic_protected(facts: PreflightFacts) -> list[Finding]:
-    """Seed: migration traffic is clear text; isolate it. ferry can also encrypt it (TLS)."""
+    """Seed: migration traffic is clear text; isolate it. ferry encrypts it (QEMU's TLS,
+    memory and disks alike) and refuses a pair that cannot, unless the admin allowed
+    clear text for the host that cannot."""
     source, dest = pair(facts)
-    objects = {"source_host": source, "dest_host": dest}
-    if facts.encrypted_transport:
-        return [Finding("migration.protected", Status.PASS,
-                        f"migration of VM {facts.vm.name} from {source} to {dest} is encrypted "
-                        "(TLS)", objects={**objects, "vm": facts.vm.name})]
-    open_hosts = [h for h in dict.fromkeys((source, dest))
-                  if not settings_for(facts, h).migration_network_isolated]
-    if not open_hosts:
-        return [Finding("migration.protected", Status.PASS,
-                        f"migration traffic between {source} and {dest} is not encrypted, but "
-                        "both hosts carry it on a network declared isolated", objects=objects)]
+    objects = {"source_host": source, "dest_host": dest, "vm": facts.vm.name}
+    what = "memory and disks" if facts.request.kind is MoveKind.BOTH else "memory"
+    source_tls, dest_tls = facts.migration_tls.get(source), facts.migration_tls.get(dest)
+    if source_tls is None or dest_tls is None:
+        unread = [h for h, t in ((source, source_tls), (dest, dest_tls)) if t is None]
+        return [Finding(
+            TLS_UNVERIFIED, Status.WARNING,
+            f"could not read the TLS migration set-up of {', '.join(unread)}: the move asks "
+            "for TLS, and fails with the VM still on its source if a host cannot do it",
+            objects=objects)]
+    gaps = tls_gaps(source, source_tls, dest, dest_tls)
+    if not gaps:
+        return [Finding(PROTECTED, Status.PASS,
+                        f"the {what} of VM {facts.vm.name} crosses from {source} to {dest} "
+                        "encrypted (TLS, with certificates both hosts verify)", objects=objects)]
+    refused = [g for g in gaps if not settings_for(facts, g.host).allow_cleartext_migration]
+    if refused:
+        return [Finding(
+            NO_TLS, Status.ERROR,
+            f"host {g.host} cannot {g.side} an encrypted migration: its QEMU certificate "
+            f"folder {g.cert_dir} lacks {', '.join(g.missing)}",
+            remedy=f"install QEMU's migration certificates on {g.host} in the folder "
+                   "qemu.conf's migrate_tls_x509_cert_dir names "
+                   f"({g.cert_dir}), or accept clear text for it: "
+                   f"ferry host set {g.host} --allow-cleartext-migration on",
+            objects={**objects, "host": g.host}) for g in refused]
+    exposed = [h for h in dict.fromkeys((source, dest))
+               if not settings_for(facts, h).migration_network_isolated]
+    sniffable = (f"; the migration network of {', '.join(exposed)} is not declared "
+                 "isolated: it can be sniffed" if exposed
+                 else "; both hosts carry it on a network declared isolated")
+    lacking = ", ".join(f"{g.host} lacks {', '.join(g.missing)} in {g.cert_dir}" for g in gaps)
     return [Finding(
-        "migration.cleartext", Status.WARNING,
-        f"the memory of VM {facts.vm.name} will cross the network from {source} to {dest} in "
-        f"clear text, and the migration network of {', '.join(open_hosts)} is not declared "
-        "isolated: it can be sniffed",
-        remedy="use an encrypted transport (qemu+tls host URIs with TLS migration), or put "
-               "the migration interfaces on a network only the hosts reach and declare it "
-               "isolated in the host settings",
-        objects={**objects, "vm": facts.vm.name})]
+        CLEARTEXT, Status.WARNING,
+        f"the {what} of VM {facts.vm.name} will cross from {source} to {dest} in clear text, "
+        f"as the admin allowed ({lacking}){sniffable}",
+        remedy="install QEMU's migration certificates (qemu.conf migrate_tls_x509_cert_dir) "
+               "on " + ", ".join(g.host for g in gaps) + ", then turn clear text off again: "
+               "ferry host set HOST --allow-cleartext-migration off",
+        objects=objects)]
 
 
 def not_in_maintenance(facts: PreflightFacts) -> list[Finding]:

@@ -57,7 +57,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("link.speed", "a migration link of 1 Gbit/s or more, up",
                 host.link_speed, HOST_LIVE),
     Requirement("link.mtu", "jumbo frames on the migration link", host.link_mtu, HOST_LIVE),
-    Requirement("migration.protected", "migration traffic encrypted or isolated",
+    Requirement("migration.protected", "migration streams encrypted (TLS), or clear text "
+                "allowed by the admin for the host that cannot",
                 host.traffic_protected, HOST_LIVE),
     _not_meaningful(
         "link.vmkernel-nic",

@@ -301,6 +301,8 @@ def job_report(job: JobOut) -> str:
     elif isinstance(r, StorageReport):
         out += _heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost) + _disks(r.disks, True)
     elif isinstance(r, ColdReport):
+        if r.transport:
+            out.append(f"  stream         {r.transport}")
         out += _disks(r.disks, with_mode=False)  # a cold copy is neither mode
     if job.events:
         out.append("  phases:")
@@ -316,6 +318,9 @@ def _live_report(r: LiveReport) -> list[str]:
     if r.running_on_dest_ms is not None:
         out.append(f"  running on destination after {human_ms(r.running_on_dest_ms)}")
     out.append(f"  downtime       {human_ms(r.downtime_ms)} (libvirt)")
+    if r.encrypted is not None:
+        out.append("  stream         " + ("encrypted (TLS)" if r.encrypted
+                                          else "CLEAR TEXT (allowed by the admin)"))
     out += _heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost)
     if r.data_bytes is not None or r.iterations is not None:
         iters = f" in {r.iterations} iterations" if r.iterations is not None else ""

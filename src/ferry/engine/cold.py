@@ -26,6 +26,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from ferry.engine.diskplan import DiskMove, TargetFiles
 from ferry.engine.jobs import JobHandle
@@ -81,12 +82,20 @@ def digest_of(chunks: Iterable[bytes | int]) -> Digest:
     return digest
 
 
+def transport_of(uris: Iterable[str]) -> str:
+    """How a cold move's bytes cross: through ferry's own connection to each libvirtd,
+    never a QEMU migration stream, so encrypted as those connections are."""
+    schemes = sorted({urlsplit(u).scheme.partition("+")[2].upper() or "local" for u in uris})
+    return f"streamed through ferry's connections to libvirt ({' and '.join(schemes)})"
+
+
 @dataclass
 class ColdMigration:
     vm: VM
     source: HostConnection
     dest: HostConnection  # the same connection when only the datastore changes
     files: TargetFiles | None  # None: only the registration moves
+    transport: str | None = None  # how ferry reaches the hosts, for the report
     _staged: list[tuple[HostConnection, str, str, int]] = field(default_factory=list)
     _verified: dict[str, str] = field(default_factory=dict)
 
@@ -306,4 +315,4 @@ class ColdMigration:
         return ColdReport(total_ms=round((time.monotonic() - started) * 1000),
                           disks=self.files.report() if self.files else {},
                           datastore=self.files.pool if self.files else None,
-                          verified_sha256=dict(self._verified))
+                          verified_sha256=dict(self._verified), transport=self.transport)

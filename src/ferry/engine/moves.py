@@ -12,8 +12,9 @@ from dataclasses import replace
 
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding, Status, errors, finding_dict
+from ferry.checks.host import stream_encrypted
 from ferry.checks.report import preflight
-from ferry.engine.cold import ColdMigration
+from ferry.engine.cold import ColdMigration, transport_of
 from ferry.engine.confirm import Confirmer
 from ferry.engine.diskplan import SUPPORTED_FORMATS, DiskMove, TargetFiles, plan_moves
 from ferry.engine.inventory import InventoryCache
@@ -162,7 +163,8 @@ class MoveStarter:
         """The judged move, recorded queued with what any server needs to run it."""
         spec = MoveSpec(vm.uuid, request.dest_host, request.dest_datastore,
                         request.disk_format, request.disks, request.cold,
-                        tuple(finding_dict(f) for f in warnings))
+                        tuple(finding_dict(f) for f in warnings),
+                        encrypted=stream_encrypted(findings))
         handle = JobHandle.create(
             self._store, kind, vm.name, vm.host, dest_host, vm.uuid, spec=spec,
             slot_hosts=(vm.host, dest_host), parent_id=parent)
@@ -248,13 +250,15 @@ class MoveStarter:
                                 source, dest, spec.dest_datastore,
                                 reopen_target=lambda: self._conn(target))
         if job.kind is JobKind.COLD_MIGRATE:
-            return ColdMigration(current, source, dest, files).run
+            uris = {self._store.host(h).uri for h in {job.source_host, target}}
+            return ColdMigration(current, source, dest, files, transport_of(uris)).run
         dest_record = self._store.host(target)
         policy = POLICIES["default"]
         options = MigrationOptions(
             dest_uri=dest_record.uri,
             migration_address=dest_record.migration_address,
             shared_storage_proven=True,  # the report proved every file's datastore shared
+            tls=spec.encrypted,
             auto_converge=policy.auto_converge,
             auto_converge_initial_pct=policy.throttle_initial_pct,
             auto_converge_increment_pct=policy.throttle_increment_pct,

@@ -21,6 +21,7 @@ from ferry.checks.facts import (
     HostSettings,
     ImageFacts,
     LinkFacts,
+    MigrationTls,
     MoveKind,
     MoveRequest,
     PreflightFacts,
@@ -77,10 +78,16 @@ class FactGatherer:
         cpu: CpuVerdict | None = None
         reach: Reachability | None = None
         evc: EvcFit | None = None
+        tls: dict[str, MigrationTls] = {}
         if live_host_move:
             cpu = self._cpu(dest, vm)
             evc = self.evc_fit(vm, dest, clusters)
             reach = self.reachability(source, dest, inventory.hosts[dest].uri)
+            for host in (source, dest):
+                try:
+                    tls[host] = self.conn(host).migration_tls()
+                except FerryError:
+                    continue  # not verified: the check says so
         links: dict[str, LinkFacts] = {}
         for host in sorted(hosts):
             link = self._link(host, settings.get(host))
@@ -115,7 +122,7 @@ class FactGatherer:
             block_jobs=own.block_jobs,
             disk_sizes=dict(own.disk_sizes),
             migrations_running=dict(migrations_running),
-            encrypted_transport=False,
+            migration_tls=tls,
             memory_committed_mib=memory,
             vcpus_committed=vcpus,
             evc=evc,

@@ -225,6 +225,7 @@ class VMotion:
             max_dirty_rate_bps=max((s.dirty_rate_bps for s in samples), default=0),
             max_throttle_pct=max((s.throttle_pct for s in samples), default=0),
             shared_storage_proven=self.options.shared_storage_proven,
+            encrypted=self.options.tls,
             started_at=started,
         )
         if Phase.RESUMED in self._phases:

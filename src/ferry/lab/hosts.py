@@ -283,6 +283,10 @@ cgroup_controllers = [ ]
 stdio_handler = "file"
 migration_address = "{host.migration_address}"
 migration_host = "{host.migration_address}"
+# QEMU's own TLS for migration streams (ferry asks for it on every move): its
+# certificates from the lab CA, and a destination accepts only sources the CA vouches for.
+migrate_tls_x509_cert_dir = "{tls.QEMU_CERT_DIR}"
+migrate_tls_x509_verify = 1
 """
 
 

@@ -31,6 +31,8 @@ VALIDITY = datetime.timedelta(days=3650)
 BACKDATE = datetime.timedelta(hours=1)
 
 CA_CERT_FILE = "cacert.pem"
+# Where the lab's qemu.conf tells QEMU to find its migration certificates.
+QEMU_CERT_DIR = "/etc/pki/qemu"
 CA_KEY_FILE = "cakey.pem"
 
 
@@ -193,10 +195,11 @@ def load_or_create_ca(directory: Path) -> Issued:
 
 
 def install_host_pki(ca: Issued, etc_pki: Path, hostname: str, address: str) -> None:
-    """Fill a host's private /etc/pki with libvirt's default file locations.
+    """Fill a host's private /etc/pki with libvirt's and QEMU's default file locations.
 
     The client pair is what this host's libvirtd presents when it dials the
-    destination host in a peer-to-peer migration.
+    destination host in a peer-to-peer migration, and what its QEMU presents to the
+    destination's QEMU in a TLS migration stream.
     """
     server = issue_server_cert(ca, hostname, address)
     client = issue_client_cert(ca, hostname)
@@ -205,6 +208,18 @@ def install_host_pki(ca: Issued, etc_pki: Path, hostname: str, address: str) -> 
     _write(etc_pki / "libvirt" / "private" / "serverkey.pem", server.key_pem(), 0o600)
     _write(etc_pki / "libvirt" / "clientcert.pem", client.cert_pem(), 0o644)
     _write(etc_pki / "libvirt" / "private" / "clientkey.pem", client.key_pem(), 0o600)
+    install_qemu_pki(ca, etc_pki / "qemu", server, client)
+
+
+def install_qemu_pki(ca: Issued, folder: Path, server: Issued, client: Issued) -> None:
+    """QEMU's migration certificates, under the names QEMU reads: as a destination its
+    QEMU serves TLS with the server pair (checked against the migration address); as a
+    source it presents the client pair."""
+    _write(folder / "ca-cert.pem", ca.cert_pem(), 0o644)
+    _write(folder / "server-cert.pem", server.cert_pem(), 0o644)
+    _write(folder / "server-key.pem", server.key_pem(), 0o600)
+    _write(folder / "client-cert.pem", client.cert_pem(), 0o644)
+    _write(folder / "client-key.pem", client.key_pem(), 0o600)
 
 
 def install_client_pki(ca: Issued, directory: Path, common_name: str = "ferry") -> None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ferry.checks.facts import CpuVerdict, LinkFacts, Reachability
+from ferry.checks.facts import CpuVerdict, LinkFacts, MigrationTls, Reachability
+from ferry.checks.host import CLIENT_FILES, SERVER_FILES, tls_gaps
 from ferry.errors import FerryError, HostUnreachable, MigrationCancelled, NotFound, VirtError
 from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt.base import (
@@ -40,6 +41,7 @@ from ferry.virt.base import (
 )
 from ferry.virt.fake_power import FakePower, domain_xml
 from ferry.virt.fake_storage import Backing
+from ferry.virt.qemuconf import DEFAULT_CERT_DIR
 
 __all__ = ["Backing", "FakeHost", "FakeWorld"]
 
@@ -102,6 +104,10 @@ class FakeHost(FakePower):
         self.host_cpu_xml = "<cpu><arch>x86_64</arch><model>Westmere</model></cpu>"
         self.cpu_catalog: CpuFunctions | None = None
         self.block_devices: set[str] = set()
+        # Every certificate QEMU wants, and clients verified: a TLS-ready host.
+        self.tls = MigrationTls(DEFAULT_CERT_DIR, frozenset({*SERVER_FILES, *CLIENT_FILES}),
+                                verify_clients=True)
+        self.migrated_with: list[MigrationOptions] = []  # every migration asked, in order
         # path -> how the host's storage reads that file; a path in a pool but not here
         # reads as its name's format with no backing file
         self.images: dict[str, ImageInfo] = {}
@@ -159,6 +165,11 @@ class FakeHost(FakePower):
         dest = self.world.connect("", options.dest_uri)
         if name in dest.vms:
             raise VirtError(f"host {dest.name}: domain {name} already exists")
+        self.migrated_with.append(options)
+        gaps = tls_gaps(self.name, self.tls, dest.name, dest.tls) if options.tls else []
+        if gaps:  # as QEMU fails to load its credentials, before anything moves
+            raise VirtError(f"host {gaps[0].host}: Unable to access credentials "
+                            f"{gaps[0].cert_dir}/{gaps[0].missing[0]}")
         # As libvirt shows a move: the source runs with an outgoing job, the
         # destination holds a paused, transient incoming copy of the same UUID.
         dest.vms[name] = replace(self.vms[name], host=dest.name, state=VMState.PAUSED,
@@ -230,6 +241,9 @@ class FakeHost(FakePower):
 
     def block_device_present(self, path: str) -> bool:
         return path in self.block_devices
+
+    def migration_tls(self) -> MigrationTls:
+        return self.tls
 
     def probe_peer(self, peer_uri: str, probe_name: str) -> Reachability:
         peer = urlsplit(peer_uri).hostname or ""

@@ -54,6 +54,10 @@ class MigrationCalls(LibvirtCalls):
             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
             | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
         )
+        if options.tls:
+            # QEMU's own TLS, memory and NBD disk streams alike; the destination's
+            # certificate is checked against the migration address the URI names.
+            flags |= libvirt.VIR_MIGRATE_TLS
         if options.shared_storage_proven:
             # libvirt cannot see that a folder is shared; ferry's probe did.
             flags |= libvirt.VIR_MIGRATE_UNSAFE

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 from xml.sax.saxutils import escape
 
 import libvirt
 
-from ferry.checks.facts import LinkFacts, Reachability
-from ferry.virt import domxml
+from ferry.checks.facts import LinkFacts, MigrationTls, Reachability
+from ferry.virt import domxml, qemuconf
 from ferry.virt.base import CloseCallback
 from ferry.virt.libvirt_calls import translate
 from ferry.virt.libvirt_storage import StorageCalls
@@ -88,24 +90,53 @@ class ProbeCalls(StorageCalls):
         self._close_watched = True
 
     def block_device_present(self, path: str) -> bool:
-        # libvirt has no "stat this path" call; a device is visible to it as a
-        # volume of a pool on its folder: an existing pool if there is one
-        # (libvirt refuses a second pool on the same folder), else a throw-away one.
         directory, _, name = path.rpartition("/")
+        with self._folder(directory) as pool:
+            return pool is not None and self.find_volume(pool, name) is not None
+
+    def migration_tls(self) -> MigrationTls:
+        conf = f"{qemuconf.CONF_DIR}/{qemuconf.CONF_FILE}"
+        with self._folder(qemuconf.CONF_DIR) as pool:
+            if pool is None or self.find_volume(pool, qemuconf.CONF_FILE) is None:
+                text = ""  # no qemu.conf: libvirt's defaults
+            else:
+                # A stream of the file's bytes: libvirt hands them over, nothing parses them.
+                text = b"".join(c if isinstance(c, bytes) else bytes(c)
+                                for c in self.read_volume(conf)).decode("utf-8", "replace")
+        cert_dir, verify = qemuconf.migration_tls(text)
+        with self._folder(cert_dir) as pool:
+            names = frozenset(self._volume_names(pool)) if pool is not None else frozenset()
+        return MigrationTls(cert_dir, names, verify)
+
+    def _volume_names(self, pool: str) -> list[str]:
+        handle = self._pool(pool)
+        self._call(f"refresh {pool}", lambda: handle.refresh(0))
+        return [str(n) for n in self._call(f"list {pool}", handle.listVolumes)]
+
+    @contextmanager
+    def _folder(self, directory: str) -> Iterator[str | None]:
+        """The name of a pool on ``directory``, or None: no such folder on the host.
+
+        libvirt has no "list this folder" call; a file is visible to it as a volume
+        of a pool on its folder: an existing pool if there is one (libvirt refuses
+        a second pool on the same folder), else a throw-away one.
+        """
         for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
                 libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
             if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
                     == directory:
-                return self.find_volume(pool.name(), name) is not None
+                yield str(pool.name())
+                return
         probe_name = f"ferry-probe-{uuid.uuid4().hex[:12]}"
         xml = (f"<pool type='dir'><name>{probe_name}</name>"
                f"<target><path>{escape(directory)}</path></target></pool>")
         try:
             probe = self._conn.storagePoolCreateXML(xml, 0)
         except libvirt.libvirtError:
-            return False  # no such folder on this host
+            yield None  # no such folder on this host
+            return
         try:
-            return self.find_volume(probe_name, name) is not None
+            yield probe_name
         finally:
             try:
                 probe.destroy()

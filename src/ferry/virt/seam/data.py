@@ -49,6 +49,9 @@ class MigrationOptions:
     dest_uri: str  # how the source's libvirtd reaches the destination's (peer-to-peer)
     migration_address: str | None = None  # where QEMU's migration stream goes
     shared_storage_proven: bool = False  # ferry's probe proved every disk is shared
+    # QEMU encrypts the memory and disk (NBD) streams; off only where the admin
+    # allowed clear text for a pair that cannot do TLS.
+    tls: bool = True
     allow_postcopy: bool = False
     auto_converge: bool = False
     auto_converge_initial_pct: int | None = None

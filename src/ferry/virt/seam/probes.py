@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ferry.checks.facts import LinkFacts, Reachability
+from ferry.checks.facts import LinkFacts, MigrationTls, Reachability
 from ferry.virt.seam.data import CloseCallback
 from ferry.virt.seam.named import Named
 
@@ -22,6 +22,11 @@ class Probes(Named, Protocol):
 
     def interface_link(self, name: str) -> LinkFacts | None:
         """A host NIC's state, speed and MTU; None if the host has no such interface."""
+        ...
+
+    def migration_tls(self) -> MigrationTls:
+        """The host's TLS migration set-up as its files say: the certificate folder its
+        qemu.conf names, what that folder holds, and whether it verifies clients."""
         ...
 
     def block_device_present(self, path: str) -> bool:
