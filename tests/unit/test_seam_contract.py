@@ -285,6 +285,14 @@ def test_an_unreachable_peer_is_reported_and_no_probe_is_left(seam: Subject) -> 
     assert seam.conn.get_vm("ferry-probe-1") is None
 
 
+def test_a_hosts_tls_migration_set_up_names_its_folder_and_files(seam: Subject) -> None:
+    tls = seam.conn.migration_tls()
+    assert tls.cert_dir.startswith("/") and not tls.cert_dir.endswith("/")
+    assert all(isinstance(name, str) and "/" not in name for name in tls.files)
+    # Reading it leaves no pool behind on the host.
+    assert all(not p.name.startswith("ferry-probe-") for p in seam.conn.list_pools())
+
+
 def test_a_device_the_host_lacks_is_not_present(seam: Subject) -> None:
     assert not seam.conn.block_device_present("/default-pool/no-such-device")
 
