@@ -214,13 +214,39 @@ def retarget_disks(xml: str, files: dict[str, tuple[str, str]]) -> str:
         source.set("file", path)
         for child in list(source):
             source.remove(child)  # host-specific children (seclabels, reservations)
-        driver = node.find("driver")
-        if driver is None:
-            driver = ET.SubElement(node, "driver", {"name": "qemu"})
-        driver.set("type", fmt)
+        declare_format(node, fmt)
     if left:
         raise KeyError(sorted(left)[0])
     return ET.tostring(root, encoding="unicode")
+
+
+def declare_format(disk: ET.Element, fmt: str) -> None:
+    """``disk`` (a ``<disk>`` element) declared as one file in format ``fmt``.
+
+    ``<driver type>`` tells QEMU how to read the file, and an empty ``<backingStore/>``
+    that nothing lies behind it: libvirt then reads no header of the file to find a
+    chain, and never guesses a format from its bytes. Every file ferry points a disk
+    at is a single image it made (a chain is refused before any copy).
+    """
+    driver = disk.find("driver")
+    if driver is None:
+        driver = ET.Element("driver")
+        disk.insert(0, driver)
+    driver.set("name", "qemu")
+    driver.set("type", fmt)
+    for old in disk.findall("backingStore"):
+        disk.remove(old)
+    source = disk.find("source")
+    at = list(disk).index(source) + 1 if source is not None else len(disk)
+    disk.insert(at, ET.Element("backingStore"))
+
+
+def copy_target_xml(path: str, fmt: str) -> str:
+    """The ``<disk>`` a block copy mirrors into: ferry's file ``path`` in format ``fmt``."""
+    disk = ET.Element("disk", {"type": "file"})
+    ET.SubElement(disk, "source", {"file": path})
+    declare_format(disk, fmt)
+    return ET.tostring(disk, encoding="unicode")
 
 
 # Children of <cpu> that describe the CPU model; the rest (topology, numa,
@@ -320,6 +346,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
         "    <disk type='file' device='disk'>\n"
         f"      <driver name='qemu' type={quoteattr(d.fmt)} cache='none' io='native'/>\n"
         f"      <source file={quoteattr(d.path)}/>\n"
+        "      <backingStore/>\n"  # a new single image: nothing behind it to look for
         f"      <target dev={quoteattr(d.target)} bus='virtio'/>\n"
         "    </disk>\n"
         for d in spec.disks
