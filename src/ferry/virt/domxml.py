@@ -221,12 +221,13 @@ def retarget_disks(xml: str, files: dict[str, tuple[str, str]]) -> str:
 
 
 def declare_format(disk: ET.Element, fmt: str) -> None:
-    """``disk`` (a ``<disk>`` element) declared as one file in format ``fmt``.
+    """``disk`` (a ``<disk>`` element) pointed at one file of format ``fmt``: ``<driver
+    type>`` tells QEMU how to read it, so libvirt guesses nothing from its bytes.
 
-    ``<driver type>`` tells QEMU how to read the file, and an empty ``<backingStore/>``
-    that nothing lies behind it: libvirt then reads no header of the file to find a
-    chain, and never guesses a format from its bytes. Every file ferry points a disk
-    at is a single image it made (a chain is refused before any copy).
+    A live definition also shows the chain libvirt opened (``<backingStore>``); the new
+    file is a single image ferry made (a chain is refused before any copy), so that
+    chain becomes an empty one. A saved definition names no chain and gets none: the
+    qcow2 header, read as qcow2, is where an image's backing file is declared.
     """
     driver = disk.find("driver")
     if driver is None:
@@ -234,18 +235,21 @@ def declare_format(disk: ET.Element, fmt: str) -> None:
         disk.insert(0, driver)
     driver.set("name", "qemu")
     driver.set("type", fmt)
-    for old in disk.findall("backingStore"):
-        disk.remove(old)
-    source = disk.find("source")
-    at = list(disk).index(source) + 1 if source is not None else len(disk)
-    disk.insert(at, ET.Element("backingStore"))
+    shown = disk.findall("backingStore")
+    if shown:
+        at = list(disk).index(shown[0])
+        for old in shown:
+            disk.remove(old)
+        disk.insert(at, ET.Element("backingStore"))
 
 
 def copy_target_xml(path: str, fmt: str) -> str:
-    """The ``<disk>`` a block copy mirrors into: ferry's file ``path`` in format ``fmt``."""
+    """The ``<disk>`` a block copy mirrors into: ferry's new file ``path``, of format
+    ``fmt``, with nothing behind it (so libvirt reads no header of it to look)."""
     disk = ET.Element("disk", {"type": "file"})
+    ET.SubElement(disk, "driver", {"name": "qemu", "type": fmt})
     ET.SubElement(disk, "source", {"file": path})
-    declare_format(disk, fmt)
+    ET.SubElement(disk, "backingStore")
     return ET.tostring(disk, encoding="unicode")
 
 
@@ -346,7 +350,6 @@ def build_domain_xml(spec: DomainSpec) -> str:
         "    <disk type='file' device='disk'>\n"
         f"      <driver name='qemu' type={quoteattr(d.fmt)} cache='none' io='native'/>\n"
         f"      <source file={quoteattr(d.path)}/>\n"
-        "      <backingStore/>\n"  # a new single image: nothing behind it to look for
         f"      <target dev={quoteattr(d.target)} bus='virtio'/>\n"
         "    </disk>\n"
         for d in spec.disks
