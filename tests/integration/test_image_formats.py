@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source
+from conftest import LabEnv, disk_source, report_of
 
+from ferry.cli.client import FerryClient
 from ferry.lab.lab import local_datastore_dir
 from ferry.lab.layout import LAB_ROOT
+from ferry.reports import LiveReport
 
 pytestmark = pytest.mark.lab
 
@@ -126,5 +128,11 @@ def test_a_raw_disk_spelling_a_qcow2_header_moves_as_the_bytes_it_is(
     assert disk_declared(live) == ("raw", [])
     thick = local_datastore_dir("host2") / "imf1-vda.img"
     assert sha256(thick) == sha256(original)  # byte for byte: the header is data
+    # Reserved as the raw file it is declared, whatever libvirt's storage guesses it to be.
+    client = FerryClient()
+    job = client.get_job(client.list_jobs(limit=1)[0].id)
+    assert (job.kind, job.state) == ("migrate-with-storage", "succeeded"), job.error
+    assert report_of(job, LiveReport).cleanup_error is None
+    assert thick.stat().st_blocks * 512 >= 16 * 2**20
     assert lab.collector.wait_for_heartbeat("imf1", 30)
     assert holding(lab, marker) == []
