@@ -96,7 +96,7 @@ def test_a_conversion_reads_only_what_reads_as_declared() -> None:
 def test_read_image_walks_the_chain_and_stops_outside_the_datastores() -> None:
     images = {
         "/d/top.qcow2": ImageInfo("/d/top.qcow2", "qcow2", "/d/mid.qcow2", "qcow2"),
-        "/d/mid.qcow2": ImageInfo("/d/mid.qcow2", "qcow2", "/etc/base", None),
+        "/d/mid.qcow2": ImageInfo("/d/mid.qcow2", "qcow2", "/etc/base", "qcow2"),
     }
     found = read_image(images.get, "/d/top.qcow2", "qcow2")
     assert found.backing == ("/d/mid.qcow2", "/etc/base")
@@ -111,6 +111,58 @@ def test_read_image_walks_the_chain_and_stops_outside_the_datastores() -> None:
     raw_base = {"/d/top": ImageInfo("/d/top", "qcow2", "/d/base", "raw"),
                 "/d/base": ImageInfo("/d/base", "qcow2", "/etc/shadow", "raw")}
     assert read_image(raw_base.get, "/d/top", "qcow2").backing == ("/d/base",)
+
+
+class Reads(dict[str, ImageInfo]):
+    """The images of a host, and the paths a walk asked it to read."""
+
+    def __init__(self, *images: ImageInfo) -> None:
+        super().__init__((i.path, i) for i in images)
+        self.read: list[str] = []
+
+    def info(self, path: str) -> ImageInfo | None:
+        self.read.append(path)
+        return self.get(path)
+
+
+def test_read_image_reads_each_file_only_as_its_declared_format() -> None:
+    # A raw disk whose guest wrote a qcow2 header naming a host file: the host's storage
+    # guesses qcow2 and shows the backing file, and none of that is believed or followed.
+    lure = Reads(ImageInfo("/d/data.img", "qcow2", "/etc/hostname", "raw"),
+                 ImageInfo("/etc/hostname", "raw"))
+    found = read_image(lure.info, "/d/data.img", "raw")
+    assert (found.backing, found.stopped, lure.read) == ((), None, ["/d/data.img"])
+    # Declared qcow2, but its bytes are something else: its "backing file" is not taken.
+    vmdk = Reads(ImageInfo("/d/v.qcow2", "vmdk", "/etc/shadow", "raw"))
+    found = read_image(vmdk.info, "/d/v.qcow2", "qcow2")
+    assert found.backing == () and "declared qcow2 but its bytes read as vmdk" in (
+        found.stopped or "")
+    # A backing file declared qcow2 whose bytes read otherwise ends the walk, refused.
+    chain = Reads(ImageInfo("/d/top", "qcow2", "/d/base", "qcow2"),
+                  ImageInfo("/d/base", "raw", "/etc/shadow", "raw"))
+    found = read_image(chain.info, "/d/top", "qcow2")
+    assert found.backing == ("/d/base",) and "/d/base is declared qcow2" in (
+        found.stopped or "")
+    # A header that names no format for its backing file: nothing is guessed, nor read.
+    bare = Reads(ImageInfo("/d/top", "qcow2", "/d/base", None),
+                 ImageInfo("/d/base", "qcow2", "/etc/shadow", "raw"))
+    found = read_image(bare.info, "/d/top", "qcow2")
+    assert found.backing == ("/d/base",) and bare.read == ["/d/top"]
+    assert "does not declare the format of its backing file /d/base" in (found.stopped or "")
+
+
+def test_a_raw_disk_spelling_a_qcow2_header_shows_no_backing_file_in_the_report() -> None:
+    raw = Disk("vda", "disk", "file", "/srv/shared/web1.img", "raw")
+    lure = Reads(ImageInfo(raw.source or "", "qcow2", "/etc/hostname", "raw"))
+    image = read_image(lure.info, raw.source or "", "raw")
+    for request in (MoveRequest("web1", dest_host="host2"), storage_move(),
+                    MoveRequest("web1", dest_host="host2", dest_datastore="nfs", cold=True)):
+        the_vm = vm(disks=(raw,), state=VMState.SHUTOFF if request.cold else VMState.RUNNING)
+        rows = preflight(facts(vm=the_vm, request=request, images={raw.source or "": image}))
+        assert not [r for r in rows if "/etc/hostname" in r.message + str(r.objects)], request
+        assert not [r for r in rows if "backing_file" in r.objects], request
+        assert {r.status for r in rows if r.code.startswith("storage.chain")} <= {
+            Status.NOT_APPLICABLE}, request
 
 
 def test_volume_xml_gives_the_format_read_and_the_backing_file() -> None:

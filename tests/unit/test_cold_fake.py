@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 from fake_plane import finished, plane_over, volume_bytes
 
+from ferry.checks.facts import MoveRequest
 from ferry.engine.controlplane import ControlPlane
-from ferry.errors import VirtError
+from ferry.errors import RefusedError, VirtError
 from ferry.job import JobState
 from ferry.model import VM, Disk, Interface, VMState
+from ferry.virt.base import ImageInfo
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
+from ferry.virt.fake_storage import QCOW2_MAGIC
 
 DATA = b"written by the guest before it was shut down" * 2000
 
@@ -110,4 +113,49 @@ def test_cancel_during_the_copy_removes_the_target(
     release.set()
     job = finished(plane, job_id)
     assert job.state is JobState.CANCELLED
+    _left_where_it_was(world)
+
+
+def _lure(world: FakeWorld) -> bytes:
+    """web1's raw disk, its first bytes now a qcow2 header naming a host file as backing
+    (as its guest could write them); host1's storage reads it as qcow2, as libvirt does."""
+    host1 = world.host("host1")
+    path = "/var/lib/local/web1.img"
+    host1.write_volume(path, [QCOW2_MAGIC + (2**30).to_bytes(8, "big") + b"/etc/hostname"])
+    host1.images[path] = ImageInfo(path, "qcow2", "/etc/hostname", "raw")
+    return volume_bytes(host1, path)
+
+
+def test_a_raw_disk_spelling_a_qcow2_header_is_copied_as_the_bytes_it_is(
+        plane: ControlPlane, world: FakeWorld) -> None:
+    expected = _lure(world)
+    report = plane.check(MoveRequest("web1", "host2", "local", cold=True))
+    assert not [r for r in report if "/etc/hostname" in r.message + str(r.objects)]
+    job = finished(plane, plane.start_migration("web1", "host2", "local", cold=True).id)
+    assert job.state is JobState.SUCCEEDED, job.error
+    moved = world.host("host2").get_vm("web1")
+    assert moved is not None and [(d.source, d.driver_format) for d in moved.disks] == [
+        ("/var/lib/local/web1-vda.img", "raw")]
+    assert volume_bytes(world.host("host2"), "/var/lib/local/web1-vda.img") == expected
+
+
+def test_a_raw_disk_spelling_a_qcow2_header_is_not_converted(
+        plane: ControlPlane, world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    _lure(world)
+    with pytest.raises(RefusedError) as refused:
+        plane.start_migration("web1", "host2", "local", "thin", cold=True)
+    [row] = [f for f in refused.value.findings if f.code == "storage.format-mismatch"]
+    assert row.objects["disk"] == "vda" and "declared raw" in row.message
+    _left_where_it_was(world)
+    # Should the bytes change after the check, the copy reads the image again and stops.
+    host1 = world.host("host1")
+    probe = host1.image_info
+    checking = threading.current_thread()
+    monkeypatch.setattr(host1, "image_info", lambda path: (
+        ImageInfo(path, "raw") if threading.current_thread() is checking else probe(path)))
+    job = finished(plane, plane.start_migration("web1", "host2", "local", "thin",
+                                                cold=True).id)
+    assert job.state is JobState.FAILED
+    assert "disk vda" in (job.error or "") and "declared raw but its bytes read as qcow2" in (
+        job.error or "")
     _left_where_it_was(world)

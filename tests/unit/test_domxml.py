@@ -8,6 +8,7 @@ from ferry.virt.domxml import (
     DomainSpec,
     NicSpec,
     build_domain_xml,
+    copy_target_xml,
     parse_domain,
     retarget_disks,
     with_cpu,
@@ -92,6 +93,48 @@ def test_retarget_points_a_disk_at_its_new_file_and_keeps_the_rest() -> None:
         "file", "/new/web1-vdb.img")
     assert "seclabel" not in retarget_disks(xml, {"vdb": ("/x.img", "raw")})
     assert [(i.network, i.mac) for i in moved.interfaces] == [("Production", "52:54:00:aa:bb:cc")]
+
+
+def declared(disk: ET.Element) -> tuple[str | None, str | None, list[str]]:
+    """(driver name, driver type, what each <backingStore> holds) of a <disk>."""
+    driver = disk.find("driver")
+    return (driver.get("name") if driver is not None else None,
+            driver.get("type") if driver is not None else None,
+            [ET.tostring(b, encoding="unicode").strip() for b in disk.iter("backingStore")])
+
+
+def test_every_disk_ferry_writes_declares_its_format() -> None:
+    spec = replace(SPEC, disks=(DiskSpec("/srv/a.qcow2", "qcow2"),
+                                DiskSpec("/srv/b.img", "raw", "vdb")))
+    disks = ET.fromstring(build_domain_xml(spec)).findall("devices/disk")
+    # No chain is pinned: a qcow2's backing file is declared in its header, read as qcow2.
+    assert [declared(d) for d in disks] == [("qemu", "qcow2", []), ("qemu", "raw", [])]
+    # A block copy's target is ferry's new file, and nothing is behind it.
+    mirror = ET.fromstring(copy_target_xml("/srv/fast/web1-vda.img", "raw"))
+    assert declared(mirror) == ("qemu", "raw", ["<backingStore />"])
+    assert mirror.find("source").get("file") == "/srv/fast/web1-vda.img"  # type: ignore[union-attr]
+
+
+def test_retarget_declares_the_new_files_format_and_drops_the_old_chain() -> None:
+    # A qcow2 overlay with its chain as a live definition shows it, and a disk with no
+    # <driver> at all, as a saved one can be.
+    xml = """<domain type='qemu'><name>v</name><devices>
+      <disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/>
+        <source file='/srv/shared/v.qcow2'/>
+        <backingStore type='file'><format type='qcow2'/><source file='/srv/shared/b.qcow2'/>
+          <backingStore/></backingStore>
+        <target dev='vda'/></disk>
+      <disk type='file' device='disk'><source file='/srv/shared/d.img'/><target dev='vdb'/>
+      </disk></devices></domain>"""
+    moved = ET.fromstring(retarget_disks(xml, {"vda": ("/new/v-vda.img", "raw"),
+                                               "vdb": ("/new/v-vdb.qcow2", "qcow2")}))
+    vda, vdb = moved.findall("devices/disk")
+    assert declared(vda) == ("qemu", "raw", ["<backingStore />"])  # the chain shown: none
+    assert vda.find("driver").get("cache") == "none"  # type: ignore[union-attr]
+    assert declared(vdb) == ("qemu", "qcow2", [])  # as saved: no chain named
+    parsed = parse_domain(ET.tostring(moved, encoding="unicode"), "h", VMState.SHUTOFF)
+    assert [(d.source, d.backing_chain) for d in parsed.disks] == [
+        ("/new/v-vda.img", ()), ("/new/v-vdb.qcow2", ())]
 
 
 def test_retarget_names_a_disk_the_vm_does_not_have() -> None:

@@ -18,7 +18,9 @@ from ferry.engine.controlplane import ControlPlane
 from ferry.errors import VirtError
 from ferry.job import JobState
 from ferry.model import VM, Disk, Interface, VMState
+from ferry.virt.base import ImageInfo
 from ferry.virt.fake import Backing, FakeHost, FakeWorld
+from ferry.virt.fake_storage import QCOW2_MAGIC, disk_of
 
 DATA = b"the guest's data" * 4096
 
@@ -91,3 +93,24 @@ def test_cancel_during_the_mirror_stops_the_copies_and_removes_them(
     assert host.pools["fast"][1].files == set()
     assert [d.source for d in host.get_vm("web1").disks] == [  # type: ignore[union-attr]
         "/srv/slow/web1.qcow2", "/srv/slow/web1-data.img"]
+
+
+@pytest.mark.parametrize("disk_format", ["same", "thin"])
+def test_a_raw_disk_spelling_a_qcow2_header_is_mirrored_as_its_guest_sees_it(
+        plane: ControlPlane, world: FakeWorld, disk_format: str) -> None:
+    # vdb is raw; its guest wrote a qcow2 header at its start, naming a host file.
+    host = world.host("host1")
+    lure = QCOW2_MAGIC + (2**30).to_bytes(8, "big") + b"/etc/hostname"
+    host.write_volume("/srv/slow/web1-data.img", [lure])
+    host.images["/srv/slow/web1-data.img"] = ImageInfo(
+        "/srv/slow/web1-data.img", "qcow2", "/etc/hostname", "raw")
+    seen = volume_bytes(host, "/srv/slow/web1-data.img")
+    job = finished(plane, plane.start_migration("web1", None, "fast", disk_format,
+                                                disks=("vdb",)).id)
+    assert job.state is JobState.SUCCEEDED, job.error
+    moved = host.get_vm("web1")
+    assert moved is not None
+    [vdb] = [d for d in moved.disks if d.target == "vdb"]
+    name = (vdb.source or "").rsplit("/", 1)[-1]
+    target = disk_of(host.pools["fast"][1].volumes[name], vdb.driver_format)
+    assert b"".join(c if isinstance(c, bytes) else bytes(c) for c in target.chunks()) == seen

@@ -156,7 +156,7 @@ class ColdMigration:
                 "the VM and move it live, or leave the disk out with --disk")
         source_path = disk.source or ""
         source_fmt = disk.driver_format or "raw"
-        self._check_single_image(source_path, source_fmt)
+        self._check_single_image(move, source_path, source_fmt)
         self.files.record(job, move)
         move.capacity = self.source.disk_size(self.vm.name, disk.target)[0]
         pool, target = self.files.pool, self.dest
@@ -193,18 +193,26 @@ class ColdMigration:
         job.event(Phase.COPY, f"disk {disk.target}: {source_path} ({source_fmt}) -> "
                   f"{move.target_path} ({move.fmt}) on {target.name}")
 
-    def _check_single_image(self, path: str, fmt: str) -> None:
+    def _check_single_image(self, move: DiskMove, path: str, fmt: str) -> None:
         """The pre-flight refused chains; the image is read again now, as it is copied,
         so that no file behind it can reach the copy (it may have changed since)."""
         image = read_image(self.source.image_info, path, fmt)
+        disk = f"disk {move.disk.target} of VM {self.vm.name} ({path})"
         if image.read_as is None:
-            raise MigrationError(f"{path} of VM {self.vm.name} is on no datastore of "
-                                 f"{self.source.name}: ferry copies files of its datastores only")
-        if image.backing or image.stopped:
+            raise MigrationError(f"{disk} is on no datastore of {self.source.name}: ferry "
+                                 "copies files of its datastores only")
+        if image.backing:
+            raise MigrationError(f"{disk} has backing file {image.backing[0]}: ferry copies "
+                                 "single images only; merge the chain first")
+        if image.stopped:
+            raise MigrationError(f"{disk} cannot be read as declared: {image.stopped}")
+        if move.fmt != fmt and image.read_as != fmt:
+            # libvirt converts a file in the format it guesses from its bytes; a copy in
+            # the declared format is byte for byte and needs no guess.
             raise MigrationError(
-                f"{path} of VM {self.vm.name} has backing file "
-                f"{image.backing[0] if image.backing else image.stopped}: ferry copies single "
-                "images only; merge the chain first")
+                f"{disk} is declared {fmt} but its bytes read as {image.read_as}: ferry "
+                f"converts an image only as its declared format; move it in its own "
+                "format (--format same)")
 
     def _create(self, move: DiskMove, size: int, fmt: str) -> None:
         assert self.files is not None

@@ -224,31 +224,47 @@ def read_image(image_info: Callable[[str], ImageInfo | None], path: str,
                declared_format: str) -> ImageFacts:
     """A disk's image and every file behind it, read from the images on its host.
 
-    The walk follows backing files only where the declared format can have one (a
-    raw disk is its bytes, whatever they look like), and stops at a file no datastore
-    of the host holds: ferry does not read such a file, it refuses the move.
+    Each file is read as the format declared for it: the disk's by its definition,
+    a backing file's by the header of the image in front of it. A chain is walked
+    only through layered formats (a raw disk is its bytes, whatever they look like)
+    and only where the host's storage reads a file as declared: the host guesses a
+    format from the bytes, and a guess that differs (a raw file whose bytes spell
+    a qcow2 header) decides nothing, it stops the walk. The walk also stops at a
+    backing file of no declared format, and at a file no datastore of the host
+    holds: ferry does not read such a file, it refuses the move.
     """
     top = image_info(path)
     read_as = top.read_as if top is not None else None
     if top is None or declared_format not in LAYERED_FORMATS:
         return ImageFacts(path, read_as)
     chain: list[str] = []
-    current: ImageInfo | None = top
-    while current is not None and current.backing:
+    current, fmt = top, declared_format
+    while True:
+        if current.read_as != fmt:
+            return ImageFacts(path, read_as, tuple(chain),
+                              f"{current.path} is declared {fmt} but its bytes read as "
+                              f"{current.read_as}")
+        if not current.backing:
+            return ImageFacts(path, read_as, tuple(chain))
         if current.backing in chain or current.backing == path:
             return ImageFacts(path, read_as, tuple(chain),
                               f"{current.path} names {current.backing} again (a loop)")
         chain.append(current.backing)
-        if current.backing_format and current.backing_format not in LAYERED_FORMATS:
-            break  # read as the format its overlay declares, a raw file ends the chain
+        if current.backing_format is None:
+            return ImageFacts(path, read_as, tuple(chain),
+                              f"{current.path} does not declare the format of its backing "
+                              f"file {current.backing}")
+        if current.backing_format not in LAYERED_FORMATS:
+            return ImageFacts(path, read_as, tuple(chain))  # a raw file ends the chain
         if len(chain) > MAX_CHAIN_DEPTH:
             return ImageFacts(path, read_as, tuple(chain),
                               f"more than {MAX_CHAIN_DEPTH} files deep")
-        current = image_info(current.backing)
-        if current is None:
+        fmt = current.backing_format
+        found = image_info(current.backing)
+        if found is None:
             return ImageFacts(path, read_as, tuple(chain),
                               f"{chain[-1]} is on no datastore of the host")
-    return ImageFacts(path, read_as, tuple(chain))
+        current = found
 
 
 def _signature(host: Host | None) -> str | None:

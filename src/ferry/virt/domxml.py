@@ -214,13 +214,43 @@ def retarget_disks(xml: str, files: dict[str, tuple[str, str]]) -> str:
         source.set("file", path)
         for child in list(source):
             source.remove(child)  # host-specific children (seclabels, reservations)
-        driver = node.find("driver")
-        if driver is None:
-            driver = ET.SubElement(node, "driver", {"name": "qemu"})
-        driver.set("type", fmt)
+        declare_format(node, fmt)
     if left:
         raise KeyError(sorted(left)[0])
     return ET.tostring(root, encoding="unicode")
+
+
+def declare_format(disk: ET.Element, fmt: str) -> None:
+    """``disk`` (a ``<disk>`` element) pointed at one file of format ``fmt``: ``<driver
+    type>`` tells QEMU how to read it, so libvirt guesses nothing from its bytes.
+
+    A live definition also shows the chain libvirt opened (``<backingStore>``); the new
+    file is a single image ferry made (a chain is refused before any copy), so that
+    chain becomes an empty one. A saved definition names no chain and gets none: the
+    qcow2 header, read as qcow2, is where an image's backing file is declared.
+    """
+    driver = disk.find("driver")
+    if driver is None:
+        driver = ET.Element("driver")
+        disk.insert(0, driver)
+    driver.set("name", "qemu")
+    driver.set("type", fmt)
+    shown = disk.findall("backingStore")
+    if shown:
+        at = list(disk).index(shown[0])
+        for old in shown:
+            disk.remove(old)
+        disk.insert(at, ET.Element("backingStore"))
+
+
+def copy_target_xml(path: str, fmt: str) -> str:
+    """The ``<disk>`` a block copy mirrors into: ferry's new file ``path``, of format
+    ``fmt``, with nothing behind it (so libvirt reads no header of it to look)."""
+    disk = ET.Element("disk", {"type": "file"})
+    ET.SubElement(disk, "driver", {"name": "qemu", "type": fmt})
+    ET.SubElement(disk, "source", {"file": path})
+    ET.SubElement(disk, "backingStore")
+    return ET.tostring(disk, encoding="unicode")
 
 
 # Children of <cpu> that describe the CPU model; the rest (topology, numa,

@@ -165,8 +165,9 @@ class FakePower(FakeStorage):
         if (name, disk) in self._copies:
             raise VirtError(f"host {self.name}: disk {disk} of {name} has a block job already")
         target = self._volume(dest_path)  # REUSE_EXT: the file must exist
-        data = (disk_of(self._volume(source.source)) if source.source
-                and self._place(source.source) is not None else None)
+        # QEMU mirrors the disk as it reads it: in the format the VM's definition declares.
+        data = (disk_of(self._volume(source.source), source.driver_format or "raw")
+                if source.source and self._place(source.source) is not None else None)
         capacity = data.size if data is not None else self.disk_bytes[0]
         if data is not None:
             copied = image_file(data, dest_format, target.reserved)

@@ -89,9 +89,10 @@ class FakeFile:
             offset += piece
 
 
-def disk_of(file: FakeFile) -> FakeFile:
-    """The disk a guest sees in ``file``: the file itself, or a qcow2 file's contents."""
-    if file.read_as != "qcow2":
+def disk_of(file: FakeFile, fmt: str | None = None) -> FakeFile:
+    """The disk a guest sees in ``file`` read as ``fmt`` (None: as its bytes look, as
+    libvirt's storage guesses): the file itself, or a qcow2 file's contents."""
+    if (fmt or file.read_as) != "qcow2":
         return file
     capacity = int.from_bytes(file.blocks[0][len(QCOW2_MAGIC):len(QCOW2_MAGIC) + 8], "big")
     return FakeFile(capacity, {i - 1: b for i, b in file.blocks.items() if i > 0}, file.reserved)
@@ -208,7 +209,9 @@ class FakeStorage(FakeFaults):
         if not found:
             raise NotFound(f"host {self.name}: VM {name} has no disk {disk}")
         if found[0].source and self._place(found[0].source) is not None:
-            return self.volume_size(found[0].source)
+            # As libvirt's blockInfo: the file read in the format the definition declares.
+            file = self._volume(found[0].source)
+            return disk_of(file, found[0].driver_format or "raw").size, file.allocation
         return self.disk_bytes  # a disk whose file the test did not create
 
     def reserve_volume(self, path: str) -> None:
@@ -225,7 +228,7 @@ class FakeStorage(FakeFaults):
                             f"but its bytes read as {image.read_as}")
         if image.backing is not None:
             raise VirtError(f"host {self.name}: {source_path} has a backing file")
-        source = disk_of(self._volume(source_path))
+        source = disk_of(self._volume(source_path), source_format)
         backing = self._backing(pool)
         if name in backing.volumes:
             raise VirtError(f"host {self.name}: volume {name} already exists in {pool}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from functools import partial
-from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
+from ferry.virt import domxml
 from ferry.virt.base import BlockJob
 from ferry.virt.libvirt_power import PowerCalls
 
@@ -23,8 +23,7 @@ class BlockCopyCalls(PowerCalls):
     def block_copy(self, name: str, disk: str, dest_path: str, dest_format: str,
                    synchronous: bool) -> None:
         dom = self._domain(name)
-        xml = (f"<disk type='file'><driver type='{escape(dest_format)}'/>"
-               f"<source file={quoteattr(dest_path)}/></disk>")
+        xml = domxml.copy_target_xml(dest_path, dest_format)
         # REUSE_EXT: ferry created the target in the datastore's pool itself.
         # TRANSIENT_JOB: libvirt refuses a copy job on a persistent VM otherwise;
         # ferry updates the persistent definition after the pivot.
