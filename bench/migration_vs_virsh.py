@@ -59,14 +59,15 @@ def _jobinfo(uri: str) -> dict[str, str]:
 
 
 def virsh_round(lab: LabState, collector: HeartbeatCollector, src: str, dest: str,
-                limit: float) -> dict[str, Any]:
+                limit: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``virsh migrate`` of the benchmark VM, plus ``extra`` options (e.g. ``--tls``)."""
     src_uri = client_uri(lab.host(src).uri)
     dest_uri = client_uri(lab.host(dest).uri)
     peer = f"qemu+tls://{lab.host(dest).migration_address}/system"
     started_mono = time.monotonic()
     proc = subprocess.Popen(
         ["virsh", "-c", src_uri, "migrate", "--live", "--p2p", "--persistent",
-         "--undefinesource", VM, peer], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+         "--undefinesource", *extra, VM, peer], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:
         _, err = proc.communicate(timeout=limit)
