@@ -15,10 +15,12 @@ import uvicorn
 
 from ferry import config
 from ferry.api.app import create_app
+from ferry.auth.accounts import Accounts
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import FerryError
 from ferry.lab.collector import HeartbeatCollector
 from ferry.lab.vms import LabVMFactory
+from ferry.store.accounts import AccountRecords
 from ferry.store.db import Store
 from ferry.virt.libvirt_host import open_host
 
@@ -74,17 +76,21 @@ class Server:
 def build_server(settings: config.ServerSettings | None = None) -> Server:
     settings = settings or config.ServerSettings.from_env()
     config.ferry_home().mkdir(parents=True, exist_ok=True)
-    token = config.ensure_token()
+    store = Store(settings.database_url)
+    accounts = Accounts(AccountRecords(store.engine))
+    # A database without users (a new install, or one from before users): the install's
+    # token file becomes the token of user admin, so the local CLI keeps working.
+    accounts.adopt_first_token(config.ensure_token())
     collector = lab_collector()
     # VMs are made from the lab's guest image: the only image ferry ships.
-    plane = ControlPlane(Store(settings.database_url), open_host, heartbeat=collector,
+    plane = ControlPlane(store, open_host, heartbeat=collector,
                          guest_domain_type=lab_domain_type(), vm_factory=LabVMFactory(),
                          server_name=f"{socket.gethostname()}:{settings.port}")
     try:
         plane.refresh()
     except FerryError:
         pass  # a host that is down shows as disconnected in the inventory
-    app = create_app(plane, token)
+    app = create_app(plane, accounts)
     uv_config = uvicorn.Config(app, host=settings.listen, port=settings.port,
                                log_level="warning", access_log=False)
     return Server(plane, collector, uvicorn.Server(uv_config))
