@@ -48,6 +48,15 @@ def lab_domain_type() -> str | None:
     return "kvm" if state.accel == "kvm" else "qemu"
 
 
+def open_accounts(store: Store) -> Accounts:
+    """The users and tokens of ``store``'s database. A database without users (a new
+    install, or one from before users) gets user admin, whose token is the install's
+    token file (made now if missing): the local CLI, which reads that file, keeps working."""
+    accounts = Accounts(AccountRecords(store.engine))
+    accounts.adopt_first_token(config.ensure_token())
+    return accounts
+
+
 @dataclass
 class Server:
     plane: ControlPlane
@@ -77,10 +86,7 @@ def build_server(settings: config.ServerSettings | None = None) -> Server:
     settings = settings or config.ServerSettings.from_env()
     config.ferry_home().mkdir(parents=True, exist_ok=True)
     store = Store(settings.database_url)
-    accounts = Accounts(AccountRecords(store.engine))
-    # A database without users (a new install, or one from before users): the install's
-    # token file becomes the token of user admin, so the local CLI keeps working.
-    accounts.adopt_first_token(config.ensure_token())
+    accounts = open_accounts(store)
     collector = lab_collector()
     # VMs are made from the lab's guest image: the only image ferry ships.
     plane = ControlPlane(store, open_host, heartbeat=collector,

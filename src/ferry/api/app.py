@@ -175,8 +175,7 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
     )
     app.state.service = service
     _install_error_handlers(app)
-    app.add_middleware(AuditTrail, accounts=accounts, routes=app.router.routes,
-                       prefix=API_PREFIX)
+    app.add_middleware(AuditTrail, accounts=accounts, prefix=API_PREFIX)
 
     @app.get("/health", response_model=Health, tags=["health"])
     def health() -> Health:

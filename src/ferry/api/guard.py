@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ferry.auth import tokens
@@ -37,6 +35,8 @@ bearer = HTTPBearer(auto_error=False, description="A token of `ferry token creat
 
 _BODY_LIMIT = 64 * 1024  # of a request's body kept to name its object; requests are small
 _PRINCIPAL = "principal"
+_RULE = "audit_rule"
+_PARAMS = "audit_path_params"
 _OUTCOME = "audit_outcome"
 _TARGET = "audit_target"
 
@@ -51,9 +51,12 @@ def make_authorize(accounts: Accounts, prefix: str) -> Callable[..., Principal]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
+        rule = route_rule(prefix, request.method, request.scope.get("route"))
+        # First: a request refused for its token is still in the trail under its action.
+        setattr(request.state, _RULE, rule)
+        setattr(request.state, _PARAMS, dict(request.path_params))
         principal = accounts.authenticate(credentials.credentials if credentials else None)
         setattr(request.state, _PRINCIPAL, principal)
-        rule = route_rule(prefix, request.method, request.scope.get("route"))
         if rule is None:  # a route nobody put in the table is closed to everyone
             raise Forbidden(f"{request.method} {request.url.path} is in no role's rules")
         if not principal.role.allows(rule.role):
@@ -75,11 +78,9 @@ def note(request: Request, outcome: str | None = None, target: str | None = None
 class AuditTrail:
     """The ASGI middleware that records every change request made of ``prefix``."""
 
-    def __init__(self, app: ASGIApp, accounts: Accounts, routes: Sequence[BaseRoute],
-                 prefix: str) -> None:
+    def __init__(self, app: ASGIApp, accounts: Accounts, prefix: str) -> None:
         self.app = app
         self._accounts = accounts
-        self._routes = routes  # the app's, filled as routes are added
         self._prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -125,8 +126,9 @@ class AuditTrail:
                status: int) -> AuditEntry:
         method: str = scope["method"]
         path: str = scope["path"]
-        route, params = self._match(scope)
-        rule = route_rule(self._prefix, method, route) if route is not None else None
+        # Set by authorize; absent when no route matched (404, 405): action "unknown".
+        rule = state.get(_RULE)
+        params: dict[str, Any] = state.get(_PARAMS, {})
         principal = state.get(_PRINCIPAL)
         token_id: str | None
         if isinstance(principal, Principal):
@@ -134,21 +136,15 @@ class AuditTrail:
         else:
             user, token_id = ANONYMOUS, _claimed_token_id(scope)
         target = state.get(_TARGET)
-        if target is None and rule is not None:
+        if target is None and isinstance(rule, Rule):
             target = _target(rule, params, body, scope)
         client = scope.get("client")
         return AuditEntry(
-            at=time.time(), user=user, action=rule.action if rule is not None else "unknown",
+            at=self._accounts.now(), user=user,
+            action=rule.action if isinstance(rule, Rule) else "unknown",
             method=method, path=path, status=status,
             address=str(client[0]) if client else "unknown", target=target,
             token_id=token_id, outcome=str(state.get(_OUTCOME, "")))
-
-    def _match(self, scope: Scope) -> tuple[BaseRoute | None, dict[str, Any]]:
-        for route in self._routes:
-            match, child = route.matches(scope)
-            if match is Match.FULL:
-                return route, dict(child.get("path_params", {}))
-        return None, {}
 
 
 def _claimed_token_id(scope: Scope) -> str | None:

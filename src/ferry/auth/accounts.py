@@ -30,6 +30,10 @@ class Accounts:
         self._records = records
         self._clock = clock
 
+    def now(self) -> float:
+        """The time tokens expire by and the audit trail is written in."""
+        return self._clock()
+
     # -- the first admin ------------------------------------------------------
     def adopt_first_token(self, token: str) -> bool:
         """With no user yet, make user ``admin`` and ``token`` (the install's token file)
