@@ -7,7 +7,7 @@ them at their next request.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -153,10 +153,6 @@ class AccountRecords:
         with self.engine.connect() as conn:
             rows = list(conn.execute(query.limit(limit)).mappings())
         return [_audit(r) for r in reversed(rows)]
-
-    def audit_count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(audit_table)).scalar_one())
 
 
 def _user(row: RowMapping) -> User:
