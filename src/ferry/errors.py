@@ -9,6 +9,8 @@ the libvirt seam (``virt/libvirt_*.py``, the only modules that import libvirt)::
      |    +-- NotFound         a named object (VM, host, datastore, job) does not exist
      |    +-- AmbiguousName    a name two VMs share: the caller must give a UUID
      +-- ConfigError           ferry or the lab is misconfigured (missing PKI, no image)
+     +-- NotAuthenticated      no valid API token: none, unknown, wrong, revoked or expired
+     +-- Forbidden             a valid token whose user's role does not allow the request
      +-- RefusedError          a pre-flight check refused an operation; carries the findings
      |    +-- VMBusy           the store holds an unfinished move of the VM; carries that job
      +-- HostError             talking to a hypervisor host failed
@@ -57,6 +59,16 @@ class AmbiguousName(InputError):
 class ConfigError(FerryError):
     exit_code = 3
     http_status = 500
+
+
+class NotAuthenticated(FerryError):
+    exit_code = 3  # as a missing token always exited: the client's setup is wrong
+    http_status = 401
+
+
+class Forbidden(FerryError):
+    exit_code = 9
+    http_status = 403
 
 
 class RefusedError(FerryError):

@@ -177,3 +177,4 @@ class Job:
     cancel_requested: bool = False
     parent_id: str | None = None  # the evacuation that started this move
     resources: tuple[JobResource, ...] = ()
+    requested_by: str | None = None  # the user who asked (an evacuation's moves: its asker)

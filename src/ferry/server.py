@@ -15,10 +15,12 @@ import uvicorn
 
 from ferry import config
 from ferry.api.app import create_app
+from ferry.auth.accounts import Accounts
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import FerryError
 from ferry.lab.collector import HeartbeatCollector
 from ferry.lab.vms import LabVMFactory
+from ferry.store.accounts import AccountRecords
 from ferry.store.db import Store
 from ferry.virt.libvirt_host import open_host
 
@@ -44,6 +46,15 @@ def lab_domain_type() -> str | None:
     if state is None:
         return None
     return "kvm" if state.accel == "kvm" else "qemu"
+
+
+def open_accounts(store: Store) -> Accounts:
+    """The users and tokens of ``store``'s database. A database without users (a new
+    install, or one from before users) gets user admin, whose token is the install's
+    token file (made now if missing): the local CLI, which reads that file, keeps working."""
+    accounts = Accounts(AccountRecords(store.engine))
+    accounts.adopt_first_token(config.ensure_token())
+    return accounts
 
 
 @dataclass
@@ -74,17 +85,18 @@ class Server:
 def build_server(settings: config.ServerSettings | None = None) -> Server:
     settings = settings or config.ServerSettings.from_env()
     config.ferry_home().mkdir(parents=True, exist_ok=True)
-    token = config.ensure_token()
+    store = Store(settings.database_url)
+    accounts = open_accounts(store)
     collector = lab_collector()
     # VMs are made from the lab's guest image: the only image ferry ships.
-    plane = ControlPlane(Store(settings.database_url), open_host, heartbeat=collector,
+    plane = ControlPlane(store, open_host, heartbeat=collector,
                          guest_domain_type=lab_domain_type(), vm_factory=LabVMFactory(),
                          server_name=f"{socket.gethostname()}:{settings.port}")
     try:
         plane.refresh()
     except FerryError:
         pass  # a host that is down shows as disconnected in the inventory
-    app = create_app(plane, token)
+    app = create_app(plane, accounts)
     uv_config = uvicorn.Config(app, host=settings.listen, port=settings.port,
                                log_level="warning", access_log=False)
     return Server(plane, collector, uvicorn.Server(uv_config))

@@ -142,8 +142,11 @@ class FerryService:
         """The mode, and per host what it hides from VMs."""
         raise NotImplementedError
 
-    def enter_maintenance(self, name: str) -> Job:
-        """Mark the host in maintenance and start moving every VM off it (a job)."""
+    def enter_maintenance(self, name: str, requested_by: str | None = None) -> Job:
+        """Mark the host in maintenance and start moving every VM off it (a job).
+
+        ``requested_by``: the user who asked; the evacuation's moves inherit it.
+        """
         raise NotImplementedError
 
     def exit_maintenance(self, name: str) -> Host:
@@ -194,8 +197,10 @@ class FerryService:
     # Migration jobs
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = (),
-                        cold: bool = False) -> Job:
+                        cold: bool = False, requested_by: str | None = None) -> Job:
         """Validates, refuses (RefusedError listing every reason) or starts a job.
+
+        ``requested_by``: the user who asked, recorded on the job.
 
         ``dest_host`` alone: live migration; ``dest_datastore`` alone: live
         storage migration on the VM's host; both: live, memory and disks

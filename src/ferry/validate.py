@@ -18,11 +18,26 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _NAME = re.compile(NAME_PATTERN)
 _ALLOWED_SCHEMES = ("qemu+tls", "qemu+ssh")
+# User names are shown in the audit trail and compared by eye: plain lowercase ASCII, so
+# neither "Admin" nor a Cyrillic "а" can pass for "admin".
+USER_PATTERN = r"^[a-z][a-z0-9_.-]{0,31}$"
+USER_RULE = "use 1-32 lowercase letters, digits, '.', '_' or '-', starting with a letter"
+_USER = re.compile(USER_PATTERN)
+RESERVED_USERS = ("anonymous",)  # the audit trail's name for a request that proved none
 
 
 def name(kind: str, value: str) -> str:
     if not _NAME.fullmatch(value):
         raise InputError(f"invalid {kind} name {value!r}: {NAME_RULE}")
+    return value
+
+
+def user_name(value: str) -> str:
+    if not _USER.fullmatch(value):
+        raise InputError(f"invalid user name {value[:80]!r}: {USER_RULE}")
+    if value in RESERVED_USERS:
+        raise InputError(f"user name {value!r} is reserved: the audit trail uses it for "
+                         "requests without a valid token")
     return value
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from auth_support import admin_accounts
 from fastapi.testclient import TestClient
 
 from ferry.api.app import create_app
@@ -107,7 +109,8 @@ class FakeService(FerryService):
 
     def start_migration(self, vm: str, dest_host: str | None,
                         dest_datastore: str | None = None, disk_format: str = "same",
-                        disks: tuple[str, ...] = (), cold: bool = False) -> Job:
+                        disks: tuple[str, ...] = (), cold: bool = False,
+                        requested_by: str | None = None) -> Job:
         if vm == "web2":
             raise RefusedError(f"migration of {vm} to {dest_host} refused", REFUSAL)
         self.get_vm(vm)
@@ -149,8 +152,9 @@ def service() -> FakeService:
 
 
 @pytest.fixture
-def client(service: FakeService) -> TestClient:
-    return TestClient(create_app(service, TOKEN), raise_server_exceptions=False)
+def client(service: FakeService, tmp_path: Path) -> TestClient:
+    return TestClient(create_app(service, admin_accounts(tmp_path, TOKEN)),
+                      raise_server_exceptions=False)
 
 
 def test_health_needs_no_token(client: TestClient) -> None:
@@ -307,12 +311,13 @@ def test_jobs(client: TestClient, service: FakeService) -> None:
     assert cancelled["state"] == "cancelling"
 
 
-def test_unexpected_errors_keep_the_envelope(service: FakeService) -> None:
+def test_unexpected_errors_keep_the_envelope(service: FakeService, tmp_path: Path) -> None:
     def boom() -> list[Host]:
         raise RuntimeError("disk on fire")
 
     service.list_hosts = boom  # type: ignore[method-assign]
-    client = TestClient(create_app(service, TOKEN), raise_server_exceptions=False)
+    client = TestClient(create_app(service, admin_accounts(tmp_path, TOKEN)),
+                        raise_server_exceptions=False)
     resp = client.get("/api/v1/hosts", headers=AUTH)
     assert resp.status_code == 500
     assert resp.json()["error"]["type"] == "InternalError"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from auth_support import admin_accounts
 from fastapi.testclient import TestClient
 
 from ferry.api.app import create_app
@@ -85,7 +87,8 @@ class ScriptedService(FerryService):
 
     def start_migration(self, vm: str, dest_host: str | None,
                         dest_datastore: str | None = None, disk_format: str = "same",
-                        disks: tuple[str, ...] = (), cold: bool = False) -> Job:
+                        disks: tuple[str, ...] = (), cold: bool = False,
+                        requested_by: str | None = None) -> Job:
         if vm == "web2":
             raise RefusedError(f"cannot migrate {vm} to {dest_host}", FINDINGS)
         self.get_vm(vm)
@@ -118,8 +121,8 @@ def service() -> ScriptedService:
 
 
 @pytest.fixture
-def client(service: ScriptedService) -> Iterator[FerryClient]:
-    with TestClient(create_app(service, TOKEN)) as http:
+def client(service: ScriptedService, tmp_path: Path) -> Iterator[FerryClient]:
+    with TestClient(create_app(service, admin_accounts(tmp_path, TOKEN))) as http:
         yield FerryClient(http=http, token=TOKEN)
 
 
@@ -239,9 +242,9 @@ def test_bad_workload_is_a_usage_error(client: FerryClient,
     assert code == 2 and "unknown workload 'cpu'" in err
 
 
-def test_wrong_token_exits_3(service: ScriptedService,
+def test_wrong_token_exits_3(service: ScriptedService, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    with TestClient(create_app(service, TOKEN)) as http:
+    with TestClient(create_app(service, admin_accounts(tmp_path, TOKEN))) as http:
         code = cli.main(["host", "list"], client=FerryClient(http=http, token="nope"),
                         extensions=[])
     assert code == 3 and "token" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from auth_support import admin_accounts
 from fastapi.testclient import TestClient
 
 from ferry.api.app import create_app
@@ -52,7 +53,7 @@ def cli(world: FakeWorld, tmp_path: Path) -> Iterator[FerryClient]:
                          vm_factory=LabVMFactory())
     for i in (1, 2):
         plane.add_host(f"host{i}", f"qemu+tls://host{i}/system")
-    with TestClient(create_app(plane, TOKEN)) as http:
+    with TestClient(create_app(plane, admin_accounts(tmp_path, TOKEN))) as http:
         yield FerryClient(http=http, token=TOKEN)
     plane.close()
 

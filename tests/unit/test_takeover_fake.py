@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from auth_support import admin_accounts
 from fake_plane import finished, plane_over
 from fastapi.testclient import TestClient
 
@@ -142,7 +143,7 @@ def test_the_servers_and_the_takeover_are_shown_to_the_admin(
     world.host("host1").vms.pop("web1")
     world.host("host2").add_vm(web1(TARGET))
     with plane_over(world, tmp_path, register=False) as plane, \
-            TestClient(create_app(plane, "t0ken")) as http:
+            TestClient(create_app(plane, admin_accounts(tmp_path, "t0ken"))) as http:
         finished(plane, dead_servers_job, timeout=20)
         cli = FerryClient(http=http, token="t0ken")
         assert main(["servers"], client=cli) == 0

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from auth_support import admin_accounts
 from fake_plane import plane_over
 from fastapi.testclient import TestClient
 
@@ -48,8 +49,8 @@ def plane(world: FakeWorld, tmp_path: Path) -> Iterator[ControlPlane]:
 
 
 @pytest.fixture
-def http(plane: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(create_app(plane, TOKEN)) as http:
+def http(plane: ControlPlane, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(plane, admin_accounts(tmp_path, TOKEN))) as http:
         yield http
 
 

@@ -225,7 +225,9 @@ def test_the_store_refuses_a_second_move_even_past_every_earlier_check(tmp_path:
 
 
 def test_the_cli_through_the_api_shows_the_move_and_refuses_naming_its_job(
-        plane: ControlPlane, world: FakeWorld, capsys: pytest.CaptureFixture[str]) -> None:
+        plane: ControlPlane, world: FakeWorld, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from auth_support import admin_accounts
     from fastapi.testclient import TestClient
 
     from ferry.api.app import create_app
@@ -238,7 +240,7 @@ def test_the_cli_through_the_api_shows_the_move_and_refuses_naming_its_job(
     assert source.migrating.wait(5)
     plane.refresh()
     try:
-        with TestClient(create_app(plane, "t")) as http:
+        with TestClient(create_app(plane, admin_accounts(tmp_path, "t"))) as http:
             client = FerryClient(http=http, token="t")
 
             def run(*argv: str) -> tuple[int, str, str]:

@@ -3,20 +3,21 @@
 Path functions are plain ``def`` on purpose: every service call does blocking
 libvirt IO, and FastAPI runs sync endpoints in its threadpool instead of on
 the event loop. All failures leave as one JSON envelope (see ``ErrorBody``)
-so the CLI needs a single decoder for every error.
+so the CLI needs a single decoder for every error. Who may call which route is
+:mod:`ferry.auth.roles`; the check and the audit trail are :mod:`ferry.api.guard`.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
+from ferry.api.accounts import add_account_routes
+from ferry.api.guard import AuditTrail, make_authorize, note
 from ferry.api.schemas import (
     NAME_ERROR,
     CheckCreate,
@@ -46,15 +47,14 @@ from ferry.api.schemas import (
     VMOut,
     to_schema,
 )
+from ferry.auth.accounts import Accounts
+from ferry.auth.model import Principal
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Status
-from ferry.errors import ConfigError, FerryError, InputError, RefusedError
+from ferry.errors import ConfigError, FerryError, InputError, NotAuthenticated, RefusedError
 from ferry.service import FerryService, HostSettingsUpdate, VMCreateRequest
 
 API_PREFIX = "/api/v1"
-
-# auto_error=False: a missing header must produce our envelope, not FastAPI's 403.
-_bearer = HTTPBearer(auto_error=False, description="The token in FERRY_HOME/token")
 
 # Module level: with postponed annotations FastAPI resolves names in module globals.
 HostPath = Annotated[HostName, Path()]
@@ -64,7 +64,8 @@ VMRef = Annotated[VMName, Path(description=(
     "the VM's name, or its UUID (needed when two VMs share the name: a 400 names both)"))]
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
+    401: {"model": ErrorBody, "description": "Missing, wrong, revoked or expired bearer token"},
+    403: {"model": ErrorBody, "description": "The token's user lacks the role the route needs"},
     404: {"model": ErrorBody, "description": "A named object does not exist"},
     409: {"model": ErrorBody, "description": "Refused by pre-flight checks"},
     502: {"model": ErrorBody, "description": "A hypervisor host failed"},
@@ -111,23 +112,28 @@ def _validation_message(errors: list[Any]) -> str:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FerryError)
-    def ferry_error(_request: Request, exc: FerryError) -> JSONResponse:
+    def ferry_error(request: Request, exc: FerryError) -> JSONResponse:
+        note(request, exc.message)
         findings = exc.findings if isinstance(exc, RefusedError) else []
         body = error_body(type(exc).__name__, exc.message, exc.exit_code, findings)
-        return JSONResponse(status_code=exc.http_status, content=body)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
+        return JSONResponse(status_code=exc.http_status, content=body, headers=headers)
 
     @app.exception_handler(HTTPException)
-    def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        note(request, str(exc.detail))
         body = error_body(
             "HTTPError", str(exc.detail), _exit_code_for_http(exc.status_code)
         )
         return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Keep FastAPI's "detail" for generic clients; add our envelope for the CLI.
         errors = list(exc.errors())
-        body = error_body("ValidationError", _validation_message(errors), InputError.exit_code)
+        message = _validation_message(errors)
+        note(request, message)
+        body = error_body("ValidationError", message, InputError.exit_code)
         body["detail"] = _jsonable_errors(errors)
         return JSONResponse(status_code=422, content=body)
 
@@ -152,22 +158,15 @@ def _jsonable_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def create_app(service: FerryService, token: str) -> FastAPI:
-    """The ASGI app; the caller owns ``service`` (and closes it on shutdown)."""
-    if not token:
-        raise ValueError("an API token is required")
-    expected = token.encode()
+def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
+    """The ASGI app; the caller owns ``service`` (and closes it on shutdown).
 
-    def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        given = credentials.credentials.encode() if credentials else b""
-        if not secrets.compare_digest(given, expected):
-            raise HTTPException(
-                status_code=status.HTTP_401_UNAUTHORIZED,
-                detail="missing or invalid API token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    ``accounts`` says who each request's token is, and keeps the audit trail.
+    """
+    authorize = make_authorize(accounts, API_PREFIX)
+    # A handler asks who calls with ``caller: Principal = Depends(authorize)``: FastAPI
+    # runs ``authorize`` once per request (the router's dependency), and hands its answer.
+    caller_of = Depends(authorize)
 
     app = FastAPI(
         title="ferry",
@@ -176,13 +175,14 @@ def create_app(service: FerryService, token: str) -> FastAPI:
     )
     app.state.service = service
     _install_error_handlers(app)
+    app.add_middleware(AuditTrail, accounts=accounts, prefix=API_PREFIX)
 
     @app.get("/health", response_model=Health, tags=["health"])
     def health() -> Health:
         return Health()
 
     api = APIRouter(
-        prefix=API_PREFIX, dependencies=[Depends(require_token)], responses=_ERROR_RESPONSES
+        prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=_ERROR_RESPONSES
     )
 
     # ---------------------------------------------------------------- hosts
@@ -241,8 +241,11 @@ def create_app(service: FerryService, token: str) -> FastAPI:
 
     @api.post("/hosts/{name}/maintenance/enter", response_model=JobOut,
               status_code=status.HTTP_202_ACCEPTED, tags=["hosts"])
-    def enter_maintenance(name: HostPath) -> JobOut:
-        return to_schema(JobOut, service.enter_maintenance(name))
+    def enter_maintenance(name: HostPath, request: Request,
+                          caller: Principal = caller_of) -> JobOut:
+        job = service.enter_maintenance(name, requested_by=caller.user)
+        note(request, f"job {job.id}")
+        return to_schema(JobOut, job)
 
     @api.post("/hosts/{name}/maintenance/exit", response_model=HostOut, tags=["hosts"])
     def exit_maintenance(name: HostPath) -> HostOut:
@@ -302,9 +305,12 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         status_code=status.HTTP_202_ACCEPTED,
         tags=["migrations"],
     )
-    def start_migration(body: MigrationCreate) -> JobOut:
-        return to_schema(JobOut, service.start_migration(
-            body.vm, body.host, body.datastore, body.disk_format, tuple(body.disks), body.cold))
+    def start_migration(body: MigrationCreate, request: Request,
+                        caller: Principal = caller_of) -> JobOut:
+        job = service.start_migration(body.vm, body.host, body.datastore, body.disk_format,
+                                      tuple(body.disks), body.cold, requested_by=caller.user)
+        note(request, f"job {job.id}")
+        return to_schema(JobOut, job)
 
     @api.get("/jobs", response_model=list[JobOut], tags=["jobs"])
     def list_jobs(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[JobOut]:
@@ -315,12 +321,15 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         return to_schema(JobOut, service.get_job(job_id))
 
     @api.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"])
-    def cancel_job(job_id: str) -> JobOut:
-        return to_schema(JobOut, service.cancel_job(job_id))
+    def cancel_job(job_id: str, request: Request) -> JobOut:
+        job = service.cancel_job(job_id)
+        note(request, f"job {job.id}: {job.state.value}")
+        return to_schema(JobOut, job)
 
     @api.get("/servers", response_model=list[ServerOut], tags=["servers"])
     def list_servers() -> list[ServerOut]:
         return [to_schema(ServerOut, s) for s in service.list_servers()]
 
+    add_account_routes(api, accounts, authorize)
     app.include_router(api)
     return app

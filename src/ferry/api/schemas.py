@@ -25,6 +25,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ferry import reports, validate
+from ferry.auth.roles import Role
+from ferry.auth.tokens import MAX_DAYS
 from ferry.errors import InputError
 from ferry.job import JobKind, JobState, Phase, ResourceKind, ResourceState
 from ferry.model import (
@@ -60,6 +62,26 @@ VMName = Annotated[str, AfterValidator(_name_of("VM")), _NAME_SCHEMA]
 HostName = Annotated[str, AfterValidator(_name_of("host")), _NAME_SCHEMA]
 ClusterName = Annotated[str, AfterValidator(_name_of("cluster")), _NAME_SCHEMA]
 CpuModelName = Annotated[str, AfterValidator(_name_of("CPU model")), _NAME_SCHEMA]
+
+
+def _user_name(value: str) -> str:
+    try:
+        return validate.user_name(value)
+    except InputError as exc:
+        raise PydanticCustomError(NAME_ERROR, "{reason}", {"reason": exc.message}) from None
+
+
+UserName = Annotated[str, AfterValidator(_user_name), WithJsonSchema(
+    {"type": "string", "pattern": validate.USER_PATTERN, "description": validate.USER_RULE})]
+
+
+def _label(value: str) -> str:
+    if any(not c.isprintable() for c in value):
+        raise ValueError("a token label must be printable text (no control characters)")
+    return value
+
+
+TokenLabel = Annotated[str, Field(max_length=100), AfterValidator(_label)]
 
 
 class Out(BaseModel):
@@ -234,6 +256,7 @@ class JobOut(Out):
     parent_id: str | None = None  # the evacuation that started it
     slot_hosts: list[str] = []
     resources: list[JobResourceOut] = []
+    requested_by: str | None = None  # the user who asked (None: before users existed)
 
     @field_validator("progress", "report", mode="before")
     @classmethod
@@ -393,3 +416,56 @@ class CheckCreate(BaseModel):
     cold: bool = False
     disks: list[str] = []
     disk_format: Literal["same", "thin", "thick-lazy", "thick-eager"] = "same"
+
+
+# ------------------------------------------------------ users, tokens, audit
+
+
+class UserOut(Out):
+    name: str
+    role: Role
+    created_at: float
+
+
+class UserCreate(BaseModel):
+    name: UserName
+    role: Role
+
+
+class TokenOut(Out):
+    """A token as listed: never its secret."""
+
+    id: str
+    user: str
+    label: str
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+class TokenCreated(TokenOut):
+    """A new token: the only response that carries the token itself."""
+
+    token: str
+
+
+class TokenCreate(BaseModel):
+    user: UserName | None = None  # None: the caller's own
+    label: TokenLabel = ""
+    expires_days: int | None = Field(default=None, ge=1, le=MAX_DAYS,
+                                     description="days until it stops working (default 90)")
+
+
+class AuditOut(Out):
+    id: int
+    at: float
+    user: str
+    action: str
+    method: str
+    path: str
+    status: int
+    address: str
+    target: str | None = None
+    token_id: str | None = None
+    outcome: str = ""

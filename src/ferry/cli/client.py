@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from ferry import config
 from ferry.api.schemas import (
+    AuditOut,
     CheckOut,
     ClusterOut,
     DatastoreOut,
@@ -24,6 +25,9 @@ from ferry.api.schemas import (
     JobOut,
     NetworkOut,
     ServerOut,
+    TokenCreated,
+    TokenOut,
+    UserOut,
     VMOut,
 )
 from ferry.errors import ConfigError, FerryError, InputError
@@ -267,3 +271,35 @@ class FerryClient:
 
     def list_servers(self) -> list[ServerOut]:
         return self._many(ServerOut, self._request("GET", "/servers"))
+
+    # ------------------------------------------------- users, tokens, audit
+    def list_users(self) -> list[UserOut]:
+        return self._many(UserOut, self._request("GET", "/users"))
+
+    def add_user(self, name: str, role: str) -> UserOut:
+        return self._one(UserOut, self._request("POST", "/users",
+                                                json={"name": name, "role": role}))
+
+    def remove_user(self, name: str) -> None:
+        self._request("DELETE", f"/users/{_seg(name)}")
+
+    def list_tokens(self, user: str | None = None) -> list[TokenOut]:
+        params = {"user": user} if user else None
+        return self._many(TokenOut, self._request("GET", "/tokens", params=params))
+
+    def create_token(self, user: str | None = None, label: str = "",
+                     expires_days: int | None = None) -> TokenCreated:
+        body = {"user": user, "label": label, "expires_days": expires_days}
+        return self._one(TokenCreated, self._request("POST", "/tokens", json=body))
+
+    def revoke_token(self, token_id: str) -> TokenOut:
+        return self._one(TokenOut, self._request("DELETE", f"/tokens/{_seg(token_id)}"))
+
+    def audit(self, user: str | None = None, since: float | None = None,
+              limit: int = 100) -> list[AuditOut]:
+        params: dict[str, Any] = {"limit": limit}
+        if user:
+            params["user"] = user
+        if since is not None:
+            params["since"] = since
+        return self._many(AuditOut, self._request("GET", "/audit", params=params))

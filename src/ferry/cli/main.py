@@ -53,7 +53,7 @@ sleep: Callable[[float], None] = time.sleep
 # that exists must define register(commands: Commands) -> None.
 EXTENSION_MODULES: tuple[str, ...] = (
     "ferry.cli.preflight", "ferry.cli.maintenance", "ferry.cli.cluster", "ferry.cli.serve",
-    "ferry.cli.servers",
+    "ferry.cli.servers", "ferry.cli.accounts",
     "ferry.cli.lab", "ferry.cli.demo", "ferry.cli.db")
 
 

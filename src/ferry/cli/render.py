@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from ferry.api.schemas import (
+    AuditOut,
     CheckOut,
     DatastoreOut,
     EvcReportOut,
@@ -18,6 +19,8 @@ from ferry.api.schemas import (
     HostOut,
     JobOut,
     NetworkOut,
+    TokenOut,
+    UserOut,
     VMOut,
 )
 from ferry.reports import (
@@ -190,7 +193,7 @@ def networks_table(networks: Sequence[NetworkOut]) -> str:
     return table(("NAME", "HOST", "BRIDGE", "FORWARD", "ACTIVE", "PORTGROUPS"), rows)
 
 
-def _clock(ts: float | None) -> str:
+def clock(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
@@ -204,10 +207,11 @@ def job_duration(job: JobOut, now: float | None = None) -> str:
 def jobs_table(jobs: Sequence[JobOut]) -> str:
     rows = [
         (j.id, j.kind, j.vm, f"{j.source_host} -> {j.dest_host or '-'}", j.state.value, j.phase,
-         _clock(j.created_at), job_duration(j))
+         clock(j.created_at), job_duration(j), j.requested_by or "-")
         for j in jobs
     ]
-    return table(("ID", "KIND", "VM", "HOSTS", "STATE", "PHASE", "CREATED", "DURATION"), rows)
+    return table(("ID", "KIND", "VM", "HOSTS", "STATE", "PHASE", "CREATED", "DURATION", "BY"),
+                 rows)
 
 
 def evc_report(report: EvcReportOut) -> str:
@@ -293,6 +297,8 @@ def job_report(job: JobOut) -> str:
         f"Job {job.id}: {job.kind} {job.vm} {job.source_host} -> {job.dest_host or '-'}: "
         f"{job.state.value.upper()}"
     ]
+    if job.requested_by:
+        out.append(f"  requested by   {job.requested_by}")
     if job.error:
         out.append(f"  error          {job.error}")
     out.append(f"  total time     {human_ms(r.total_ms if r is not None else None)}")
@@ -376,3 +382,31 @@ def check_report(report: CheckOut) -> str:
     lines.append(f"{verdict}: {report.errors} error(s), {report.warnings} warning(s), "
                  f"{len(report.findings)} requirement(s) checked")
     return "\n".join(lines)
+
+
+def users_table(users: Sequence[UserOut]) -> str:
+    return table(("USER", "ROLE", "CREATED"),
+                 [(u.name, u.role.value, clock(u.created_at)) for u in users])
+
+
+def token_state(token: TokenOut, now: float) -> str:
+    if token.revoked_at is not None:
+        return f"revoked {clock(token.revoked_at)}"
+    if token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def tokens_table(tokens: Sequence[TokenOut], now: float | None = None) -> str:
+    """Tokens as listed: ids and dates, never a secret (the API has none to give)."""
+    when = time.time() if now is None else now
+    return table(("ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST USED", "STATE"), [
+        (t.id, t.user, t.label or "-", clock(t.created_at), clock(t.expires_at),
+         clock(t.last_used_at), token_state(t, when)) for t in tokens])
+
+
+def audit_table(entries: Sequence[AuditOut]) -> str:
+    return table(("WHEN", "USER", "FROM", "ACTION", "OBJECT", "STATUS", "OUTCOME"), [
+        (clock(e.at), e.user if e.token_id is None or e.user != "anonymous"
+         else f"anonymous (token {e.token_id})", e.address, e.action, e.target or "-",
+         e.status, e.outcome or "-") for e in entries])

@@ -175,8 +175,9 @@ class ControlPlane(FerryService):
 
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = (),
-                        cold: bool = False) -> Job:
-        return self._moves.start(vm, dest_host, dest_datastore, disk_format, disks, cold)
+                        cold: bool = False, requested_by: str | None = None) -> Job:
+        return self._moves.start(vm, dest_host, dest_datastore, disk_format, disks, cold,
+                                 requested_by=requested_by)
 
     # -- clusters (ferry.engine.clusters) -----------------------------------
     def create_cluster(self, name: str) -> Cluster:
@@ -216,11 +217,12 @@ class ControlPlane(FerryService):
         return "kvm" if "kvm" in self._conn(host).facts().domain_types else "qemu"
 
     # -- maintenance mode ------------------------------------------------
-    def enter_maintenance(self, name: str) -> Job:
+    def enter_maintenance(self, name: str, requested_by: str | None = None) -> Job:
         self._store.host(name)
         self._store.update_host(name, maintenance=True)  # nothing is placed here from now
         self._gatherer.forget_reachability()
-        handle = JobHandle.create(self._store, JobKind.EVACUATE, name, name, None)
+        handle = JobHandle.create(self._store, JobKind.EVACUATE, name, name, None,
+                                  requested_by=requested_by)
         evacuation = self._evacuation(name, handle)
         return self._runner.coordinate(handle, evacuation.run)
 
@@ -246,7 +248,8 @@ class ControlPlane(FerryService):
             judge=lambda vm, cold: self._moves.judge_each(inventory, vm, cold, clusters),
             job_of=self.get_job, cancel=self.cancel_job,
             start=lambda vm, dest, findings: self._moves.start_placed(
-                vm, dest, findings, inventory, parent=handle.id),
+                vm, dest, findings, inventory, parent=handle.id,
+                requested_by=handle.job.requested_by),
             scope=scope.description, children=children)
 
     def _resume_evacuation(self, handle: JobHandle) -> None:

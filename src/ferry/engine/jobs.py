@@ -29,12 +29,13 @@ from ferry.store.jobs import LostOwnership
 log = logging.getLogger(__name__)
 
 
-def _asked(kind: JobKind, vm: str, source: str, dest: str | None) -> str:
+def _asked(kind: JobKind, vm: str, source: str, dest: str | None, by: str | None) -> str:
+    who = f" by {by}" if by else ""
     if kind is JobKind.EVACUATE:
-        return f"evacuation of host {source} requested"
+        return f"evacuation of host {source} requested{who}"
     if dest in (None, source):
-        return f"{kind} of {vm} on {source} requested"
-    return f"{kind} of {vm} from {source} to {dest} requested"
+        return f"{kind} of {vm} on {source} requested{who}"
+    return f"{kind} of {vm} from {source} to {dest} requested{who}"
 
 
 def _check_type(job: Job, what: str, value: object, expected: type) -> None:
@@ -59,16 +60,17 @@ class JobHandle:
     @classmethod
     def create(cls, store: Store, kind: JobKind, vm: str, source: str, dest: str | None,
                vm_uuid: str | None = None, spec: MoveSpec | None = None,
-               slot_hosts: tuple[str, ...] = (), parent_id: str | None = None) -> JobHandle:
+               slot_hosts: tuple[str, ...] = (), parent_id: str | None = None,
+               requested_by: str | None = None) -> JobHandle:
         """Record a new queued job; a move (``vm_uuid`` given) is refused while its VM has
-        another."""
+        another. ``requested_by``: the user who asked for it."""
         now = time.time()
         job = Job(
             id=str(uuid.uuid4()), kind=kind, vm=vm, source_host=source, dest_host=dest,
             state=JobState.QUEUED, phase=Phase.REQUESTED, created_at=now,
-            events=(JobEvent(now, Phase.REQUESTED, _asked(kind, vm, source, dest)),),
+            events=(JobEvent(now, Phase.REQUESTED, _asked(kind, vm, source, dest, requested_by)),),
             vm_uuid=vm_uuid, spec=spec, slot_hosts=tuple(dict.fromkeys(slot_hosts)),
-            parent_id=parent_id,
+            parent_id=parent_id, requested_by=requested_by,
         )
         try:
             store.add_job(job)

@@ -107,7 +107,8 @@ class MoveStarter:
 
     def start(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
               disk_format: str = "same", disks: tuple[str, ...] = (), cold: bool = False,
-              parent: str | None = None) -> Job:
+              parent: str | None = None, requested_by: str | None = None) -> Job:
+        """``requested_by``: the user who asked (an evacuation's moves: the evacuation's)."""
         current = self._vms.get(vm)
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
@@ -117,9 +118,10 @@ class MoveStarter:
         self._vms.refuse_if_held(current, "migration")
         if cold:
             return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks,
-                                         parent)
+                                         parent, requested_by)
         if dest_datastore is not None and dest_host in (None, current.host):
-            return self._start_storage_move(current, dest_datastore, disk_format, disks)
+            return self._start_storage_move(current, dest_datastore, disk_format, disks,
+                                            requested_by)
         request = MoveRequest(current.uuid, dest_host=dest_host, dest_datastore=dest_datastore,
                               disks=disks, disk_format=disk_format)
         self._validate_move(request)
@@ -129,7 +131,8 @@ class MoveStarter:
         inventory = self._inventory.inventory()
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"migration of {current.name} to {dest_host}")
-        return self._launch_live(inventory, current, request, findings, warnings, parent)
+        return self._launch_live(inventory, current, request, findings, warnings, parent,
+                                 requested_by)
 
     def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
         """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
@@ -140,12 +143,14 @@ class MoveStarter:
         return current
 
     def start_placed(self, vm: VM, dest_host: str, findings: list[Finding],
-                     inventory: Inventory | None = None, parent: str | None = None) -> Job:
+                     inventory: Inventory | None = None, parent: str | None = None,
+                     requested_by: str | None = None) -> Job:
         """An evacuation's move to the host it chose on ``findings``, judged a moment ago
         on ``inventory``, the one the evacuation refreshed: judging again would only
         repeat it."""
         if vm.state is VMState.SHUTOFF:
-            return self.start(vm.uuid, dest_host, cold=True, parent=parent)
+            return self.start(vm.uuid, dest_host, cold=True, parent=parent,
+                              requested_by=requested_by)
         blocking = errors(findings)
         if blocking:
             raise RefusedError(f"migration of {vm.name} to {dest_host} refused: "
@@ -155,11 +160,11 @@ class MoveStarter:
             inventory = self._inventory.inventory()
         return self._launch_live(inventory, self._vms.get(vm.uuid), request,
                                  findings, [f for f in findings if f.status is Status.WARNING],
-                                 parent)
+                                 parent, requested_by)
 
     def _record(self, kind: JobKind, vm: VM, dest_host: str, request: MoveRequest,
                 findings: list[Finding], warnings: list[Finding], against: str,
-                parent: str | None, state_check: str) -> Job:
+                parent: str | None, state_check: str, requested_by: str | None) -> Job:
         """The judged move, recorded queued with what any server needs to run it."""
         spec = MoveSpec(vm.uuid, request.dest_host, request.dest_datastore,
                         request.disk_format, request.disks, request.cold,
@@ -167,7 +172,7 @@ class MoveStarter:
                         encrypted=stream_encrypted(findings))
         handle = JobHandle.create(
             self._store, kind, vm.name, vm.host, dest_host, vm.uuid, spec=spec,
-            slot_hosts=(vm.host, dest_host), parent_id=parent)
+            slot_hosts=(vm.host, dest_host), parent_id=parent, requested_by=requested_by)
         handle.event(Phase.STATE_CHECK, state_check)
         handle.checked(findings, warnings, against)
         assert self._queue is not None, "the control plane wires the queue before any move"
@@ -175,7 +180,7 @@ class MoveStarter:
 
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
                      findings: list[Finding], warnings: list[Finding],
-                     parent: str | None = None) -> Job:
+                     parent: str | None = None, requested_by: str | None = None) -> Job:
         """Queue a judged live move (host, or host and datastore) on the slots."""
         dest_host, dest_datastore = request.dest_host, request.dest_datastore
         assert dest_host is not None
@@ -185,10 +190,11 @@ class MoveStarter:
         return self._record(kind, current, dest_host, request, findings, warnings,
                             dest_host + (f", datastore {dest_datastore}"
                                          if dest_datastore else ""),
-                            parent, f"{current.name} is {current.state.value} on {current.host}")
+                            parent, f"{current.name} is {current.state.value} on {current.host}",
+                            requested_by)
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
-                            disks: tuple[str, ...]) -> Job:
+                            disks: tuple[str, ...], requested_by: str | None) -> Job:
         request = MoveRequest(vm.uuid, dest_datastore=datastore, disks=disks,
                               disk_format=disk_format)
         self._validate_move(request)
@@ -199,11 +205,11 @@ class MoveStarter:
         self._conn(vm.host)  # before the job: a host that does not answer refuses it now
         return self._record(JobKind.STORAGE_MIGRATE, current, vm.host, request, findings,
                             warnings, f"datastore {datastore}", None,
-                            f"{vm.name} is {current.state.value} on {vm.host}")
+                            f"{vm.name} is {current.state.value} on {vm.host}", requested_by)
 
     def _start_cold_move(self, vm: VM, dest_host: str | None, datastore: str | None,
                          disk_format: str, disks: tuple[str, ...],
-                         parent: str | None = None) -> Job:
+                         parent: str | None = None, requested_by: str | None = None) -> Job:
         request = MoveRequest(vm.uuid, dest_host=dest_host, dest_datastore=datastore, cold=True,
                               disks=disks, disk_format=disk_format)
         self._validate_move(request)
@@ -219,7 +225,8 @@ class MoveStarter:
             self._planned(inventory.pools_on(current.host), current, datastore, request)
         return self._record(JobKind.COLD_MIGRATE, current, target_host, request, findings,
                             warnings, where, parent,
-                            f"{vm.name} is powered off on {vm.host}: cold migration")
+                            f"{vm.name} is powered off on {vm.host}: cold migration",
+                            requested_by)
 
     # -- running a recorded move (on whichever server claims it) -------------------
     def body_for(self, job: Job) -> Callable[[JobHandle], None]:

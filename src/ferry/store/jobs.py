@@ -247,6 +247,7 @@ def _job_row(job: Job) -> dict[str, Any]:
         "spec": json.dumps(asdict(job.spec) if job.spec is not None else {}),
         "slot_hosts": json.dumps(list(job.slot_hosts)),
         "cancel_requested": job.cancel_requested, "parent_id": job.parent_id,
+        "requested_by": job.requested_by,
     }
 
 
@@ -271,6 +272,7 @@ def job_from_row(row: RowMapping) -> Job:
         vm_uuid=row["vm_uuid"], spec=_spec_from_json(row["spec"]),
         slot_hosts=tuple(json.loads(row["slot_hosts"] or "[]")), owner=row["owner"],
         cancel_requested=bool(row["cancel_requested"]), parent_id=row["parent_id"],
+        requested_by=row["requested_by"],
     )
 
 

@@ -74,6 +74,7 @@ jobs_table = Table(
     Column("slot_hosts", Text, nullable=False, server_default="[]"),
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
     Column("parent_id", String(36)),  # the evacuation a move belongs to
+    Column("requested_by", String(64)),  # the user who asked; NULL: before users existed
     Index("jobs_queue", "state", "created_at"),
 )
 
@@ -128,4 +129,46 @@ job_resources_table = Table(
     Column("path", Text),
     Column("state", String(16), nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# Who may use the API, with which role (ferry.auth.roles.Role).
+users_table = Table(
+    "users",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# API tokens: only a hash of each (ferry.auth.tokens); the secret is shown once.
+tokens_table = Table(
+    "tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("user_name", String(64), ForeignKey("users.name", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("label", String(255), nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("last_used_at", Float),
+)
+
+# Every change request made of the API, allowed or refused (ferry.auth.model.AuditEntry).
+audit_table = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("user_name", String(64), nullable=False),
+    Column("token_id", String(16)),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255)),
+    Column("method", String(8), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("outcome", Text, nullable=False, server_default=""),
+    Index("audit_by_user", "user_name", "at"),
 )
