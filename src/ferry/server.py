@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from ferry import config
+from ferry.api import tls
 from ferry.api.app import create_app
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import FerryError
@@ -73,6 +74,7 @@ class Server:
 
 def build_server(settings: config.ServerSettings | None = None) -> Server:
     settings = settings or config.ServerSettings.from_env()
+    https = tls.server_tls(settings)  # before anything starts: a refusal leaves nothing behind
     config.ferry_home().mkdir(parents=True, exist_ok=True)
     token = config.ensure_token()
     collector = lab_collector()
@@ -86,7 +88,9 @@ def build_server(settings: config.ServerSettings | None = None) -> Server:
         pass  # a host that is down shows as disconnected in the inventory
     app = create_app(plane, token)
     uv_config = uvicorn.Config(app, host=settings.listen, port=settings.port,
-                               log_level="warning", access_log=False)
+                               log_level="warning", access_log=False,
+                               ssl_certfile=https.cert if https else None,
+                               ssl_keyfile=https.key if https else None)
     return Server(plane, collector, uvicorn.Server(uv_config))
 
 
