@@ -12,6 +12,7 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -101,8 +102,19 @@ def _validation_message(errors: list[Any]) -> str:
         if err.get("type") == NAME_ERROR:  # validate.name's sentence names what it refused
             parts.append(str(err.get("msg")))
             continue
+        if err.get("type") == "json_invalid":
+            at = err.get("loc", ())[-1]
+            parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error')}, "
+                         f"at character {at})")
+            continue
+        if tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes):
+            # FastAPI parses a body as JSON only when the request says it is JSON.
+            parts.append("the body must be a JSON object sent with "
+                         "Content-Type: application/json")
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc) or "request"
+        raw = err.get("loc", ())
+        where = ".".join(loc) or ("body" if raw and raw[0] == "body" else "request")
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     if errors and all(err.get("type") == NAME_ERROR for err in errors):
         return "; ".join(parts)
@@ -142,10 +154,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _jsonable_errors(errors: list[Any]) -> list[dict[str, Any]]:
-    # Pydantic's "ctx" may hold exception objects that JSON cannot carry.
+    # Pydantic's "ctx" may hold exception objects that JSON cannot carry, and
+    # "input" the raw bytes of a body that was not sent as JSON.
     out = []
     for err in errors:
-        item = {k: v for k, v in err.items() if k in ("type", "loc", "msg", "input")}
+        item = {k: v for k, v in err.items() if k in ("type", "loc", "msg")}
+        if "input" in err:
+            value = err["input"]
+            item["input"] = (value.decode("utf-8", "replace") if isinstance(value, bytes)
+                             else jsonable_encoder(value))
         if "ctx" in err:
             item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
         out.append(item)

@@ -327,26 +327,37 @@ class EvcReportOut(Out):
     not_at_mode: list[str] = []
 
 
-class EvcEnable(BaseModel):
+class In(BaseModel):
+    """A request body: exactly what its schema publishes, no more, no other types.
+
+    Strict: ``"512"`` is not 512 and ``0`` is not false, so a client's mistake
+    is an error that names the field, not a guess. Unknown fields are refused,
+    so a misspelt setting is not silently ignored.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class EvcEnable(In):
     # "auto", or a CPU model as libvirt names it (Westmere, EPYC-Rome, ...)
     mode: CpuModelName = "auto"
 
 
-class ClusterCreate(BaseModel):
+class ClusterCreate(In):
     name: ClusterName
 
 
-class ClusterHostAdd(BaseModel):
+class ClusterHostAdd(In):
     host: HostName
 
 
-class HostCreate(BaseModel):
+class HostCreate(In):
     name: HostName
     uri: str = Field(min_length=1, max_length=1024)
     migration_address: str | None = Field(default=None, max_length=255)
 
 
-class VMCreate(BaseModel):
+class VMCreate(In):
     name: VMName
     host: str = Field(min_length=1)
     datastore: str = Field(min_length=1)
@@ -361,11 +372,11 @@ class VMCreate(BaseModel):
     start: bool = True
 
 
-class PowerRequest(BaseModel):
+class PowerRequest(In):
     action: Literal["on", "off", "force-off"]
 
 
-class MigrationCreate(BaseModel):
+class MigrationCreate(In):
     vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
@@ -374,7 +385,7 @@ class MigrationCreate(BaseModel):
     cold: bool = False
 
 
-class HostUpdate(BaseModel):
+class HostUpdate(In):
     migration_enabled: bool | None = None
     migration_address: str | None = Field(default=None, max_length=255)
     migration_interface: str | None = Field(default=None, max_length=15)
@@ -386,7 +397,7 @@ class HostUpdate(BaseModel):
     clear_memory_limit: bool = False
 
 
-class CheckCreate(BaseModel):
+class CheckCreate(In):
     vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
