@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
+from ferry.api.limits import BodyLimit
 from ferry.api.schemas import (
     NAME_ERROR,
     CheckCreate,
@@ -129,10 +130,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=exc.http_status, content=body)
 
     @app.exception_handler(HTTPException)
-    def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        body = error_body(
-            "HTTPError", str(exc.detail), _exit_code_for_http(exc.status_code)
-        )
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == status.HTTP_404_NOT_FOUND and message == "Not Found":
+            # The router's own: name the path (decoded, so "%2e%2e%2f" shows as "../").
+            message = f"no API path {request.url.path!r} (see /openapi.json)"
+        elif exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            message = f"{request.method} is not allowed on {request.url.path!r}"
+        body = error_body("HTTPError", message, _exit_code_for_http(exc.status_code))
         return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -192,6 +197,7 @@ def create_app(service: FerryService, token: str) -> FastAPI:
         summary="Live migration control plane for libvirt/QEMU hosts",
     )
     app.state.service = service
+    app.add_middleware(BodyLimit)
     _install_error_handlers(app)
 
     @app.get("/health", response_model=Health, tags=["health"])
