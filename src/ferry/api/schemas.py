@@ -30,6 +30,7 @@ from ferry.job import JobKind, JobState, Phase, ResourceKind, ResourceState
 from ferry.model import (
     DEFAULT_SETTINGS,
     MAX_MAX_MIGRATIONS,
+    MAX_MEMORY_LIMIT_MIB,
     MIN_MAX_MIGRATIONS,
     MIN_MEMORY_LIMIT_MIB,
     VMState,
@@ -393,7 +394,8 @@ class HostUpdate(In):
     allow_cleartext_migration: bool | None = None
     max_migrations: int | None = Field(default=None, ge=MIN_MAX_MIGRATIONS,
                                        le=MAX_MAX_MIGRATIONS)
-    memory_limit_mib: int | None = Field(default=None, ge=MIN_MEMORY_LIMIT_MIB)
+    memory_limit_mib: int | None = Field(default=None, ge=MIN_MEMORY_LIMIT_MIB,
+                                         le=MAX_MEMORY_LIMIT_MIB)
     clear_memory_limit: bool = False
 
 
