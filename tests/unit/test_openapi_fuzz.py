@@ -57,7 +57,7 @@ HOST_URI = "qemu+tls://127.0.0.1/system"
 LISTINGS = ("/hosts", "/clusters", "/vms", "/datastores", "/networks", "/jobs")
 # Moves with the clock, not with requests.
 VOLATILE = {("servers", "seen_at"), ("jobs", "lease_until")}
-EXAMPLES = int(os.environ.get("FERRY_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FERRY_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
 
