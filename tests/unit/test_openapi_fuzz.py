@@ -58,7 +58,7 @@ LISTINGS = ("/hosts", "/clusters", "/vms", "/datastores", "/networks", "/jobs")
 # Moves with the clock, not with requests.
 VOLATILE = {("servers", "seen_at"), ("jobs", "lease_until")}
 EXAMPLES = int(os.environ.get("FERRY_FUZZ_EXAMPLES", "25"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
 
