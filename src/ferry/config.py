@@ -5,6 +5,10 @@ API token, and ``pki/``: the CA certificate and the client certificate ferry
 presents to every host's libvirtd over TLS (the same three files libvirt's own
 ``pkipath`` expects: ``cacert.pem``, ``clientcert.pem``, ``clientkey.pem``).
 Users never type host paths: ferry adds the PKI path to host URIs itself.
+
+HTTPS for the API: the server's certificate and key (``FERRY_TLS_CERT``,
+``FERRY_TLS_KEY``) and the CA the CLI trusts for it (``FERRY_CA_FILE``,
+default the system's store); see :mod:`ferry.api.tls` for when they are needed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from pathlib import Path
 DEFAULT_HOME = Path("/var/lib/ferry")
 DEFAULT_LISTEN = "127.0.0.1"
 DEFAULT_PORT = 8470
+TLS_CERT_ENV = "FERRY_TLS_CERT"
+TLS_KEY_ENV = "FERRY_TLS_KEY"
+CA_FILE_ENV = "FERRY_CA_FILE"
 
 
 def ferry_home() -> Path:
@@ -41,6 +48,11 @@ def database_url() -> str:
 
 def server_url() -> str:
     return os.environ.get("FERRY_URL", f"http://{DEFAULT_LISTEN}:{DEFAULT_PORT}")
+
+
+def ca_file() -> str | None:
+    """The CA certificate(s) the CLI trusts for an https server; None: the system's store."""
+    return os.environ.get(CA_FILE_ENV) or None
 
 
 def ensure_token() -> str:
@@ -69,6 +81,8 @@ class ServerSettings:
     listen: str = DEFAULT_LISTEN
     port: int = DEFAULT_PORT
     database_url: str = ""
+    tls_cert: str | None = None  # PEM certificate (chain) the API serves HTTPS with
+    tls_key: str | None = None  # its unencrypted PEM private key
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -76,4 +90,6 @@ class ServerSettings:
             listen=os.environ.get("FERRY_LISTEN", DEFAULT_LISTEN),
             port=int(os.environ.get("FERRY_PORT", str(DEFAULT_PORT))),
             database_url=database_url(),
+            tls_cert=os.environ.get(TLS_CERT_ENV) or None,
+            tls_key=os.environ.get(TLS_KEY_ENV) or None,
         )

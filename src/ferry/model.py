@@ -162,6 +162,8 @@ class VM:
 MIN_MAX_MIGRATIONS = 1
 MAX_MAX_MIGRATIONS = 64
 MIN_MEMORY_LIMIT_MIB = 0
+# The store keeps the limit in a 32-bit INTEGER column (PostgreSQL's INTEGER): 2 PiB.
+MAX_MEMORY_LIMIT_MIB = 2**31 - 1
 
 
 @dataclass(frozen=True)

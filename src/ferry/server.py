@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from ferry import config
+from ferry.api import tls
 from ferry.api.app import create_app
 from ferry.auth.accounts import Accounts
 from ferry.engine.controlplane import ControlPlane
@@ -84,6 +85,7 @@ class Server:
 
 def build_server(settings: config.ServerSettings | None = None) -> Server:
     settings = settings or config.ServerSettings.from_env()
+    https = tls.server_tls(settings)  # before anything starts: a refusal leaves nothing behind
     config.ferry_home().mkdir(parents=True, exist_ok=True)
     store = Store(settings.database_url)
     accounts = open_accounts(store)
@@ -98,7 +100,9 @@ def build_server(settings: config.ServerSettings | None = None) -> Server:
         pass  # a host that is down shows as disconnected in the inventory
     app = create_app(plane, accounts)
     uv_config = uvicorn.Config(app, host=settings.listen, port=settings.port,
-                               log_level="warning", access_log=False)
+                               log_level="warning", access_log=False,
+                               ssl_certfile=https.cert if https else None,
+                               ssl_keyfile=https.key if https else None)
     return Server(plane, collector, uvicorn.Server(uv_config))
 
 

@@ -16,6 +16,7 @@ from ferry.errors import InputError
 from ferry.job import Job, ServerInfo
 from ferry.model import (
     MAX_MAX_MIGRATIONS,
+    MAX_MEMORY_LIMIT_MIB,
     MIN_MAX_MIGRATIONS,
     MIN_MEMORY_LIMIT_MIB,
     VM,
@@ -79,8 +80,9 @@ class HostSettingsUpdate:
         if self.clear_memory_limit:
             values["memory_limit_mib"] = None
         elif self.memory_limit_mib is not None:
-            if self.memory_limit_mib < MIN_MEMORY_LIMIT_MIB:
-                raise InputError(f"memory limit {self.memory_limit_mib} MiB is negative")
+            if not MIN_MEMORY_LIMIT_MIB <= self.memory_limit_mib <= MAX_MEMORY_LIMIT_MIB:
+                raise InputError(f"memory limit {self.memory_limit_mib} MiB is out of range "
+                                 f"{MIN_MEMORY_LIMIT_MIB}..{MAX_MEMORY_LIMIT_MIB}")
             values["memory_limit_mib"] = self.memory_limit_mib
         return values
 

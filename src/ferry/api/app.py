@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ferry.api.accounts import add_account_routes
 from ferry.api.guard import AuditTrail, make_authorize, note
+from ferry.api.limits import BodyLimit
 from ferry.api.schemas import (
     NAME_ERROR,
     CheckCreate,
@@ -102,8 +104,19 @@ def _validation_message(errors: list[Any]) -> str:
         if err.get("type") == NAME_ERROR:  # validate.name's sentence names what it refused
             parts.append(str(err.get("msg")))
             continue
+        if err.get("type") == "json_invalid":
+            at = err.get("loc", ())[-1]
+            parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error')}, "
+                         f"at character {at})")
+            continue
+        if tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes):
+            # FastAPI parses a body as JSON only when the request says it is JSON.
+            parts.append("the body must be a JSON object sent with "
+                         "Content-Type: application/json")
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc) or "request"
+        raw = err.get("loc", ())
+        where = ".".join(loc) or ("body" if raw and raw[0] == "body" else "request")
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     if errors and all(err.get("type") == NAME_ERROR for err in errors):
         return "; ".join(parts)
@@ -121,10 +134,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        note(request, str(exc.detail))
-        body = error_body(
-            "HTTPError", str(exc.detail), _exit_code_for_http(exc.status_code)
-        )
+        message = str(exc.detail)
+        if exc.status_code == status.HTTP_404_NOT_FOUND and message == "Not Found":
+            # The router's own: name the path (decoded, so "%2e%2e%2f" shows as "../").
+            message = f"no API path {request.url.path!r} (see /openapi.json)"
+        elif exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            message = f"{request.method} is not allowed on {request.url.path!r}"
+        note(request, message)
+        body = error_body("HTTPError", message, _exit_code_for_http(exc.status_code))
         return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -148,10 +165,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _jsonable_errors(errors: list[Any]) -> list[dict[str, Any]]:
-    # Pydantic's "ctx" may hold exception objects that JSON cannot carry.
+    # Pydantic's "ctx" may hold exception objects that JSON cannot carry, and
+    # "input" the raw bytes of a body that was not sent as JSON.
     out = []
     for err in errors:
-        item = {k: v for k, v in err.items() if k in ("type", "loc", "msg", "input")}
+        item = {k: v for k, v in err.items() if k in ("type", "loc", "msg")}
+        if "input" in err:
+            value = err["input"]
+            item["input"] = (value.decode("utf-8", "replace") if isinstance(value, bytes)
+                             else jsonable_encoder(value))
         if "ctx" in err:
             item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
         out.append(item)
@@ -174,6 +196,7 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
         summary="Live migration control plane for libvirt/QEMU hosts",
     )
     app.state.service = service
+    app.add_middleware(BodyLimit)
     _install_error_handlers(app)
     app.add_middleware(AuditTrail, accounts=accounts, prefix=API_PREFIX)
 

@@ -32,6 +32,7 @@ from ferry.job import JobKind, JobState, Phase, ResourceKind, ResourceState
 from ferry.model import (
     DEFAULT_SETTINGS,
     MAX_MAX_MIGRATIONS,
+    MAX_MEMORY_LIMIT_MIB,
     MIN_MAX_MIGRATIONS,
     MIN_MEMORY_LIMIT_MIB,
     VMState,
@@ -350,26 +351,37 @@ class EvcReportOut(Out):
     not_at_mode: list[str] = []
 
 
-class EvcEnable(BaseModel):
+class In(BaseModel):
+    """A request body: exactly what its schema publishes, no more, no other types.
+
+    Strict: ``"512"`` is not 512 and ``0`` is not false, so a client's mistake
+    is an error that names the field, not a guess. Unknown fields are refused,
+    so a misspelt setting is not silently ignored.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class EvcEnable(In):
     # "auto", or a CPU model as libvirt names it (Westmere, EPYC-Rome, ...)
     mode: CpuModelName = "auto"
 
 
-class ClusterCreate(BaseModel):
+class ClusterCreate(In):
     name: ClusterName
 
 
-class ClusterHostAdd(BaseModel):
+class ClusterHostAdd(In):
     host: HostName
 
 
-class HostCreate(BaseModel):
+class HostCreate(In):
     name: HostName
     uri: str = Field(min_length=1, max_length=1024)
     migration_address: str | None = Field(default=None, max_length=255)
 
 
-class VMCreate(BaseModel):
+class VMCreate(In):
     name: VMName
     host: str = Field(min_length=1)
     datastore: str = Field(min_length=1)
@@ -384,11 +396,11 @@ class VMCreate(BaseModel):
     start: bool = True
 
 
-class PowerRequest(BaseModel):
+class PowerRequest(In):
     action: Literal["on", "off", "force-off"]
 
 
-class MigrationCreate(BaseModel):
+class MigrationCreate(In):
     vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
@@ -397,7 +409,7 @@ class MigrationCreate(BaseModel):
     cold: bool = False
 
 
-class HostUpdate(BaseModel):
+class HostUpdate(In):
     migration_enabled: bool | None = None
     migration_address: str | None = Field(default=None, max_length=255)
     migration_interface: str | None = Field(default=None, max_length=15)
@@ -405,11 +417,12 @@ class HostUpdate(BaseModel):
     allow_cleartext_migration: bool | None = None
     max_migrations: int | None = Field(default=None, ge=MIN_MAX_MIGRATIONS,
                                        le=MAX_MAX_MIGRATIONS)
-    memory_limit_mib: int | None = Field(default=None, ge=MIN_MEMORY_LIMIT_MIB)
+    memory_limit_mib: int | None = Field(default=None, ge=MIN_MEMORY_LIMIT_MIB,
+                                         le=MAX_MEMORY_LIMIT_MIB)
     clear_memory_limit: bool = False
 
 
-class CheckCreate(BaseModel):
+class CheckCreate(In):
     vm: str = Field(min_length=1, description="the VM's name, or its UUID")
     host: str | None = Field(default=None, min_length=1)
     datastore: str | None = Field(default=None, min_length=1)
@@ -427,9 +440,9 @@ class UserOut(Out):
     created_at: float
 
 
-class UserCreate(BaseModel):
+class UserCreate(In):
     name: UserName
-    role: Role
+    role: Role = Field(strict=False)  # strict would take only the enum object, not its name
 
 
 class TokenOut(Out):
@@ -450,7 +463,7 @@ class TokenCreated(TokenOut):
     token: str
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(In):
     user: UserName | None = None  # None: the caller's own
     label: TokenLabel = ""
     expires_days: int | None = Field(default=None, ge=1, le=MAX_DAYS,

@@ -6,6 +6,7 @@ side breaks loudly in the tests instead of silently in the output.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -43,6 +44,30 @@ DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 def _seg(value: str) -> str:
     # A name with "/" or "?" must stay one path segment, not reroute the request.
     return quote(value, safe="")
+
+
+def _tls_context(url: str) -> ssl.SSLContext | None:
+    """How an https server's certificate is verified: against FERRY_CA_FILE, else the
+    system's store. Always verified: there is no way to skip it."""
+    if not url.lower().startswith("https:"):
+        return None
+    ca_file = config.ca_file()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiError(f"cannot load the CA certificate {ca_file} ({config.CA_FILE_ENV}): "
+                       f"{getattr(exc, 'strerror', None) or exc}",
+                       ConfigError.exit_code, "ConfigError") from exc
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx error, if the connection failed in TLS."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class ApiError(Exception):
@@ -83,10 +108,12 @@ class FerryClient:
         if http is not None:
             self._http = http
         else:
+            url = base_url or config.server_url()
             self._http = httpx.Client(
-                base_url=base_url or config.server_url(),
+                base_url=url,
                 transport=transport,
                 timeout=DEFAULT_TIMEOUT,
+                verify=_tls_context(url) or True,
             )
         self.base_url = str(self._http.base_url)
 
@@ -106,6 +133,8 @@ class FerryClient:
         try:
             resp = self._http.request(method, API + path, json=json, params=params, headers=headers)
         except httpx.ConnectError as exc:
+            if (failure := _tls_failure(exc)) is not None:
+                raise self._tls_error(failure) from exc
             raise ApiError(
                 f"cannot reach the ferry server at {self.base_url} ({exc}); "
                 "start it with `ferry serve` or point FERRY_URL at it",
@@ -119,8 +148,11 @@ class FerryClient:
                 "Timeout",
             ) from exc
         except httpx.HTTPError as exc:
+            hint = ("; if it serves HTTPS, FERRY_URL must start with https://"
+                    if isinstance(exc, httpx.RemoteProtocolError)
+                    and self._http.base_url.scheme == "http" else "")
             raise ApiError(
-                f"talking to the ferry server at {self.base_url} failed: {exc}",
+                f"talking to the ferry server at {self.base_url} failed: {exc}{hint}",
                 FerryError.exit_code,
                 "HTTPError",
             ) from exc
@@ -129,6 +161,19 @@ class FerryClient:
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()
+
+    def _tls_error(self, failure: ssl.SSLError) -> ApiError:
+        if isinstance(failure, ssl.SSLCertVerificationError):
+            trusted = config.ca_file() or "the system's CA store"
+            return ApiError(
+                f"refusing the ferry server at {self.base_url}: its certificate cannot be "
+                f"verified ({failure.verify_message}) against {trusted}; set "
+                f"{config.CA_FILE_ENV} to the CA certificate that signed the server's",
+                ConfigError.exit_code, "CertificateError")
+        return ApiError(
+            f"the TLS handshake with the ferry server at {self.base_url} failed "
+            f"({failure.reason or failure}); is it serving HTTPS on that port?",
+            ConfigError.exit_code, "TLSError")
 
     def _decode_error(self, resp: httpx.Response) -> ApiError:
         try:

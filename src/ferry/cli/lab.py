@@ -60,6 +60,30 @@ def _down(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _cert(args: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
+    from ferry import config
+    from ferry.errors import LabError
+    from ferry.lab import tls
+
+    if not (layout.PKI_DIR / tls.CA_CERT_FILE).exists():
+        raise LabError(f"no lab CA in {layout.PKI_DIR}: build the lab first (ferry lab up)")
+    names = args.address or [layout.MIGRATION_GATEWAY]
+    out = Path(args.out) if args.out else config.ferry_home() / "tls"
+    cert, key = tls.install_api_cert(tls.load_ca(layout.PKI_DIR), out, names)
+    print(f"lab: certificate for ferry's API at {', '.join(names)}, signed by the lab CA:")
+    print(f"  {config.TLS_CERT_ENV}={cert}")
+    print(f"  {config.TLS_KEY_ENV}={key}")
+    print(f"for the CLI: {config.CA_FILE_ENV}={layout.PKI_DIR / tls.CA_CERT_FILE} "
+          f"FERRY_URL=https://{_url_host(names[0])}:{config.DEFAULT_PORT}")
+    return 0
+
+
+def _url_host(name: str) -> str:
+    return f"[{name}]" if ":" in name else name
+
+
 def _cpu(args: argparse.Namespace, ctx: Context) -> int:
     from ferry.lab.cpu import hide_cpu_features, restore_cpu
 
@@ -83,6 +107,13 @@ def register(commands: Commands) -> None:
     up.add_argument("--mtu", type=int, default=1500, help="migration network MTU")
     commands.add("status", _status, "Show the lab's hosts and whether they answer", group="lab")
     commands.add("down", _down, "Remove everything the lab made", group="lab")
+    cert = commands.add("cert", _cert, "Issue a certificate of the lab CA for ferry's API "
+                        "(HTTPS)", group="lab")
+    cert.add_argument("--address", action="append",
+                      help="an address or host name the server is reached at; repeat for more "
+                      f"(default {layout.MIGRATION_GATEWAY}, the lab's bridge on this machine)")
+    cert.add_argument("--out", help="directory for api-cert.pem and api-key.pem "
+                      "(default $FERRY_HOME/tls)")
     cpu = commands.add("cpu", _cpu, "Give one lab host an older CPU", group="lab")
     cpu.add_argument("host")
     cpu.add_argument("--hide", help="comma list of CPU features the host should lack, e.g. aes")

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from ferry.api.schemas import JobOut
 from ferry.cli import render
 from ferry.cli.client import ApiError, FerryClient
-from ferry.errors import MigrationCancelled, MigrationError
+from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.job import JobState
 from ferry.model import DISK_FORMATS
 
@@ -440,6 +440,9 @@ def main(
         _err(f"ferry: error: {exc.message}")
         for finding in exc.findings:
             _err(render.finding_line(finding))
+        return exc.exit_code
+    except FerryError as exc:  # from a command that runs here: serve's settings, the lab
+        _err(f"ferry: error: {exc.message}")
         return exc.exit_code
     except KeyboardInterrupt:
         _err("ferry: interrupted")

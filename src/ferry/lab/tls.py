@@ -34,6 +34,9 @@ CA_CERT_FILE = "cacert.pem"
 # Where the lab's qemu.conf tells QEMU to find its migration certificates.
 QEMU_CERT_DIR = "/etc/pki/qemu"
 CA_KEY_FILE = "cakey.pem"
+# ferry's own API, served HTTPS with a certificate of the lab CA (`ferry lab cert`).
+API_CERT_FILE = "api-cert.pem"
+API_KEY_FILE = "api-key.pem"
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,29 @@ def issue_server_cert(ca: Issued, hostname: str, address: str) -> Issued:
         x509.IPAddress(ipaddress.ip_address(address)),
     ]
     return _issue(ca, hostname, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def issue_api_cert(ca: Issued, names: list[str]) -> Issued:
+    """A certificate for ferry's API server, valid for each address or host name in ``names``."""
+    if not names:
+        raise LabError("the API certificate needs at least one address or host name")
+    return _issue(ca, names[0], ExtendedKeyUsageOID.SERVER_AUTH, [_san(n) for n in names])
+
+
+def install_api_cert(ca: Issued, directory: Path, names: list[str]) -> tuple[Path, Path]:
+    """Write the API's certificate and key into ``directory``; returns (cert, key)."""
+    issued = issue_api_cert(ca, names)
+    cert, key = directory / API_CERT_FILE, directory / API_KEY_FILE
+    _write(cert, issued.cert_pem(), 0o644)
+    _write(key, issued.key_pem(), 0o600)
+    return cert, key
 
 
 def issue_client_cert(ca: Issued, common_name: str) -> Issued:

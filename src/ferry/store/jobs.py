@@ -89,7 +89,7 @@ class JobRecords:
             row = conn.execute(
                 select(jobs_table).where(jobs_table.c.id == job_id)).mappings().first()
             if row is None:
-                raise NotFound(f"no job with id {job_id}")
+                raise NotFound(f"no job with id {job_id!r}")
             if not detail:
                 return job_from_row(row)
             events = conn.execute(
@@ -145,7 +145,7 @@ class JobRecords:
         row = conn.execute(select(jobs_table.c.state, jobs_table.c.owner)
                            .where(jobs_table.c.id == job_id)).first()
         if row is None:
-            return NotFound(f"no job with id {job_id}")
+            return NotFound(f"no job with id {job_id!r}")
         if owner is not None and row.owner != owner:
             return LostOwnership(f"job {job_id} is now run by server {row.owner}")
         if new is not None:
@@ -173,7 +173,7 @@ class JobRecords:
                 query = query.with_for_update()
             row = conn.execute(query).mappings().first()
             if row is None:
-                raise NotFound(f"no job with id {job_id}")
+                raise NotFound(f"no job with id {job_id!r}")
             job = job_from_row(row)
             if job.state.finished:
                 raise InputError(f"job {job_id} is already {job.state.value}")
