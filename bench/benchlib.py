@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ferry import config
-from ferry.cli.client import FerryClient
+from ferry.cli.client import ApiError, FerryClient
 from ferry.lab.lab import LabState, lab_up
 from ferry.server import Server, build_server
 
@@ -44,3 +44,19 @@ def ferry_on_lab(hosts: int = 3) -> tuple[LabState, Server, FerryClient]:
         if host.name not in known:
             client.add_host(host.name, host.uri)
     return lab, server, client
+
+
+def fresh_busy_vm(client: FerryClient, collector: Any, name: str, memory_mib: int,
+                  workload_mib: int) -> None:
+    """VM ``name`` made anew on host1's shared datastore, its heartbeat coming and its
+    memory writer (``workload_mib``) under way."""
+    try:
+        client.get_vm(name)
+        client.delete_vm(name)
+    except ApiError:
+        pass
+    client.create_vm(name=name, host="host1", datastore="shared", memory_mib=memory_mib,
+                     vcpus=1, disk_mib=0, heartbeat=True, memory_workload_mib=workload_mib)
+    if not collector.wait_for_heartbeat(name, 60):
+        raise SystemExit(f"the benchmark VM {name} sent no heartbeat")
+    time.sleep(5)  # let the memory writer fill its buffer before the first round

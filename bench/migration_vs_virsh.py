@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import ferry_on_lab, wait_job
+from benchlib import ferry_on_lab, fresh_busy_vm, wait_job
 
 from ferry.cli.client import ApiError, FerryClient
 from ferry.lab.collector import HeartbeatCollector
@@ -127,17 +127,7 @@ def main() -> int:
     collector = server.collector
     rows: list[dict[str, Any]] = []
     try:
-        try:
-            client.get_vm(VM)
-            client.delete_vm(VM)
-        except ApiError:
-            pass
-        client.create_vm(name=VM, host="host1", datastore="shared", memory_mib=args.memory,
-                         vcpus=1, disk_mib=0, heartbeat=True,
-                         memory_workload_mib=args.workload_mib)
-        if not collector.wait_for_heartbeat(VM, 60):
-            raise SystemExit("the benchmark VM sent no heartbeat")
-        time.sleep(5)  # let the memory writer fill its buffer before the first round
+        fresh_busy_vm(client, collector, VM, args.memory, args.workload_mib)
         for link in args.links.split(","):
             rate = None if link == "none" else link
             for host in lab.hosts:

@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from typing import Any
 
-from benchlib import ferry_on_lab
+from benchlib import ferry_on_lab, fresh_busy_vm
 from migration_vs_virsh import VM, fmt, virsh_round, where
 
 from ferry.cli.client import ApiError
@@ -40,17 +39,7 @@ def main() -> int:
     assert server.collector is not None
     rows: list[dict[str, Any]] = []
     try:
-        try:
-            client.get_vm(VM)
-            client.delete_vm(VM)
-        except ApiError:
-            pass
-        client.create_vm(name=VM, host="host1", datastore="shared", memory_mib=args.memory,
-                         vcpus=1, disk_mib=0, heartbeat=True,
-                         memory_workload_mib=args.workload_mib)
-        if not server.collector.wait_for_heartbeat(VM, 60):
-            raise SystemExit("the benchmark VM sent no heartbeat")
-        time.sleep(5)  # let the memory writer fill its buffer before the first round
+        fresh_busy_vm(client, server.collector, VM, args.memory, args.workload_mib)
         for host in lab.hosts:
             set_link(host.name, None if args.link == "none" else args.link)
         for n in range(args.rounds):

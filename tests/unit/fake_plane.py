@@ -11,8 +11,9 @@ from ferry.engine.controlplane import ControlPlane
 from ferry.engine.runner import LEASE_S
 from ferry.job import Job
 from ferry.lab.vms import LabVMFactory
+from ferry.model import VM
 from ferry.store.db import Store
-from ferry.virt.fake import FakeHost, FakeWorld
+from ferry.virt.fake import Backing, FakeHost, FakeWorld
 
 
 @contextmanager
@@ -29,6 +30,20 @@ def plane_over(world: FakeWorld, tmp_path: Path,
         yield plane
     finally:
         plane.close()
+
+
+def shared_world(hosts: int, *vms: VM) -> FakeWorld:
+    """Fake hosts host1..hostN seeing one ``shared`` datastore and network ``Production``,
+    with ``vms`` on host1."""
+    world = FakeWorld()
+    shared = Backing()
+    for i in range(1, hosts + 1):
+        host = FakeHost(world, f"host{i}", f"uuid-{i}")
+        host.add_pool("shared", "/srv/shared", shared)
+        host.add_network("Production")
+    for vm in vms:
+        world.host("host1").add_vm(vm)
+    return world
 
 
 def volume_bytes(host: FakeHost, path: str) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from auth_support import admin_accounts
-from fake_plane import finished, plane_over
+from fake_plane import finished, plane_over, shared_world
 from fastapi.testclient import TestClient
 
 from ferry import config
@@ -27,7 +27,7 @@ from ferry.job import JobState
 from ferry.model import VM, Disk, Interface, VMState
 from ferry.server import open_accounts
 from ferry.store.db import Store
-from ferry.virt.fake import Backing, FakeHost, FakeWorld
+from ferry.virt.fake import FakeWorld
 
 ADMIN_TOKEN = "the-install-token"
 WEB1 = VM(name="web1", uuid="6f1c0b0e-0000-4000-8000-0000000000a1", host="host1",
@@ -46,14 +46,7 @@ class Clock:
 
 @pytest.fixture
 def world() -> FakeWorld:
-    world = FakeWorld()
-    shared = Backing()
-    for i in (1, 2):
-        host = FakeHost(world, f"host{i}", f"uuid-{i}")
-        host.add_pool("shared", "/srv/shared", shared)
-        host.add_network("Production")
-    world.host("host1").add_vm(WEB1)
-    return world
+    return shared_world(2, WEB1)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fake_plane import finished, plane_over
+from fake_plane import finished, plane_over, shared_world
 
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import RefusedError
@@ -17,7 +17,7 @@ from ferry.model import VM, Disk, Interface, VMState
 from ferry.reports import ColdReport, LiveReport
 from ferry.service import HostSettingsUpdate
 from ferry.virt import qemuconf
-from ferry.virt.fake import Backing, FakeHost, FakeWorld
+from ferry.virt.fake import FakeWorld
 
 VM1 = VM(name="web1", uuid="u1", host="", state=VMState.RUNNING, memory_kib=2**20, vcpus=1,
          disks=(Disk("vda", "disk", "file", "/srv/shared/web1.qcow2", "qcow2"),),
@@ -26,14 +26,7 @@ VM1 = VM(name="web1", uuid="u1", host="", state=VMState.RUNNING, memory_kib=2**2
 
 @pytest.fixture
 def world() -> FakeWorld:
-    world = FakeWorld()
-    shared = Backing()
-    for i in (1, 2):
-        host = FakeHost(world, f"host{i}", f"uuid-{i}")
-        host.add_pool("shared", "/srv/shared", shared)
-        host.add_network("Production")
-    world.host("host1").add_vm(VM1)
-    return world
+    return shared_world(2, VM1)
 
 
 @pytest.fixture

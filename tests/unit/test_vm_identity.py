@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fake_plane import finished, plane_over
+from fake_plane import finished, plane_over, shared_world
 
 from ferry.checks.facts import MoveRequest
 from ferry.engine.controlplane import ControlPlane
@@ -19,7 +19,7 @@ from ferry.errors import AmbiguousName, NotFound, RefusedError, VMBusy
 from ferry.job import Job, JobKind, JobState, Phase
 from ferry.model import VM, Disk, Interface, MigrationSide, MoveHold, VMState
 from ferry.store.db import Store
-from ferry.virt.fake import Backing, FakeHost, FakeWorld
+from ferry.virt.fake import FakeWorld
 
 UUID1 = "6f1c0b0e-0000-4000-8000-000000000001"
 UUID2 = "6f1c0b0e-0000-4000-8000-000000000002"
@@ -81,14 +81,7 @@ def test_ferrys_job_names_the_move_and_libvirt_names_one_ferry_did_not_start() -
 # -- the control plane over fake hosts ----------------------------------------
 @pytest.fixture
 def world() -> FakeWorld:
-    world = FakeWorld()
-    shared = Backing()
-    for i in (1, 2, 3):
-        host = FakeHost(world, f"host{i}", f"uuid-{i}")
-        host.add_pool("shared", "/srv/shared", shared)
-        host.add_network("Production")
-    world.host("host1").add_vm(WEB1)
-    return world
+    return shared_world(3, WEB1)
 
 
 @pytest.fixture
