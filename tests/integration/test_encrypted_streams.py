@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from ferry.cli.client import FerryClient
 from ferry.lab.lab import local_datastore_dir
 from ferry.lab.layout import LabHostLayout
 from ferry.reports import LiveReport
+from ferry.virt.libvirt_host import open_host
 
 pytestmark = pytest.mark.lab
 
@@ -42,6 +44,29 @@ def host3_without_qemu_certificates(lab: LabEnv) -> Iterator[str]:
         lab.ferry("host", "set", "host3", "--allow-cleartext-migration", "off")
         shutil.rmtree(folder)
         aside.rename(folder)
+
+
+def test_many_readers_of_a_hosts_tls_set_up_at_once_all_read_it_whole(lab: LabEnv) -> None:
+    """Each read puts a short-lived pool on a folder, and libvirt allows one pool per
+    folder: readers at once (checks of several servers, an inventory refresh) wait their
+    turn instead of reading a folder they could not open as empty."""
+    conns = [open_host("host1", lab.uris["host1"]) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(len(conns) + 1) as pool:
+            refreshed = pool.submit(lambda: [FerryClient().refresh("host1") for _ in range(5)])
+            seen = list(pool.map(lambda conn: [conn.migration_tls() for _ in range(5)], conns))
+            refreshed.result()
+    finally:
+        for conn in conns:
+            conn.close()
+    wanted = {"ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem",
+              "client-key.pem"}
+    for reads in seen:
+        for tls in reads:
+            assert (tls.cert_dir, tls.verify_clients) == ("/etc/pki/qemu", True)
+            assert wanted <= tls.files, tls.files
+    assert not [p for p in lab.virsh("host1", "pool-list", "--all", "--name").stdout.split()
+                if p.startswith("ferry-probe-")]
 
 
 def _last_job_report() -> LiveReport:

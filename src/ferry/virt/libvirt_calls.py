@@ -18,6 +18,9 @@ from ferry.errors import HostUnreachable, MigrationCancelled, NotFound, VirtErro
 
 T = TypeVar("T")
 
+# The throw-away pools ferry's probes put on a folder for a few calls: never a datastore.
+PROBE_POOL_PREFIX = "ferry-probe-"
+
 _UNREACHABLE_CODES = {
     libvirt.VIR_ERR_NO_CONNECT,
     libvirt.VIR_ERR_SYSTEM_ERROR,

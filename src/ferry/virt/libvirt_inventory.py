@@ -17,7 +17,7 @@ from ferry.errors import NotFound
 from ferry.model import VM, MigrationSide, Network, Pool, VMState
 from ferry.virt import cpuxml, domxml
 from ferry.virt.base import GuestPlatform, HostFacts
-from ferry.virt.libvirt_calls import LibvirtCalls, translate
+from ferry.virt.libvirt_calls import PROBE_POOL_PREFIX, LibvirtCalls, translate
 
 _STATE = {
     libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
@@ -129,6 +129,8 @@ class InventoryCalls(LibvirtCalls):
     def list_pools(self) -> list[Pool]:
         pools = []
         for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(0)):
+            if str(pool.name()).startswith(PROBE_POOL_PREFIX):
+                continue  # a probe's, gone in a moment
             info = self._call("pool info", pool.info)
             xml = self._call("pool definition", partial(pool.XMLDesc, 0))
             root = ET.fromstring(xml)

@@ -7,6 +7,7 @@ Part of the libvirt seam (see :mod:`ferry.virt.libvirt_calls`): the calls of
 
 from __future__ import annotations
 
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -20,8 +21,12 @@ import libvirt
 from ferry.checks.facts import LinkFacts, MigrationTls, Reachability
 from ferry.virt import domxml, qemuconf
 from ferry.virt.base import CloseCallback
-from ferry.virt.libvirt_calls import translate
+from ferry.virt.libvirt_calls import PROBE_POOL_PREFIX, translate
 from ferry.virt.libvirt_storage import StorageCalls
+
+# A probe's pool lives for a few libvirt calls; wait that long for a folder to free.
+_FOLDER_TRIES = 100
+_FOLDER_WAIT_S = 0.05
 
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a read or write on it failed",
@@ -118,27 +123,52 @@ class ProbeCalls(StorageCalls):
         """The name of a pool on ``directory``, or None: no such folder on the host.
 
         libvirt has no "list this folder" call; a file is visible to it as a volume
-        of a pool on its folder: an existing pool if there is one (libvirt refuses
-        a second pool on the same folder), else a throw-away one.
+        of a pool on its folder: an existing pool if there is one, else a throw-away
+        one. libvirt refuses a second pool on one folder, so while another probe
+        (of this server or another) holds the folder, this one waits its turn rather
+        than read the refusal as "no such folder".
         """
+        conflict: libvirt.libvirtError | None = None
+        for _ in range(_FOLDER_TRIES):
+            existing = self._pool_on(directory)
+            if existing is not None:
+                yield existing
+                return
+            probe_name = f"{PROBE_POOL_PREFIX}{uuid.uuid4().hex[:12]}"
+            xml = (f"<pool type='dir'><name>{probe_name}</name>"
+                   f"<target><path>{escape(directory)}</path></target></pool>")
+            try:
+                probe = self._conn.storagePoolCreateXML(xml, 0)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_SYSTEM_ERROR and \
+                        "No such file or directory" in (err.get_error_message() or ""):
+                    yield None
+                    return
+                if err.get_error_code() != libvirt.VIR_ERR_OPERATION_FAILED:
+                    raise translate(err, f"host {self.name}: folder {directory}") from err
+                conflict = err  # another probe's pool: gone in milliseconds
+                time.sleep(_FOLDER_WAIT_S)
+                continue
+            try:
+                yield probe_name
+            finally:
+                try:
+                    probe.destroy()
+                except libvirt.libvirtError:
+                    pass  # a transient pool that is already gone
+            return
+        assert conflict is not None
+        raise translate(conflict, f"host {self.name}: folder {directory} stayed held by "
+                                  "another pool")
+
+    def _pool_on(self, directory: str) -> str | None:
+        """An active pool an admin made on ``directory`` (another probe's is not one)."""
         for pool in self._call("list pools", lambda: self._conn.listAllStoragePools(
                 libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)):
+            name = str(pool.name())
+            if name.startswith(PROBE_POOL_PREFIX):
+                continue
             if domxml.pool_path(self._call("pool definition", partial(pool.XMLDesc, 0))) \
                     == directory:
-                yield str(pool.name())
-                return
-        probe_name = f"ferry-probe-{uuid.uuid4().hex[:12]}"
-        xml = (f"<pool type='dir'><name>{probe_name}</name>"
-               f"<target><path>{escape(directory)}</path></target></pool>")
-        try:
-            probe = self._conn.storagePoolCreateXML(xml, 0)
-        except libvirt.libvirtError:
-            yield None  # no such folder on this host
-            return
-        try:
-            yield probe_name
-        finally:
-            try:
-                probe.destroy()
-            except libvirt.libvirtError:
-                pass  # a transient pool that is already gone
+                return name
+        return None
