@@ -38,12 +38,14 @@ def host3_without_qemu_certificates(lab: LabEnv) -> Iterator[str]:
     aside = folder.with_name("qemu.aside")
     folder.rename(aside)
     folder.mkdir()
+    assert lab.ferry("refresh", "--host", "host3").code == 0  # as an admin would
     try:
         yield "host3"
     finally:
         lab.ferry("host", "set", "host3", "--allow-cleartext-migration", "off")
         shutil.rmtree(folder)
         aside.rename(folder)
+        lab.ferry("refresh", "--host", "host3")
 
 
 def test_many_readers_of_a_hosts_tls_set_up_at_once_all_read_it_whole(lab: LabEnv) -> None:

@@ -29,7 +29,8 @@ def test_third_migration_on_a_host_waits_for_a_slot_then_runs(
     try:
         jobs = [client.migrate(vm, "host2").id for vm in vms[:3]]
         third = client.get_job(jobs[2])
-        assert third.state == "queued", third.state
+        assert third.state == "queued", [(j.vm, j.state, j.error, [e.message for e in j.events])
+                                         for j in map(client.get_job, jobs)]
         assert any("waiting for a migration slot" in e.message for e in third.events)
         # A queued move can be cancelled: it never touches a host.
         fourth = client.migrate("q4", "host3").id

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fake_plane import finished, plane_over, shared_world
 
+from ferry.checks.facts import MoveRequest
 from ferry.engine.controlplane import ControlPlane
 from ferry.errors import RefusedError
 from ferry.job import JobState
@@ -74,6 +75,19 @@ def test_clear_text_allowed_moves_with_the_warning_in_its_report(
     plane.update_host("host2", HostSettingsUpdate(allow_cleartext_migration=False))
     with pytest.raises(RefusedError, match="1 requirement"):
         plane.start_migration("web1", "host1")
+
+
+def test_a_changed_set_up_counts_once_the_host_is_refreshed(plane: ControlPlane,
+                                                             world: FakeWorld) -> None:
+    assert plane.check(MoveRequest("web1", dest_host="host2"))  # read and kept a while
+    _without_certificates(world, "host2")
+    plane.refresh("host2")
+    with pytest.raises(RefusedError, match="1 requirement"):
+        plane.start_migration("web1", "host2")
+    world.host("host2").tls = world.host("host1").tls  # the admin installs them
+    plane.refresh("host2")
+    job = finished(plane, plane.start_migration("web1", "host2").id)
+    assert job.state is JobState.SUCCEEDED, job.error
 
 
 def test_clear_text_is_not_used_where_tls_works(plane: ControlPlane,

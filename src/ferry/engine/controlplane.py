@@ -126,12 +126,13 @@ class ControlPlane(FerryService):
         values = changes.validated()
         if values:
             self._store.update_host(name, **values)
-            self._gatherer.forget_reachability()
+            self._gatherer.forget(name)
         return self._inventory.host_view(self._store.host(name))
 
 
     # -- inventory (ferry.engine.inventory) ---------------------------------
     def refresh(self, host: str | None = None) -> Inventory:
+        self._gatherer.forget(host)
         return self._inventory.refresh(host)
 
     def inventory(self) -> Inventory:
@@ -220,7 +221,7 @@ class ControlPlane(FerryService):
     def enter_maintenance(self, name: str, requested_by: str | None = None) -> Job:
         self._store.host(name)
         self._store.update_host(name, maintenance=True)  # nothing is placed here from now
-        self._gatherer.forget_reachability()
+        self._gatherer.forget(name)
         handle = JobHandle.create(self._store, JobKind.EVACUATE, name, name, None,
                                   requested_by=requested_by)
         evacuation = self._evacuation(name, handle)
@@ -273,7 +274,7 @@ class ControlPlane(FerryService):
     def exit_maintenance(self, name: str) -> Host:
         self._store.host(name)
         self._store.update_host(name, maintenance=False)
-        self._gatherer.forget_reachability()
+        self._gatherer.forget(name)
         return self._inventory.host_view(self._store.host(name))
 
     # -- jobs ------------------------------------------------------------

@@ -36,6 +36,9 @@ from ferry.virt.base import HostConnection, ImageInfo
 MAX_CHAIN_DEPTH = 32
 
 REACHABILITY_TTL_S = 30.0  # a path that worked half a minute ago is still the best evidence
+# A host's TLS set-up is files an admin changes rarely, and reading them costs a check
+# a quarter of a second on a busy host; `ferry refresh` or a host setting reads it anew.
+TLS_SETUP_TTL_S = 30.0
 REACHABILITY_TIMEOUT_S = 8.0
 
 
@@ -63,6 +66,7 @@ class FactGatherer:
     evc_fit: Callable[[VM, str, list[Cluster] | None], EvcFit | None] = (
         lambda _vm, _dest, _clusters: None)
     _reach_cache: dict[tuple[str, str], tuple[float, Reachability]] = field(default_factory=dict)
+    _tls_cache: dict[str, tuple[float, MigrationTls]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gather(self, inventory: Inventory, vm: VM, request: MoveRequest,
@@ -84,10 +88,9 @@ class FactGatherer:
             evc = self.evc_fit(vm, dest, clusters)
             reach = self.reachability(source, dest, inventory.hosts[dest].uri)
             for host in (source, dest):
-                try:
-                    tls[host] = self.conn(host).migration_tls()
-                except FerryError:
-                    continue  # not verified: the check says so
+                found = self.migration_tls(host)
+                if found is not None:  # else not verified: the check says so
+                    tls[host] = found
         links: dict[str, LinkFacts] = {}
         for host in sorted(hosts):
             link = self._link(host, settings.get(host))
@@ -185,9 +188,28 @@ class FactGatherer:
             self._reach_cache[(source, dest)] = (time.monotonic(), result)
         return result
 
-    def forget_reachability(self) -> None:
+    def migration_tls(self, host: str) -> MigrationTls | None:
+        """The host's TLS migration set-up, read a short while ago at most; None: unread."""
+        with self._lock:
+            cached = self._tls_cache.get(host)
+        if cached is not None and time.monotonic() - cached[0] < TLS_SETUP_TTL_S:
+            return cached[1]
+        try:
+            found = self.conn(host).migration_tls()
+        except FerryError:
+            return None
+        with self._lock:
+            self._tls_cache[host] = (time.monotonic(), found)
+        return found
+
+    def forget(self, host: str | None = None) -> None:
+        """Probe again next time: every path, and ``host``'s set-up (None: every host's)."""
         with self._lock:
             self._reach_cache.clear()
+            if host is None:
+                self._tls_cache.clear()
+            else:
+                self._tls_cache.pop(host, None)
 
     def _probe(self, source: str, dest: str, dest_uri: str) -> Reachability:
         name = f"ferry-reach-{uuid.uuid4().hex[:12]}"
