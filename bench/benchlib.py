@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import time
 from typing import Any
 
@@ -60,3 +61,9 @@ def fresh_busy_vm(client: FerryClient, collector: Any, name: str, memory_mib: in
     if not collector.wait_for_heartbeat(name, 60):
         raise SystemExit(f"the benchmark VM {name} sent no heartbeat")
     time.sleep(5)  # let the memory writer fill its buffer before the first round
+
+
+def median_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The median of ``key`` over ``rows`` that have it; None when none does."""
+    values = [float(r[key]) for r in rows if r[key] is not None]
+    return statistics.median(values) if values else None

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
-from benchlib import ferry_on_lab, fresh_busy_vm, wait_job
+from benchlib import ferry_on_lab, fresh_busy_vm, median_of, wait_job
 
 from ferry.cli.client import ApiError, FerryClient
 from ferry.lab.collector import HeartbeatCollector
@@ -166,8 +165,7 @@ def main() -> int:
             ok = [r for r in mine if r["ok"]]
 
             def med(key: str, rs: list[dict[str, Any]] = ok) -> float | None:
-                values = [float(r[key]) for r in rs if r[key] is not None]
-                return statistics.median(values) if values else None
+                return median_of(rs, key)
 
             print(f"{link:7} {tool:6} {len(ok)}/{len(mine):<3} {fmt(med('total_s', mine), '8.1f')} "
                   f"{fmt(med('downtime_ms'), '12.0f')} {fmt(med('hb_gap_ms'), '10.0f')} "

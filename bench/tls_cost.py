@@ -15,11 +15,10 @@ Needs root; brings the lab up (3 hosts) if it is not.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from typing import Any
 
-from benchlib import ferry_on_lab, fresh_busy_vm
+from benchlib import ferry_on_lab, fresh_busy_vm, median_of
 from migration_vs_virsh import VM, fmt, virsh_round, where
 
 from ferry.cli.client import ApiError
@@ -70,8 +69,7 @@ def main() -> int:
         ok = [r for r in mine if r["ok"]]
 
         def med(key: str, ok: list[dict[str, Any]] = ok) -> float | None:
-            values = [float(r[key]) for r in ok if r[key] is not None]
-            return statistics.median(values) if values else None
+            return median_of(ok, key)
 
         print(f"{'TLS' if tls else 'clear text':11} {len(ok)}/{len(mine):<3} "
               f"{fmt(med('total_s'), '8.1f')} {fmt(med('downtime_ms'), '12.0f')} "
