@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -225,3 +226,30 @@ def make_vm(lab: LabEnv) -> Iterator[Callable[..., None]]:
     yield create
     for name in made:
         lab.ferry("vm", "delete", name)
+
+
+@pytest.fixture
+def host_file() -> Iterator[tuple[Path, bytes]]:
+    """A file of the hosts outside every datastore, filled with a marker no datastore has."""
+    marker = f"FERRY-HOST-ONLY-{uuid.uuid4().hex}\n".encode()
+    path = Path("/var/tmp") / f"ferry-host-file-{uuid.uuid4().hex[:8]}"
+    path.write_bytes(marker * (2**20 // len(marker) + 1))
+    yield path, marker
+    path.unlink(missing_ok=True)
+
+
+def holding(lab: LabEnv, marker: bytes) -> list[Path]:
+    """Every file of every datastore that holds the marker, as bytes on disk."""
+    from ferry.lab.lab import local_datastore_dir
+    from ferry.lab.layout import SHARED_DATASTORE_DIR
+
+    folders = [SHARED_DATASTORE_DIR, *(local_datastore_dir(h) for h in lab.hosts)]
+    found = []
+    for path in (p for folder in folders for p in folder.rglob("*") if p.is_file()):
+        with path.open("rb") as handle:
+            while chunk := handle.read(8 * 2**20):
+                if marker in chunk:
+                    found.append(path)
+                    break
+    return found
+

@@ -10,47 +10,16 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source
+from conftest import LabEnv, disk_source, holding
 
 from ferry.lab.lab import local_datastore_dir
-from ferry.lab.layout import LAB_ROOT
+from ferry.lab.layout import SHARED_DATASTORE_DIR as SHARED
 
 pytestmark = pytest.mark.lab
-
-SHARED = LAB_ROOT / "datastores" / "shared"
-
-
-@pytest.fixture
-def host_file() -> Iterator[tuple[Path, bytes]]:
-    """A file of the hosts outside every datastore, filled with a marker no datastore has."""
-    marker = f"FERRY-HOST-ONLY-{uuid.uuid4().hex}\n".encode()
-    path = Path("/var/tmp") / f"ferry-host-file-{uuid.uuid4().hex[:8]}"
-    path.write_bytes(marker * (2**20 // len(marker) + 1))
-    yield path, marker
-    path.unlink(missing_ok=True)
-
-
-def datastore_files(lab: LabEnv) -> list[Path]:
-    folders = [SHARED, *(local_datastore_dir(h) for h in lab.hosts)]
-    return [p for folder in folders for p in folder.rglob("*") if p.is_file()]
-
-
-def holding(lab: LabEnv, marker: bytes) -> list[Path]:
-    """Every file of every datastore that holds the marker, as bytes on disk."""
-    found = []
-    for path in datastore_files(lab):
-        with path.open("rb") as handle:
-            while chunk := handle.read(8 * 2**20):
-                if marker in chunk:
-                    found.append(path)
-                    break
-    return found
-
 
 def rebase(image: Path, backing: str, backing_format: str) -> None:
     """Point an image's header at a backing file, as 'qemu-img rebase -u' does."""

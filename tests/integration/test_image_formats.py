@@ -13,43 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LabEnv, disk_source, report_of
+from conftest import LabEnv, disk_source, holding, report_of
 
 from ferry.cli.client import FerryClient
 from ferry.lab.lab import local_datastore_dir
-from ferry.lab.layout import LAB_ROOT
+from ferry.lab.layout import SHARED_DATASTORE_DIR as SHARED
 from ferry.reports import LiveReport
 
 pytestmark = pytest.mark.lab
 
-SHARED = LAB_ROOT / "datastores" / "shared"
-
-
-@pytest.fixture
-def host_file() -> Iterator[tuple[Path, bytes]]:
-    """A file of the hosts outside every datastore, filled with a marker no datastore has."""
-    marker = f"FERRY-NOT-A-BACKING-FILE-{uuid.uuid4().hex}\n".encode()
-    path = Path("/var/tmp") / f"ferry-lure-{uuid.uuid4().hex[:8]}"
-    path.write_bytes(marker * (2**20 // len(marker) + 1))
-    yield path, marker
-    path.unlink(missing_ok=True)
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def holding(lab: LabEnv, marker: bytes) -> list[Path]:
-    """Every file of every datastore whose bytes hold the marker."""
-    folders = [SHARED, *(local_datastore_dir(h) for h in lab.hosts)]
-    return [p for folder in folders for p in folder.rglob("*")
-            if p.is_file() and marker in p.read_bytes()]
 
 
 def what_libvirt_guesses(lab: LabEnv, host: str, pool: str, volume: str) -> str:
