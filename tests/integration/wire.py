@@ -17,8 +17,9 @@ import dpkt
 
 from ferry.lab.layout import LabHostLayout
 
-# Large enough that a capture of a few hundred MiB drops nothing on a busy machine.
-BUFFER_KIB = 65536
+# The kernel's ring holds a whole move's capture (a few hundred MiB), so nothing is
+# dropped even when the guests' emulation leaves tcpdump no CPU to drain it with.
+BUFFER_KIB = 1024 * 1024
 
 
 @dataclass
@@ -55,7 +56,7 @@ def captured(host_index: int, directory: Path) -> Iterator[Capture]:
     capture = Capture(directory / f"{host.name}-{time.monotonic_ns()}.pcap")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", host.netns, "tcpdump", "-i", host.mig_veth_host, "-n", "-s",
-         "0", "-B", str(BUFFER_KIB), "-U", "-w", str(capture.pcap), "tcp"],
+         "0", "-B", str(BUFFER_KIB), "-w", str(capture.pcap), "tcp"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     line = proc.stderr.readline()  # "listening on ...": the capture is armed
