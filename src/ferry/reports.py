@@ -98,6 +98,18 @@ class Reconciled:
 
 
 @dataclass(frozen=True)
+class TracePoint:
+    """One sample of a live copy, for the console's chart of it."""
+
+    elapsed_ms: int = 0
+    iteration: int = 0
+    memory_remaining: int = 0
+    dirty_rate_bps: int = 0
+    memory_bps: int = 0
+    disk_remaining: int = 0
+
+
+@dataclass(frozen=True)
 class LiveReport:
     """A live migration between hosts (shared storage, or disks copied with the memory)."""
 
@@ -120,6 +132,7 @@ class LiveReport:
     heartbeat_gap_ms: float | None = None  # the lab's heartbeat: the guest's longest silence
     heartbeat_lost: int | None = None
     disks: dict[str, DiskReport] = field(default_factory=dict)  # shared-nothing only
+    trace: tuple[TracePoint, ...] = ()  # the copy's samples, thinned (engine.trace)
     outcome: str | None = None  # libvirt said success, the hosts did not agree
     rollback: str | None = None  # where the VM was found after a failure
     unconfirmed: tuple[str, ...] = ()  # hosts that did not answer at the end
@@ -191,6 +204,7 @@ class LiveProgress:
     disk_total: int | None = None  # shared-nothing: QEMU copies the disks first
     disk_processed: int | None = None
     disk_remaining: int | None = None
+    trace: tuple[TracePoint, ...] = ()  # the samples so far, thinned (engine.trace)
 
 
 @dataclass(frozen=True)

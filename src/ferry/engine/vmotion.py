@@ -30,6 +30,7 @@ from ferry.engine.diskplan import TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
 from ferry.engine.revive import GuestCheck, HeartbeatListener
+from ferry.engine.trace import trace_of
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.job import JobState, Phase
 from ferry.reports import GuestCheckReport, LiveProgress, LiveReport, WarningNote
@@ -182,7 +183,7 @@ class VMotion:
             if stats is None:
                 continue
             samples.append(stats)
-            job.progress(progress_view(job.job.phase, stats))
+            job.progress(replace(progress_view(job.job.phase, stats), trace=trace_of(samples)))
             tracking, todo = decide(self.policy, tracking, stats)
             for action in todo:
                 actions.append(action.describe())
@@ -227,6 +228,7 @@ class VMotion:
             shared_storage_proven=self.options.shared_storage_proven,
             encrypted=self.options.tls,
             started_at=started,
+            trace=trace_of(samples),
         )
         if Phase.RESUMED in self._phases:
             # When the VM ran again on the destination; "total" also counts the
