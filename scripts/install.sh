@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libvirt-dev pkg-config gcc libc6-dev
   busybox-static cpio iproute2 kmod tcpdump
   postgresql
+  chromium chromium-driver fonts-dejavu-core
 )
 
 missing=()

@@ -25,6 +25,7 @@ from ferry.store.accounts import AccountRecords
 from ferry.store.db import Store
 from ferry.virt.libvirt_host import open_host
 
+GRACEFUL_SHUTDOWN_S = 3  # then open connections (the console's streams) are closed
 
 def lab_collector() -> HeartbeatCollector | None:
     """The lab's collector, when this machine has the lab's Production network."""
@@ -101,6 +102,8 @@ def build_server(settings: config.ServerSettings | None = None) -> Server:
     app = create_app(plane, accounts)
     uv_config = uvicorn.Config(app, host=settings.listen, port=settings.port,
                                log_level="warning", access_log=False,
+                               # the console's event streams never end by themselves
+                               timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
                                ssl_certfile=https.cert if https else None,
                                ssl_keyfile=https.key if https else None)
     return Server(plane, collector, uvicorn.Server(uv_config))

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from ferry.api.accounts import add_account_routes
 from ferry.api.guard import AuditTrail, make_authorize, note
 from ferry.api.limits import BodyLimit
+from ferry.api.live import add_live_routes
 from ferry.api.schemas import (
     NAME_ERROR,
     CheckCreate,
@@ -53,6 +54,7 @@ from ferry.auth.accounts import Accounts
 from ferry.auth.model import Principal
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Status
+from ferry.console import mount_console
 from ferry.errors import ConfigError, FerryError, InputError, NotAuthenticated, RefusedError
 from ferry.service import FerryService, HostSettingsUpdate, VMCreateRequest
 
@@ -354,5 +356,7 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
         return [to_schema(ServerOut, s) for s in service.list_servers()]
 
     add_account_routes(api, accounts, authorize)
+    add_live_routes(api, service, accounts, authorize)
     app.include_router(api)
+    mount_console(app)
     return app

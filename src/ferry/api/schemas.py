@@ -440,6 +440,13 @@ class UserOut(Out):
     created_at: float
 
 
+class SessionOut(Out):
+    """Who a token is: its user and their role."""
+
+    user: str
+    role: Role
+
+
 class UserCreate(In):
     name: UserName
     role: Role = Field(strict=False)  # strict would take only the enum object, not its name

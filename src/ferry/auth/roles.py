@@ -89,6 +89,9 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/jobs/{job_id}/cancel"): Rule(Role.OPERATOR, "job.cancel", "cancelling a job",
                                             "path:job_id"),
     ("GET", "/servers"): _read("servers"),
+    # the console: who a token is, and the inventory and jobs pushed as they change
+    ("GET", "/session"): _read("session"),
+    ("GET", "/events"): _read("events"),
     # users, tokens and the audit trail
     ("GET", "/users"): Rule(Role.ADMIN, "users.list", "listing users"),
     ("POST", "/users"): Rule(Role.ADMIN, "user.add", "adding a user", "body:name"),

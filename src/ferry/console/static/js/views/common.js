@@ -1,0 +1,33 @@
+// Pieces several pages share: a heading with actions, an alert, a pending view.
+
+import {ApiError} from '../api.js';
+import {h} from '../dom.js';
+import {state} from '../state.js';
+
+export function heading(title, kind, ...actions) {
+  return h('div', {class: 'heading'},
+    h('h1', {}, kind ? h('span', {class: 'kind'}, kind) : null, title),
+    h('div', {class: 'actions'}, actions));
+}
+
+/** An alert region and a function that shows an error (or clears it with null). */
+export function alertBox() {
+  const box = h('p', {class: 'error', role: 'alert'});
+  const show = (err) => {
+    box.textContent = err === null ? '' : err instanceof ApiError ? err.message : String(err);
+  };
+  return [box, show];
+}
+
+export function waiting(view, what) {
+  view.replaceChildren(h('p', {class: 'hint'}, `Loading ${what}…`));
+}
+
+/** The pushed inventory, once it came; the view re-renders on the next push otherwise. */
+export function inventory() {
+  return state.inventory;
+}
+
+export function needs(role, what) {
+  return `${what} needs role ${role}`;
+}
