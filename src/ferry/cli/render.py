@@ -354,8 +354,9 @@ def progress_view(job: JobOut, bar: bool = False) -> RenderableType:
     grid.add_column(no_wrap=True)
     grid.add_column(width=BAR_WIDTH)
     grid.add_column(overflow="fold")
-    grid.add_row(Text("  ".join(before)), ProgressBar(total=1.0, completed=fraction),
-                 Text("  ".join([_percent(fraction), *after])))
+    copied = ProgressBar(total=1.0, completed=fraction, complete_style="cyan",
+                         finished_style=GOOD)
+    grid.add_row(Text("  ".join(before)), copied, Text("  ".join([_percent(fraction), *after])))
     return grid
 
 
