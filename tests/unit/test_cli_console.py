@@ -139,3 +139,17 @@ def test_a_refusal_on_a_terminal_is_red_and_says_the_same_words(
     assert "\x1b[1;31mferry: error: cannot migrate web2 to kvm-beta" in coloured
     assert ESCAPE.sub("", coloured).split() == plain.split()
     assert all(f.message in plain for f in FINDINGS)
+
+
+def test_a_narrow_terminal_keeps_a_job_id_whole_for_copying() -> None:
+    job_id = "3f2a9c1e-7b5d-4e0f-9a8b-7c6d5e4f3a2b"
+    done = JobOut.model_validate(DONE, from_attributes=True).model_copy(update={"id": job_id})
+    text = console.to_text(render.jobs_table([done]), width=100)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert any(line.startswith(f"{job_id}  migrate  web1") for line in text.splitlines())
+    # The HOSTS cell is folded inside its column, not cut short.
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("ID "))
+    start, end = lines[header].index("HOSTS"), lines[header].index("STATE")
+    cell = "".join(line[start:end] for line in lines[header + 1:])
+    assert cell.replace(" ", "") == "kvm-alpha->kvm-beta"

@@ -85,13 +85,15 @@ def _text(value: object, style: str = "") -> Text:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
-          right: Collection[str] = ()) -> Table:
+          right: Collection[str] = (), whole: Collection[str] = ()) -> Table:
     """Columns as wide as their widest cell, two spaces apart, a header and no lines:
     as plain text, one row per line that grep and ``split()`` read. On a narrow
-    terminal long cells wrap inside their column (``fold``), never cut short."""
+    terminal long cells wrap inside their column (``fold``), never cut short, except
+    the ``whole`` columns: ids a user copies, which the other columns make room for."""
     grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:
-        grid.add_column(header, overflow="fold", justify="right" if header in right else "left")
+        grid.add_column(header, overflow="fold", no_wrap=header in whole,
+                        justify="right" if header in right else "left")
     for row in rows:
         grid.add_row(*(_text(cell) for cell in row))
     return grid
@@ -154,7 +156,7 @@ def vms_table(vms: Sequence[VMOut]) -> Table:
         for vm in vms
     ]
     return table(("NAME", "HOST", *(("UUID",) if shared_name else ()), "STATE", "VCPUS",
-                  "MEMORY", "DISKS", "ADDRESS"), rows)
+                  "MEMORY", "DISKS", "ADDRESS"), rows, whole=("UUID",))
 
 
 def _vm_state(vm: VMOut) -> str:
@@ -248,7 +250,7 @@ def jobs_table(jobs: Sequence[JobOut]) -> Table:
         for j in jobs
     ]
     return table(("ID", "KIND", "VM", "HOSTS", "STATE", "PHASE", "CREATED", "DURATION", "BY"),
-                 rows)
+                 rows, whole=("ID",))
 
 
 def evc_report(report: EvcReportOut) -> RenderableType:
@@ -491,7 +493,7 @@ def tokens_table(tokens: Sequence[TokenOut], now: float | None = None) -> Table:
     when = time.time() if now is None else now
     return table(("ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST USED", "STATE"), [
         (t.id, t.user, t.label or "-", clock(t.created_at), clock(t.expires_at),
-         clock(t.last_used_at), token_state(t, when)) for t in tokens])
+         clock(t.last_used_at), token_state(t, when)) for t in tokens], whole=("ID",))
 
 
 def audit_table(entries: Sequence[AuditOut]) -> Table:

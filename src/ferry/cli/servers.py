@@ -23,7 +23,7 @@ def _servers(args: argparse.Namespace, ctx: Context) -> int:
         (f"{s.name}{' (this one)' if i == 0 else ''}", s.id,
          "alive" if s.alive else Text("lease expired", style=render.WARNING),
          f"{max(0.0, now - s.seen_at):.0f} s ago",
-         s.jobs) for i, s in enumerate(servers)]))
+         s.jobs) for i, s in enumerate(servers)], whole=("ID",)))
     return 0
 
 
