@@ -170,7 +170,8 @@ def test_migrate_waits_and_prints_the_report(client: FerryClient,
     code, out, err = run(client, capsys, "migrate", "web1", "--host", "kvm-beta")
     assert code == 0
     # stderr is not a TTY under capsys: plain progress lines, once per phase
-    assert err.count("precopy  [") == 1 and "612 MiB/1.0 GiB" in err
+    assert err.count("precopy  59%") == 1 and "612 MiB/1.0 GiB" in err
+    assert "\x1b" not in out + err  # no escape sequences where no terminal reads them
     assert "SUCCEEDED" in out and "42 ms (libvirt)" in out and "6.50 s" in out
     assert "1.3 GiB in 5 iterations" in out and "auto-converge at iter 4" in out
     assert "+   6.500 s  done" in out
@@ -278,5 +279,5 @@ def test_render_helpers() -> None:
     assert render.human_bytes(GiB) == "1.0 GiB"
     assert render.human_mib(65536) == "64 GiB"
     line = render.progress_line(JobOut.model_validate(PRECOPY, from_attributes=True))
-    assert line == ("precopy  [###########.........]  612 MiB/1.0 GiB  remaining 412 MiB  "
+    assert line == ("precopy  59%  612 MiB/1.0 GiB  remaining 412 MiB  "
                     "iter 3  dirty 45 MiB/s  bw 110 MiB/s  5.40 s")

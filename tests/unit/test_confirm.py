@@ -214,14 +214,15 @@ def _confirmed(job: Job) -> bool:
 
 def test_the_job_report_says_what_is_known_of_the_bytes_and_the_hosts() -> None:
     from ferry.api.schemas import JobOut
+    from ferry.cli.console import to_text
     from ferry.cli.render import job_report
 
     def shown(report: dict[str, object]) -> str:
         # As the CLI receives it: JSON, read as the job's kind's report.
-        return job_report(JobOut.model_validate({
+        return to_text(job_report(JobOut.model_validate({
             "id": "j1", "kind": "migrate", "vm": "web1", "source_host": "host1",
             "dest_host": "host2", "state": "cancelled", "phase": "rollback",
-            "created_at": 0.0, "report": report}))
+            "created_at": 0.0, "report": report})))
 
     text = shown({"data_bytes": 38 * 2**20, "iterations": 1,
                   "data_bytes_basis": "at least: the last sample, 6.0 s into the copy",

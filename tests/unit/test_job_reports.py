@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from ferry.api.schemas import JobOut
 from ferry.cli import render
+from ferry.cli.console import to_text
 from ferry.cli.maintenance import evacuation_report
 from ferry.engine.jobs import JobHandle
 from ferry.job import Job, JobKind, JobState, Phase
@@ -159,7 +160,7 @@ def test_a_job_with_nothing_to_report_shows_none() -> None:
         "state": "failed", "phase": "rollback", "created_at": 0.0, "report": {},
         "progress": {}}))
     assert out.report is None and out.progress is None
-    assert "total time     -" in render.job_report(out)
+    assert "total time     -" in to_text(render.job_report(out))
 
 
 def _out(kind: JobKind, state: JobState = JobState.SUCCEEDED) -> JobOut:
@@ -177,14 +178,14 @@ def test_the_cli_shows_each_kinds_progress() -> None:
 
 
 def test_the_cli_report_shows_disks_and_the_copy_mode_only_of_live_copies() -> None:
-    text = render.job_report(_out(JobKind.STORAGE_MIGRATE))
+    text = to_text(render.job_report(_out(JobKind.STORAGE_MIGRATE)))
     assert ("vda: /pool/web1.img -> /fast/web1-vda.qcow2 (qcow2, 1.0 GiB, 512 MiB allocated, "
             "synchronous copy)") in text
     assert "heartbeat gap  -, lost 0" in text
-    text = render.job_report(_out(JobKind.COLD_MIGRATE))
+    text = to_text(render.job_report(_out(JobKind.COLD_MIGRATE)))
     assert "(qcow2, 1.0 GiB, 512 MiB allocated)" in text and "copy)" not in text
-    text = render.job_report(_out(JobKind.MIGRATE))
+    text = to_text(render.job_report(_out(JobKind.MIGRATE)))
     assert "downtime       31 ms (libvirt)" in text and "not confirmed  host2" in text
-    text = evacuation_report(_out(JobKind.EVACUATE))
+    text = to_text(evacuation_report(_out(JobKind.EVACUATE)))
     assert "moved      web1 -> host2" in text and "NOT MOVED  db1: no host has room" in text
     assert text.startswith("Evacuation of host1: SUCCEEDED in 4.0 s")

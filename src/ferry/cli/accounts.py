@@ -11,6 +11,7 @@ from datetime import datetime
 from ferry.auth.roles import Role
 from ferry.auth.tokens import DEFAULT_DAYS, MAX_DAYS
 from ferry.cli import render
+from ferry.cli.console import show
 from ferry.cli.main import Commands, Context
 
 _RELATIVE = re.compile(r"(\d+)([smhdw])")
@@ -33,12 +34,12 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 def _user_add(args: argparse.Namespace, ctx: Context) -> int:
     user = ctx.client.add_user(args.name, args.role)
-    print(render.users_table([user]))
+    show(render.users_table([user]))
     return 0
 
 
 def _user_list(_args: argparse.Namespace, ctx: Context) -> int:
-    print(render.users_table(ctx.client.list_users()))
+    show(render.users_table(ctx.client.list_users()))
     return 0
 
 
@@ -60,7 +61,7 @@ def _token_create(args: argparse.Namespace, ctx: Context) -> int:
 
 def _token_list(args: argparse.Namespace, ctx: Context) -> int:
     found = ctx.client.list_tokens(args.user)
-    print(render.tokens_table(found) if found else "no tokens")
+    show(render.tokens_table(found) if found else "no tokens")
     return 0
 
 
@@ -72,7 +73,7 @@ def _token_revoke(args: argparse.Namespace, ctx: Context) -> int:
 
 def _audit(args: argparse.Namespace, ctx: Context) -> int:
     entries = ctx.client.audit(args.user, args.since, args.limit)
-    print(render.audit_table(entries) if entries else "no change requests recorded")
+    show(render.audit_table(entries) if entries else "no change requests recorded")
     return 0
 
 

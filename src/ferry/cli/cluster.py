@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ferry.cli import render
+from ferry.cli.console import show
 from ferry.cli.main import Commands, Context
 
 
@@ -17,7 +18,7 @@ def _create(args: argparse.Namespace, ctx: Context) -> int:
 
 def _list(_args: argparse.Namespace, ctx: Context) -> int:
     clusters = ctx.client.list_clusters()
-    print(render.table(("CLUSTER", "EVC MODE", "HOSTS"), [
+    show(render.table(("CLUSTER", "EVC MODE", "HOSTS"), [
         (c.name, c.evc.model if c.evc else "off", ", ".join(c.hosts) or "-")
         for c in clusters]) if clusters else "no clusters")
     return 0
@@ -33,7 +34,7 @@ def _evc(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
-        print(render.evc_report(report))
+        show(render.evc_report(report))
     return 0
 
 

@@ -17,9 +17,10 @@ from itertools import pairwise
 
 from ferry import config
 from ferry.cli.client import ApiError, FerryClient
+from ferry.cli.console import show
 from ferry.cli.main import Commands, Context
 from ferry.cli.main import main as cli
-from ferry.cli.render import human_bytes
+from ferry.cli.render import human_bytes, table
 from ferry.lab import layout
 from ferry.lab.collector import HeartbeatCollector
 from ferry.lab.layout import LabHostLayout
@@ -146,8 +147,7 @@ def _steady(collector: HeartbeatCollector, vm: str, window: float = 3.0,
 
 def _summary(client: FerryClient, hops: list[tuple[str, str]]) -> None:
     _step("summary")
-    print(f"{'MOVE':22} {'TOTAL':>9} {'DOWNTIME':>9} {'HB GAP':>9} {'HB LOST':>8} "
-          f"{'SENT':>10} {'ITER':>5}")
+    rows = []
     for label, job_id in hops:
         job = client.get_job(job_id)
         r = job.report
@@ -157,8 +157,10 @@ def _summary(client: FerryClient, hops: list[tuple[str, str]]) -> None:
         gap, lost = ((r.heartbeat_gap_ms, r.heartbeat_lost)
                      if isinstance(r, LiveReport | StorageReport) else (None, None))
         sent = human_bytes(live.data_bytes) if live.data_bytes is not None else "-"
-        print(f"{label:22} {_ms(total):>9} {_ms(live.downtime_ms):>9} {_ms(gap):>9} "
-              f"{_or_dash(lost):>8} {sent:>10} {_or_dash(live.iterations):>5}")
+        rows.append((label, _ms(total), _ms(live.downtime_ms), _ms(gap), _or_dash(lost), sent,
+                     _or_dash(live.iterations)))
+    figures = ("TOTAL", "DOWNTIME", "HB GAP", "HB LOST", "SENT", "ITER")
+    show(table(("MOVE", *figures), rows, right=figures))
     print("DOWNTIME is QEMU's own figure; HB GAP is the longest silence of the VM's heartbeat "
           "as seen from the network; a disk move on one host sends no memory and never pauses "
           "the VM.")

@@ -10,6 +10,10 @@ import argparse
 import sys
 import time
 
+from rich.text import Text
+
+from ferry.cli import render
+from ferry.cli.console import show
 from ferry.cli.main import Commands, Context
 from ferry.lab import layout
 
@@ -20,11 +24,13 @@ def _print_state(state: object) -> None:
     assert isinstance(state, LabState)
     print(f"lab: {len(state.hosts)} host(s), guests run with "
           f"{'KVM' if state.accel == 'kvm' else 'TCG (software emulation)'}, MTU {state.mtu}")
-    print(f"{'HOST':8} {'URI':34} {'MIGRATION':14} {'LINK':10} {'LIBVIRTD'}")
+    rows = []
     for host in state.hosts:
-        health = "up" if host.healthy else ("running, not answering" if host.alive else "down")
-        print(f"{host.name:8} {host.uri:34} {host.migration_address:14} "
-              f"{host.link or 'unshaped':10} {health} (pid {host.libvirtd_pid})")
+        health = Text("up") if host.healthy else Text(
+            "running, not answering" if host.alive else "down", style=render.ERROR)
+        rows.append((host.name, host.uri, host.migration_address, host.link or "unshaped",
+                     health.append(f" (pid {host.libvirtd_pid})")))
+    show(render.table(("HOST", "URI", "MIGRATION", "LINK", "LIBVIRTD"), rows))
     print(f"datastores: {layout.SHARED_POOL} (all hosts), {layout.LOCAL_POOL} (one per host); "
           f"networks: {layout.PRODUCTION_NETWORK} (all hosts), "
           f"{layout.ISOLATED_NETWORK} ({state.hosts[-1].name}, internal only)")

@@ -13,15 +13,18 @@ import argparse
 import importlib
 import importlib.util
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from functools import partial
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.text import Text
 
 from ferry.api.schemas import JobOut
-from ferry.cli import render
+from ferry.cli import console, render
 from ferry.cli.client import ApiError, FerryClient
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.job import JobState
@@ -96,12 +99,16 @@ class Commands:
 # A name is enough while one VM has it; two VMs of one name are told apart by UUID.
 VM_HELP = "the VM's name, or its UUID (needed when two VMs share the name)"
 
-def _out(text: str) -> None:
-    print(text, file=sys.stdout)
+def _out(shown: RenderableType) -> None:
+    console.show(shown, sys.stdout)
 
 
-def _err(text: str) -> None:
-    print(text, file=sys.stderr)
+def _err(text: str, style: str = "") -> None:
+    console.show(Text(text, style=style), sys.stderr)
+
+
+def _error(message: str) -> None:
+    _err(f"ferry: error: {message}", render.ERROR)
 
 
 def _job_exit_code(job: JobOut) -> int:
@@ -219,60 +226,29 @@ def cmd_network_list(_args: argparse.Namespace, ctx: Context) -> int:
 
 
 # ------------------------------------------------------------------- jobs
-class ProgressLine:
-    """Redraws one status line on a terminal; prints occasional lines to logs/pipes."""
-
-    PLAIN_EVERY = 5.0
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.drawn = False
-        self._last_phase = ""
-        self._last_plain = 0.0
-
-    def update(self, job: JobOut) -> None:
-        line = render.progress_line(job)
-        if self.tty:
-            # Truncate: a wrapped line cannot be redrawn with \r.
-            width = shutil.get_terminal_size().columns - 1
-            self.stream.write("\r" + line[:width] + "\x1b[K")
-            self.drawn = True
-        else:
-            now = time.monotonic()
-            if job.phase != self._last_phase or now - self._last_plain >= self.PLAIN_EVERY:
-                self.stream.write(line + "\n")
-                self._last_phase, self._last_plain = job.phase, now
-        self.stream.flush()
-
-    def clear(self) -> None:
-        if self.tty and self.drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.drawn = False
-
-
 def wait_for_job(ctx: Context, job: JobOut) -> JobOut:
     """Poll until the job finishes; the first Ctrl-C cancels it, the second stops waiting."""
-    progress = ProgressLine(sys.stderr)
+    progress = console.LiveStatus(sys.stderr)
     cancel_sent = False
-    while not job.state.finished:
-        try:
-            sleep(POLL_INTERVAL)
-            job = ctx.client.get_job(job.id)
-            if not job.state.finished:
-                progress.update(job)
-        except KeyboardInterrupt:
-            progress.clear()
-            if cancel_sent:
-                raise
-            cancel_sent = True
-            _err(f"ferry: cancelling job {job.id} (Ctrl-C again to stop waiting)")
+    try:
+        while not job.state.finished:
             try:
-                job = ctx.client.cancel_job(job.id)
-            except ApiError as exc:
-                _err(f"ferry: cancel failed: {exc.message}")
-    progress.clear()
+                sleep(POLL_INTERVAL)
+                job = ctx.client.get_job(job.id)
+                if not job.state.finished:
+                    progress.update(job.phase, partial(render.progress_view, job))
+            except KeyboardInterrupt:
+                progress.clear()
+                if cancel_sent:
+                    raise
+                cancel_sent = True
+                _err(f"ferry: cancelling job {job.id} (Ctrl-C again to stop waiting)")
+                try:
+                    job = ctx.client.cancel_job(job.id)
+                except ApiError as exc:
+                    _err(f"ferry: cancel failed: {exc.message}", render.ERROR)
+    finally:
+        progress.clear()  # whatever ends the wait, the terminal is left clean
     return job
 
 
@@ -281,10 +257,13 @@ def _dump_json(job: JobOut) -> str:
 
 
 def _finish(job: JobOut, as_json: bool) -> int:
-    _out(_dump_json(job) if as_json else render.job_report(job))
+    if as_json:
+        print(_dump_json(job))  # machine output: exactly the JSON, never through Rich
+    else:
+        _out(render.job_report(job))
     code = _job_exit_code(job)
     if code and job.error:
-        _err(f"ferry: error: {job.error}")
+        _error(job.error)
     return code
 
 
@@ -292,7 +271,7 @@ def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client.migrate(args.vm, args.host, args.datastore, args.format,
                              args.disk.split(",") if args.disk else None, cold=args.cold)
     if args.no_wait:
-        _out(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
+        print(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
         return 0
     where = " ".join(part for part in (
         job.dest_host if job.dest_host != job.source_host else "",
@@ -300,7 +279,7 @@ def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     _err(f"migrating {job.vm} {job.source_host} -> {where} (job {job.id})")
     for event in job.events:
         for warning in event.data.get("warnings") or ():
-            _err(f"  [WARNING] {warning.get('code')}  {warning.get('message')}")
+            _err(f"  [WARNING] {warning.get('code')}  {warning.get('message')}", render.WARNING)
     try:
         job = wait_for_job(ctx, job)
     except KeyboardInterrupt:
@@ -318,8 +297,10 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_job_show(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client.get_job(args.id)
     if not job.state.finished:
-        _out(_dump_json(job) if args.json else render.job_report(job) + "\n  now: "
-             + render.progress_line(job))
+        if args.json:
+            print(_dump_json(job))
+        else:
+            _out(Group(render.job_report(job), Text(f"  now: {render.progress_line(job)}")))
         return 0
     return _finish(job, args.json)
 
@@ -437,12 +418,12 @@ def main(
     try:
         return commands.handlers[args._command](args, ctx)
     except ApiError as exc:
-        _err(f"ferry: error: {exc.message}")
+        _error(exc.message)
         for finding in exc.findings:
-            _err(render.finding_line(finding))
+            console.show(render.finding_line(finding), sys.stderr)
         return exc.exit_code
     except FerryError as exc:  # from a command that runs here: serve's settings, the lab
-        _err(f"ferry: error: {exc.message}")
+        _error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         _err("ferry: interrupted")

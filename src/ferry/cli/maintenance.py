@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rich.console import Group
+from rich.text import Text
+
 from ferry.api.schemas import JobOut
+from ferry.cli import render
+from ferry.cli.console import show
 from ferry.cli.main import Commands, Context, _dump_json, wait_for_job
 from ferry.reports import EvacuationReport
 
 
-def evacuation_report(job: JobOut) -> str:
+def evacuation_report(job: JobOut) -> Group:
     r = job.report if isinstance(job.report, EvacuationReport) else EvacuationReport()
-    lines = [f"Evacuation of {r.host or job.vm}: {job.state.value.upper()} "
-             f"in {(r.total_ms or 0) / 1000:.1f} s"]
-    for vm, host in sorted(r.moved.items()):
-        lines.append(f"  moved      {vm} -> {host}")
-    for vm, why in sorted(r.not_moved.items()):
-        lines.append(f"  NOT MOVED  {vm}: {why}")
+    head = Text.assemble(f"Evacuation of {r.host or job.vm}: ",
+                         render.job_state(job, upper=True),
+                         f" in {(r.total_ms or 0) / 1000:.1f} s")
     if not r.moved and not r.not_moved:
-        lines.append("  no VM was on the host")
-    return "\n".join(lines)
+        return Group(head, Text("  no VM was on the host"))
+    rows: list[tuple[object, object]] = [("moved", f"{vm} -> {host}")
+                                      for vm, host in sorted(r.moved.items())]
+    rows += [(Text("NOT MOVED", style=render.ERROR), f"{vm}: {why}")
+             for vm, why in sorted(r.not_moved.items())]
+    return Group(head, render.indent(render.fields(rows, label_width=len("NOT MOVED"))))
 
 
 def _maintenance(args: argparse.Namespace, ctx: Context) -> int:
@@ -32,7 +38,10 @@ def _maintenance(args: argparse.Namespace, ctx: Context) -> int:
     print(f"{args.host}: in maintenance mode; moving its VMs off (job {job.id})",
           file=sys.stderr)
     job = wait_for_job(ctx, job)
-    print(_dump_json(job) if args.json else evacuation_report(job))
+    if args.json:
+        print(_dump_json(job))
+    else:
+        show(evacuation_report(job))
     return 0 if job.state.value == "succeeded" else 6
 
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ferry.cli import render
+from ferry.cli.console import show
 from ferry.cli.main import VM_HELP, Commands, Context
 
 REFUSED_EXIT = 4  # the same status a refused migration exits with
@@ -30,7 +31,7 @@ def _check(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True))
     else:
-        print(render.check_report(report))
+        show(render.check_report(report))
     return 0 if report.allowed else REFUSED_EXIT
 
 
@@ -47,7 +48,7 @@ def _host_set(args: argparse.Namespace, ctx: Context) -> int:
         else:
             changes["memory_limit_mib"] = int(args.memory_limit)
     host = ctx.client.update_host(args.name, **changes)
-    print(render.hosts_table([host]))
+    show(render.hosts_table([host]))
     return 0
 
 

@@ -1,14 +1,22 @@
-"""Text output for the CLI: aligned tables, human sizes, progress lines, job reports.
+"""What the CLI shows: tables, human sizes, progress, job and pre-flight reports.
 
-Everything here is a pure function returning strings, so the formatting is
-testable without a terminal or a server.
+Every function here is pure: it takes the API's data and returns a Rich
+renderable (or a string), so the formatting is testable without a terminal or
+a server; ``console.to_text`` turns a renderable into the plain text a pipe
+gets, and ``console.show`` prints it. Data always goes in as ``Text``, never as
+markup: a VM name or an error message with ``[brackets]`` is printed as it is.
 """
 
 from __future__ import annotations
 
-import textwrap
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from ferry.api.schemas import (
     AuditOut,
@@ -34,6 +42,14 @@ from ferry.reports import (
 )
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+# Colour says at a glance what the words say in full; plain text keeps the words.
+ERROR, WARNING, GOOD = "bold red", "yellow", "green"
+_FINDING_STYLE = {"error": ERROR, "warning": WARNING, "pass": GOOD, "n/a": "dim"}
+_JOB_STYLE = {"succeeded": f"bold {GOOD}", "failed": ERROR, "cancelled": WARNING,
+              "cancelling": WARNING, "running": "cyan"}
+BAR_WIDTH = 20  # columns of a memory-copy bar on a terminal
+LABEL_WIDTH = 14  # the label column of a job report
 
 
 def human_bytes(n: float | None) -> str:
@@ -62,36 +78,58 @@ def human_ms(ms: float | None) -> str:
     return f"{ms / 1000:.2f} s" if ms < 60_000 else f"{ms / 60_000:.1f} min"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Columns padded to their widest cell; the last column is not padded."""
-    cells = [[str(h) for h in headers]] + [
-        ["-" if c is None else str(c) for c in row] for row in rows
-    ]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        padded = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
-        lines.append("  ".join([*padded, row[-1]]).rstrip())
-    return "\n".join(lines)
+def _text(value: object, style: str = "") -> Text:
+    if isinstance(value, Text):
+        return value
+    return Text("-" if value is None else str(value), style=style)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
+          right: Collection[str] = (), whole: Collection[str] = ()) -> Table:
+    """Columns as wide as their widest cell, two spaces apart, a header and no lines:
+    as plain text, one row per line that grep and ``split()`` read. On a narrow
+    terminal long cells wrap inside their column (``fold``), never cut short, except
+    the ``whole`` columns: ids a user copies, which the other columns make room for."""
+    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:
+        grid.add_column(header, overflow="fold", no_wrap=header in whole,
+                        justify="right" if header in right else "left")
+    for row in rows:
+        grid.add_row(*(_text(cell) for cell in row))
+    return grid
+
+
+def fields(rows: Iterable[tuple[object, object]], label_width: int = 0, gap: int = 2) -> Table:
+    """``label  value`` lines, values aligned; a long value wraps under itself."""
+    grid = Table.grid(padding=(0, gap))
+    grid.add_column(min_width=label_width, no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        grid.add_row(_text(label), _text(value))
+    return grid
+
+
+def indent(renderable: RenderableType, by: int = 2) -> Padding:
+    return Padding(renderable, (0, 0, 0, by), expand=False)
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def hosts_table(hosts: Sequence[HostOut]) -> str:
+def hosts_table(hosts: Sequence[HostOut]) -> Table:
     rows = []
     for h in hosts:
         if h.maintenance:
-            state = "maintenance"
+            state = Text("maintenance", style=WARNING)
         elif h.connected:
-            state = "connected"
+            state = Text("connected")
         else:
-            state = "disconnected"
+            state = Text("disconnected", style=ERROR)
         memory = f"{human_mib(h.free_memory_mib)} free of {human_mib(h.memory_mib)}"
         rows.append(
             (h.name, h.cluster or "-", state, h.cpus or "-", memory, h.libvirt_version,
-             h.migration_address, h.error or h.uri)
+             h.migration_address, Text(h.error, style=ERROR) if h.error else h.uri)
         )
     return table(("NAME", "CLUSTER", "STATE", "CPUS", "MEMORY", "LIBVIRT", "MIGRATION ADDR",
                   "URI / ERROR"), rows)
@@ -108,16 +146,17 @@ def moving(vm: VMOut) -> str | None:
     return f"moving{where} (job {hold.job_id}, {hold.kind}, {hold.state})"
 
 
-def vms_table(vms: Sequence[VMOut]) -> str:
+def vms_table(vms: Sequence[VMOut]) -> Table:
     shared_name = len({vm.name for vm in vms}) < len(vms)  # then show who is who: the UUID
     rows: list[tuple[object, ...]] = [
         (vm.name, vm.host, *((vm.uuid,) if shared_name else ()),
-         _vm_state(vm) + (f", {moving(vm)}" if moving(vm) else ""),
+         Text(_vm_state(vm) + (f", {moving(vm)}" if moving(vm) else ""),
+              style="" if vm.current else "dim"),
          vm.vcpus, human_mib(vm.memory_mib), len(vm.disks), vm.lab_address)
         for vm in vms
     ]
     return table(("NAME", "HOST", *(("UUID",) if shared_name else ()), "STATE", "VCPUS",
-                  "MEMORY", "DISKS", "ADDRESS"), rows)
+                  "MEMORY", "DISKS", "ADDRESS"), rows, whole=("UUID",))
 
 
 def _vm_state(vm: VMOut) -> str:
@@ -125,11 +164,11 @@ def _vm_state(vm: VMOut) -> str:
     return vm.state.value if vm.current else f"{vm.state.value} (not current)"
 
 
-def vm_detail(vm: VMOut) -> str:
+def vm_detail(vm: VMOut) -> Group:
     cpu = vm.cpu_mode or "-"
     if vm.cpu_model:
         cpu += f" ({vm.cpu_model})"
-    fields: list[tuple[str, object]] = [
+    rows: list[tuple[object, object]] = [
         ("Name", vm.name),
         ("UUID", vm.uuid),
         ("Host", vm.host),
@@ -145,30 +184,25 @@ def vm_detail(vm: VMOut) -> str:
     ]
     if vm.affinity.pinned:
         pins = ", ".join(vm.affinity.vcpupin) or vm.affinity.vcpu_cpuset or "-"
-        fields.append(("CPU affinity", pins))
+        rows.append(("CPU affinity", pins))
     if vm.kernel:
-        fields.append(("Kernel", vm.kernel))
-    width = max(len(k) for k, _ in fields)
-    out = [f"{k.ljust(width)}  {v}" for k, v in fields]
+        rows.append(("Kernel", vm.kernel))
+    parts: list[RenderableType] = [fields(rows)]
     if vm.disks:
-        out += ["", "Disks:"]
         disk_rows = [
             (d.target, d.device, d.driver_format, d.source_type, d.source or "(empty)")
             for d in vm.disks
         ]
-        out += _indent(table(("TARGET", "DEVICE", "FORMAT", "TYPE", "SOURCE"), disk_rows))
+        parts += [Text(), Text("Disks:"),
+                  indent(table(("TARGET", "DEVICE", "FORMAT", "TYPE", "SOURCE"), disk_rows))]
     if vm.interfaces:
-        out += ["", "Interfaces:"]
         nic_rows = [(i.mac, i.kind, i.network, i.portgroup, i.model) for i in vm.interfaces]
-        out += _indent(table(("MAC", "KIND", "NETWORK", "PORTGROUP", "MODEL"), nic_rows))
-    return "\n".join(out)
+        parts += [Text(), Text("Interfaces:"),
+                  indent(table(("MAC", "KIND", "NETWORK", "PORTGROUP", "MODEL"), nic_rows))]
+    return Group(*parts)
 
 
-def _indent(text: str, prefix: str = "  ") -> list[str]:
-    return [prefix + line for line in text.splitlines()]
-
-
-def datastores_table(datastores: Sequence[DatastoreOut]) -> str:
+def datastores_table(datastores: Sequence[DatastoreOut]) -> Table:
     rows = []
     for ds in datastores:
         first = ds.pools[0] if ds.pools else None
@@ -184,7 +218,7 @@ def datastores_table(datastores: Sequence[DatastoreOut]) -> str:
     return table(("NAME", "SHARED", "HOSTS", "TYPE", "CAPACITY", "FREE", "PATH"), rows)
 
 
-def networks_table(networks: Sequence[NetworkOut]) -> str:
+def networks_table(networks: Sequence[NetworkOut]) -> Table:
     rows = [
         (n.name, n.host, n.bridge, n.forward_mode or "none (internal)", _yes(n.active),
          ",".join(n.portgroups) or "-")
@@ -204,50 +238,63 @@ def job_duration(job: JobOut, now: float | None = None) -> str:
     return human_ms((end - job.started_at) * 1000)
 
 
-def jobs_table(jobs: Sequence[JobOut]) -> str:
+def job_state(job: JobOut, upper: bool = False) -> Text:
+    word = job.state.value
+    return Text(word.upper() if upper else word, style=_JOB_STYLE.get(word, ""))
+
+
+def jobs_table(jobs: Sequence[JobOut]) -> Table:
     rows = [
-        (j.id, j.kind, j.vm, f"{j.source_host} -> {j.dest_host or '-'}", j.state.value, j.phase,
+        (j.id, j.kind, j.vm, f"{j.source_host} -> {j.dest_host or '-'}", job_state(j), j.phase,
          clock(j.created_at), job_duration(j), j.requested_by or "-")
         for j in jobs
     ]
     return table(("ID", "KIND", "VM", "HOSTS", "STATE", "PHASE", "CREATED", "DURATION", "BY"),
-                 rows)
+                 rows, whole=("ID",))
 
 
-def evc_report(report: EvcReportOut) -> str:
+def evc_report(report: EvcReportOut) -> RenderableType:
     """A cluster's EVC mode and, per host, what the mode hides from its VMs."""
     mode = report.mode
     if mode is None:
-        return f"cluster {report.cluster}: EVC is off"
+        return Text(f"cluster {report.cluster}: EVC is off")
     asked = "" if mode.requested == mode.model else f", asked as '{mode.requested}'"
-    lines = [f"cluster {report.cluster}: EVC mode {mode.model} ({mode.vendor or 'any vendor'}"
-             f"{asked}), {len(mode.features)} CPU features given to every VM it starts"]
+    lines: list[RenderableType] = [Text(
+        f"cluster {report.cluster}: EVC mode {mode.model} ({mode.vendor or 'any vendor'}"
+        f"{asked}), {len(mode.features)} CPU features given to every VM it starts")]
     if not report.hosts:
-        lines.append("  no hosts yet")
+        lines.append(Text("  no hosts yet"))
     for host in report.hosts:
         if host.error:
-            lines.append(f"  {host.host}: not asked ({host.error})")
+            lines.append(Text(f"  {host.host}: not asked ({host.error})", style=WARNING))
             continue
-        lines.append(f"  {host.host}: host CPU {host.model} ({host.vendor or 'vendor unknown'}); "
-                     f"the mode hides {len(host.hidden)} feature(s) from its VMs")
+        lines.append(Text(f"  {host.host}: host CPU {host.model} "
+                          f"({host.vendor or 'vendor unknown'}); the mode hides "
+                          f"{len(host.hidden)} feature(s) from its VMs"))
         if host.hidden:
-            lines.extend(_indent(textwrap.fill(", ".join(host.hidden), 90), "      "))
+            lines.append(indent(Text(", ".join(host.hidden)), 6))
         if host.missing:
-            lines.append(f"    cannot run the mode: lacks {', '.join(host.missing)}")
+            lines.append(Text(f"    cannot run the mode: lacks {', '.join(host.missing)}",
+                              style=ERROR))
     if report.not_at_mode:
-        lines.append(f"  running with another CPU until ferry starts them again: "
-                     f"{', '.join(report.not_at_mode)}")
-    lines += [f"  warning: {w}" for w in report.warnings]
-    return "\n".join(lines)
+        lines.append(Text(f"  running with another CPU until ferry starts them again: "
+                          f"{', '.join(report.not_at_mode)}"))
+    lines += [Text(f"  warning: {w}", style=WARNING) for w in report.warnings]
+    return Group(*lines)
 
 
-def finding_line(f: FindingOut) -> str:
-    line = f"  [{f.status.upper()}] {f.code}  {f.message}"
-    return f"{line} — {f.remedy}" if f.remedy else line
+def _status(status: str) -> Text:
+    return Text(f"[{status.upper()}]", style=_FINDING_STYLE.get(status, ""))
 
 
-def progress_line(job: JobOut, width: int = 20) -> str:
-    """``precopy  [#####.....]  612 MiB/1.0 GiB  remaining 412 MiB  iter 3 ...``."""
+def finding_line(f: FindingOut) -> Text:
+    """One finding of a refusal, on one line (it goes to stderr under the error)."""
+    line = Text.assemble("  ", _status(f.status), f" {f.code}  {f.message}")
+    return line.append(f" — {f.remedy}") if f.remedy else line
+
+
+def _progress_parts(job: JobOut) -> tuple[list[str], float | None, list[str]]:
+    """What goes before a memory-copy bar, how full it is (None: no bar), what goes after."""
     p = job.progress
     parts = [(p.phase if p is not None else None) or job.phase or job.state.value]
     if isinstance(p, CopyProgress):
@@ -264,127 +311,171 @@ def progress_line(job: JobOut, width: int = 20) -> str:
         parts.append(f"{moved}/{len(states)} moved, {states.count('running')} moving, "
                      f"{states.count('queued')} queued, {len(p.not_moved)} stuck")
     elif isinstance(p, LiveProgress):
-        parts += _live_progress(p, width)
-    return "  ".join(parts)
+        return _live_progress(parts, p)
+    return parts, None, []
 
 
-def _live_progress(p: LiveProgress, width: int) -> list[str]:
-    parts = []
+def _live_progress(before: list[str], p: LiveProgress) -> tuple[list[str], float | None,
+                                                                 list[str]]:
     if p.disk_total:
         # Shared-nothing: QEMU copies the disks first, then the memory.
-        parts.append(f"disks {human_bytes(p.disk_processed)}/{human_bytes(p.disk_total)}")
+        before.append(f"disks {human_bytes(p.disk_processed)}/{human_bytes(p.disk_total)}")
+    fraction, after = None, []
     if p.memory_total and p.memory_processed is not None:
-        filled = min(width, int(width * p.memory_processed / p.memory_total))
-        parts.append(f"[{'#' * filled}{'.' * (width - filled)}]")
-        parts.append(f"{human_bytes(p.memory_processed)}/{human_bytes(p.memory_total)}")
+        fraction = min(1.0, p.memory_processed / p.memory_total)
+        after.append(f"{human_bytes(p.memory_processed)}/{human_bytes(p.memory_total)}")
     if p.memory_remaining is not None:
-        parts.append(f"remaining {human_bytes(p.memory_remaining)}")
+        after.append(f"remaining {human_bytes(p.memory_remaining)}")
     if p.iteration is not None:
-        parts.append(f"iter {p.iteration}")
+        after.append(f"iter {p.iteration}")
     if p.dirty_rate_bps is not None:
-        parts.append(f"dirty {human_bytes(p.dirty_rate_bps)}/s")
+        after.append(f"dirty {human_bytes(p.dirty_rate_bps)}/s")
     if p.memory_bps is not None:
-        parts.append(f"bw {human_bytes(p.memory_bps)}/s")
+        after.append(f"bw {human_bytes(p.memory_bps)}/s")
     if p.elapsed_ms is not None:
-        parts.append(human_ms(p.elapsed_ms))
-    return parts
+        after.append(human_ms(p.elapsed_ms))
+    return before, fraction, after
 
 
-def job_report(job: JobOut) -> str:
+def _percent(fraction: float) -> str:
+    return f"{int(100 * fraction)}%"  # rounded down: 100% only once all is copied
+
+
+def progress_line(job: JobOut) -> str:
+    """``precopy  59%  612 MiB/1.0 GiB  remaining 412 MiB  iter 3 ...``: the plain form."""
+    before, fraction, after = _progress_parts(job)
+    return "  ".join([*before, *([_percent(fraction)] if fraction is not None else []), *after])
+
+
+def progress_view(job: JobOut, bar: bool = False) -> RenderableType:
+    """The progress line; with ``bar`` (a terminal), the memory copy also drawn as a bar."""
+    before, fraction, after = _progress_parts(job)
+    if not bar or fraction is None:
+        return Text(progress_line(job))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(width=BAR_WIDTH)
+    grid.add_column(overflow="fold")
+    copied = ProgressBar(total=1.0, completed=fraction, complete_style="cyan",
+                         finished_style=GOOD)
+    grid.add_row(Text("  ".join(before)), copied, Text("  ".join([_percent(fraction), *after])))
+    return grid
+
+
+def job_report(job: JobOut) -> Group:
     """The end-of-migration summary: outcome, timings, data, policy actions, phases."""
     r = job.report
-    out = [
-        f"Job {job.id}: {job.kind} {job.vm} {job.source_host} -> {job.dest_host or '-'}: "
-        f"{job.state.value.upper()}"
-    ]
+    parts: list[RenderableType] = [Text.assemble(
+        f"Job {job.id}: {job.kind} {job.vm} {job.source_host} -> {job.dest_host or '-'}: ",
+        job_state(job, upper=True))]
+    rows: list[tuple[object, object]] = []
     if job.requested_by:
-        out.append(f"  requested by   {job.requested_by}")
+        rows.append(("requested by", job.requested_by))
     if job.error:
-        out.append(f"  error          {job.error}")
-    out.append(f"  total time     {human_ms(r.total_ms if r is not None else None)}")
+        rows.append(("error", Text(job.error, style=ERROR)))
+    rows.append(("total time", human_ms(r.total_ms if r is not None else None)))
+    parts.append(_report_fields(rows))
     if isinstance(r, LiveReport):
-        out += _live_report(r)
+        parts += _live_report(r)
     elif isinstance(r, StorageReport):
-        out += _heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost) + _disks(r.disks, True)
+        parts += [_report_fields(_heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost)),
+                  *_disks(r.disks, with_mode=True)]
     elif isinstance(r, ColdReport):
         if r.transport:
-            out.append(f"  stream         {r.transport}")
-        out += _disks(r.disks, with_mode=False)  # a cold copy is neither mode
+            parts.append(_report_fields([("stream", r.transport)]))
+        parts += _disks(r.disks, with_mode=False)  # a cold copy is neither mode
     if job.events:
-        out.append("  phases:")
         t0 = job.events[0].at
-        width = max(len(e.phase) for e in job.events)
+        phases = Table.grid(padding=(0, 2))
+        phases.add_column(no_wrap=True)
+        phases.add_column(no_wrap=True)
+        phases.add_column(overflow="fold")
         for e in job.events:
-            out.append(f"    +{e.at - t0:8.3f} s  {e.phase.ljust(width)}  {e.message}".rstrip())
-    return "\n".join(out)
+            phases.add_row(Text(f"+{e.at - t0:8.3f} s"), Text(e.phase), Text(e.message))
+        parts += [Text("  phases:"), indent(phases, 4)]
+    return Group(*parts)
 
 
-def _live_report(r: LiveReport) -> list[str]:
-    out = []
+def _report_fields(rows: list[tuple[object, object]]) -> Padding:
+    return indent(fields(rows, label_width=LABEL_WIDTH, gap=1))
+
+
+def _live_report(r: LiveReport) -> list[RenderableType]:
+    out: list[RenderableType] = []
     if r.running_on_dest_ms is not None:
-        out.append(f"  running on destination after {human_ms(r.running_on_dest_ms)}")
-    out.append(f"  downtime       {human_ms(r.downtime_ms)} (libvirt)")
+        out.append(Text(f"  running on destination after {human_ms(r.running_on_dest_ms)}"))
+    rows: list[tuple[object, object]] = [("downtime", f"{human_ms(r.downtime_ms)} (libvirt)")]
     if r.encrypted is not None:
-        out.append("  stream         " + ("encrypted (TLS)" if r.encrypted
-                                          else "CLEAR TEXT (allowed by the admin)"))
-    out += _heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost)
+        rows.append(("stream", Text("encrypted (TLS)") if r.encrypted
+                     else Text("CLEAR TEXT (allowed by the admin)", style=WARNING)))
+    rows += _heartbeat(r.heartbeat_gap_ms, r.heartbeat_lost)
     if r.data_bytes is not None or r.iterations is not None:
         iters = f" in {r.iterations} iterations" if r.iterations is not None else ""
         sent = "unknown" if r.data_bytes is None else human_bytes(r.data_bytes)
         if r.data_bytes is not None and (r.data_bytes_basis or "").startswith("at least"):
             sent = f"at least {sent}"
-        out.append(f"  data sent      {sent}{iters}")
+        rows.append(("data sent", f"{sent}{iters}"))
     if r.unconfirmed:
-        out.append(f"  {'not confirmed':<14} {', '.join(r.unconfirmed)} did not answer")
+        rows.append(("not confirmed", Text(f"{', '.join(r.unconfirmed)} did not answer",
+                                           style=WARNING)))
     if r.confirmed is not None and r.confirmed.detail:
-        out.append(f"  {'confirmed':<14} {r.confirmed.detail}")
+        rows.append(("confirmed", r.confirmed.detail))
+    out.append(_report_fields(rows))
     out += _disks(r.disks, with_mode=True)
     if r.warnings:
-        out.append("  pre-flight warnings:")
-        out += [f"    - {w.code}: {w.message}" for w in r.warnings]
+        out.append(Text("  pre-flight warnings:"))
+        out += [indent(Text(f"- {w.code}: {w.message}", style=WARNING), 4) for w in r.warnings]
     if r.policy_actions:
-        out.append("  policy actions:")
-        out += [f"    - {a}" for a in r.policy_actions]
+        out.append(Text("  policy actions:"))
+        out += [indent(Text(f"- {a}"), 4) for a in r.policy_actions]
     return out
 
 
-def _heartbeat(gap: float | None, lost: int | None) -> list[str]:
+def _heartbeat(gap: float | None, lost: int | None) -> list[tuple[object, object]]:
     if gap is None and lost is None:
         return []
-    return [f"  heartbeat gap  {human_ms(gap)}, lost {lost if lost is not None else '-'}"]
+    return [("heartbeat gap",
+             Text(f"{human_ms(gap)}, lost {lost if lost is not None else '-'}",
+                  style=WARNING if lost else ""))]
 
 
-def _disks(disks: dict[str, DiskReport], with_mode: bool) -> list[str]:
+def _disks(disks: dict[str, DiskReport], with_mode: bool) -> list[RenderableType]:
     if not disks:
         return []
-    out = ["  disks:"]
+    out: list[RenderableType] = [Text("  disks:")]
     for target, d in sorted(disks.items()):
         mode = f", {d.mode} copy" if d.mode and with_mode else ""
-        out.append(f"    - {target}: {d.source} -> {d.target} ({d.format}, "
-                   f"{human_bytes(d.capacity)}, {human_bytes(d.target_allocation)} "
-                   f"allocated{mode})")
+        out.append(indent(Text(f"- {target}: {d.source} -> {d.target} ({d.format}, "
+                               f"{human_bytes(d.capacity)}, {human_bytes(d.target_allocation)} "
+                               f"allocated{mode})"), 4))
     return out
 
 
-def check_report(report: CheckOut) -> str:
+def check_report(report: CheckOut) -> Group:
     """One row per requirement, failing rows first, then the verdict."""
     order = {"error": 0, "warning": 1, "pass": 2, "n/a": 3}
-    rows = sorted(report.findings, key=lambda f: order.get(f.status, 9))
-    lines = [f"Pre-flight for {report.vm} ({report.kind} move):"]
-    for f in rows:
+    findings = Table.grid(padding=(0, 2))
+    findings.add_column(no_wrap=True)
+    findings.add_column(no_wrap=True)
+    findings.add_column(overflow="fold")
+    for f in sorted(report.findings, key=lambda f: order.get(f.status, 9)):
+        # Under the message, on lines of their own: the objects it names, the remedy.
+        detail = Text(f.message)
         objects = ", ".join(f"{k} {v}" for k, v in f.objects.items())
-        lines.append(f"  [{f.status.upper():7}] {f.code:28} {f.message}")
         if objects:
-            lines.append(f"  {'':9} {'':28} objects: {objects}")
+            detail.append(f"\nobjects: {objects}")
         if f.remedy and f.status in ("error", "warning"):
-            lines.append(f"  {'':9} {'':28} remedy: {f.remedy}")
-    verdict = "allowed" if report.allowed else "refused"
-    lines.append(f"{verdict}: {report.errors} error(s), {report.warnings} warning(s), "
-                 f"{len(report.findings)} requirement(s) checked")
-    return "\n".join(lines)
+            detail.append(f"\nremedy: {f.remedy}")
+        findings.add_row(_status(f.status), Text(f.code), detail)
+    verdict = Text("allowed", style=GOOD) if report.allowed else Text("refused", style=ERROR)
+    return Group(
+        Text(f"Pre-flight for {report.vm} ({report.kind} move):"),
+        indent(findings),
+        verdict.append(f": {report.errors} error(s), {report.warnings} warning(s), "
+                       f"{len(report.findings)} requirement(s) checked"))
 
 
-def users_table(users: Sequence[UserOut]) -> str:
+def users_table(users: Sequence[UserOut]) -> Table:
     return table(("USER", "ROLE", "CREATED"),
                  [(u.name, u.role.value, clock(u.created_at)) for u in users])
 
@@ -397,15 +488,15 @@ def token_state(token: TokenOut, now: float) -> str:
     return "active"
 
 
-def tokens_table(tokens: Sequence[TokenOut], now: float | None = None) -> str:
+def tokens_table(tokens: Sequence[TokenOut], now: float | None = None) -> Table:
     """Tokens as listed: ids and dates, never a secret (the API has none to give)."""
     when = time.time() if now is None else now
     return table(("ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST USED", "STATE"), [
         (t.id, t.user, t.label or "-", clock(t.created_at), clock(t.expires_at),
-         clock(t.last_used_at), token_state(t, when)) for t in tokens])
+         clock(t.last_used_at), token_state(t, when)) for t in tokens], whole=("ID",))
 
 
-def audit_table(entries: Sequence[AuditOut]) -> str:
+def audit_table(entries: Sequence[AuditOut]) -> Table:
     return table(("WHEN", "USER", "FROM", "ACTION", "OBJECT", "STATUS", "OUTCOME"), [
         (clock(e.at), e.user if e.token_id is None or e.user != "anonymous"
          else f"anonymous (token {e.token_id})", e.address, e.action, e.target or "-",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from rich.text import Text
+
 from ferry.cli import render
+from ferry.cli.console import show
 from ferry.cli.main import Commands, Context
 
 
@@ -16,10 +19,11 @@ def _servers(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     now = time.time()
     # The server that answered is listed first: it is the one this CLI talks to.
-    print(render.table(("SERVER", "ID", "STATE", "LAST SEEN", "JOBS"), [
+    show(render.table(("SERVER", "ID", "STATE", "LAST SEEN", "JOBS"), [
         (f"{s.name}{' (this one)' if i == 0 else ''}", s.id,
-         "alive" if s.alive else "lease expired", f"{max(0.0, now - s.seen_at):.0f} s ago",
-         s.jobs) for i, s in enumerate(servers)]))
+         "alive" if s.alive else Text("lease expired", style=render.WARNING),
+         f"{max(0.0, now - s.seen_at):.0f} s ago",
+         s.jobs) for i, s in enumerate(servers)], whole=("ID",)))
     return 0
 
 
