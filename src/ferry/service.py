@@ -213,6 +213,11 @@ class FerryService:
     def list_jobs(self, limit: int = 100) -> list[Job]:
         raise NotImplementedError
 
+    def current_jobs(self, limit: int = 40) -> list[Job]:
+        """Every unfinished job, then the ``limit`` most recent finished ones (the Recent
+        Tasks pane)."""
+        raise NotImplementedError
+
     def list_servers(self) -> list[ServerInfo]:
         """The ferry servers sharing this one's database, this one first."""
         raise NotImplementedError

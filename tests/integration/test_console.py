@@ -123,6 +123,9 @@ def test_inventory_wizard_and_a_live_move(
         # The job page fills in from the server's pushes: figures of the copy, no reload.
         page.wait_for("#job-figures", 60, text="iteration")
         page.wait_for('#tasks-body tr[data-state="running"]', 10)
+        # The running job's chart once it has two samples (or the end, if that came first).
+        page.wait(lambda: page.all("svg.chart") or not page.all("#job-live"), 30,
+                  "the copy's chart or the job's end")
         page.screenshot("running-task")
         heartbeat = page.wait_for("#report-heartbeat", 240)
         assert re.search(r"longest gap, \d+ lost", heartbeat.text), heartbeat.text
@@ -234,3 +237,70 @@ def test_a_viewer_cannot_migrate_and_the_api_agrees(
         assert [j for j in FerryClient().list_jobs() if j.vm == "con5"] == []
     finally:
         lab.ferry("user", "remove", "vera")
+
+
+def test_power_off_and_a_cold_move_from_the_console(
+        lab: LabEnv, make_vm: Callable[..., None], page: Console) -> None:
+    make_vm("con6", "--host", "host1", "--datastore", "shared", "--memory", "128",
+            "--disk", "16", "--workload", "heartbeat")
+    page.go("vm/con6")
+    page.wait_for("#vm-state", 30, text="running")
+    page.wait_for("button", text="Power off").click()
+    page.wait_for("#vm-state", 60, text="shut")
+    assert where_it_runs(lab, "con6") == {"host1": "shut off"}
+
+    page.find("#migrate").click()
+    page.wait_for("#wizard")
+    # Powered off, only the cold move can be chosen, and it is.
+    assert page.find("#type-cold").is_selected()
+    assert not page.find("#type-change-host").is_enabled()
+    page.choose("#target-host", "host2")
+    page.wait_for("#verdict", 30, text="Compatible")
+    page.wait(lambda: page.find("#migrate-submit").is_enabled(), 5, "Migrate enabled")
+    page.find("#migrate-submit").click()
+    page.wait_for(".badge[data-state]", 240, text="succeeded")
+    assert where_it_runs(lab, "con6") == {"host2": "shut off"}
+
+    # The job history finds it by VM and by kind, and not under another user.
+    page.go("jobs")
+    page.find("#filter-text").send_keys("con6")
+    page.choose("#filter-kind", "cold-migrate")
+    page.wait_for("#history tbody tr", 20, text="Cold migrate")
+    page.find("#filter-user").send_keys("nobody-else")
+    page.wait_for("#history tbody td.empty", 10)
+
+
+def test_evc_from_the_cluster_page_refused_row_by_row_then_enabled(
+        lab: LabEnv, make_vm: Callable[..., None], page: Console) -> None:
+    assert lab.ferry("cluster", "create", "conevc").code == 0
+    try:
+        for host in ("host2", "host3"):
+            assert lab.ferry("cluster", "add-host", "conevc", host).code == 0
+        make_vm("con7", "--host", "host2", "--datastore", "shared", "--memory", "128",
+                "--disk", "0", "--workload", "heartbeat")
+        page.wait_for('#tree a[href="#/cluster/conevc"]', 30).click()
+        page.wait_for("#evc", 30, text="disabled")
+
+        # Below the VM's CPU: refused, one row per requirement, naming the VM and host.
+        field = page.find("#evc-mode")
+        field.clear()
+        field.send_keys("Penryn")
+        page.find("#evc-mode").send_keys(Keys.ENTER)
+        row = page.wait_for("#evc-refusal tbody tr", 60, text="evc.vm-beyond-mode")
+        assert "con7" in row.text and "host2" in row.text
+        assert "EVC is off" in lab.ferry("cluster", "evc", "show", "conevc").out
+
+        field = page.find("#evc-mode")
+        field.clear()
+        field.send_keys("Westmere")
+        page.find("#evc-mode").send_keys(Keys.ENTER)
+        page.wait_for("#evc", 60, text="Westmere (asked: Westmere)")
+        rows = page.wait(lambda: page.all("#evc tbody tr"), 10, "a row per host")
+        assert sorted(r.text.split()[0] for r in rows) == ["host2", "host3"]
+        assert "Westmere" in lab.ferry("cluster", "evc", "show", "conevc").out
+        assert_labelled(page)
+    finally:
+        lab.ferry("cluster", "evc", "disable", "conevc")
+        for host in ("host2", "host3"):
+            lab.ferry("cluster", "remove-host", "conevc", host)
+        lab.ferry("cluster", "delete", "conevc")

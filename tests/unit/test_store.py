@@ -191,6 +191,17 @@ def test_jobs_lists_newest_first_up_to_the_limit(store: Store) -> None:
     assert [j.id for j in store.jobs(limit=2)] == ["job-c", "job-e"]
 
 
+def test_current_jobs_are_every_unfinished_one_then_the_newest_finished(store: Store) -> None:
+    # The oldest job still runs and one older than the limit waits: both are listed first.
+    store.add_job(make_job("running-old", created_at=T0, state=JobState.RUNNING))
+    store.add_job(make_job("queued-old", created_at=T0 + 1))
+    for i in range(5):
+        store.add_job(make_job(f"done-{i}", created_at=T0 + 10 + i, state=JobState.SUCCEEDED))
+
+    assert [j.id for j in store.current_jobs(limit=2)] == [
+        "queued-old", "running-old", "done-4", "done-3"]
+
+
 def test_two_stores_on_one_database_see_each_others_writes(
         open_store: Callable[[], Store]) -> None:
     one, two = open_store(), open_store()

@@ -35,15 +35,12 @@ from ferry.api.schemas import (
 from ferry.auth.accounts import Accounts
 from ferry.auth.model import Principal
 from ferry.errors import FerryError
-from ferry.job import JobState
 from ferry.service import FerryService
 
 PUSH_INTERVAL_S = 1.0
 KEEPALIVE_S = 15.0  # a comment line, so proxies and the browser keep the stream open
 REAUTH_S = 30.0
-RECENT_JOBS = 40
-
-_UNFINISHED = {JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING}
+RECENT_JOBS = 40  # finished ones; every unfinished job is sent too
 
 
 def inventory_state(service: FerryService) -> dict[str, Any]:
@@ -59,10 +56,9 @@ def inventory_state(service: FerryService) -> dict[str, Any]:
 
 
 def jobs_state(service: FerryService) -> list[Any]:
-    """The recent jobs, unfinished first (the Recent Tasks pane's order), newest first."""
-    jobs = service.list_jobs(RECENT_JOBS)
-    ordered = sorted(jobs, key=lambda j: (j.state not in _UNFINISHED, -j.created_at))
-    return list(jsonable_encoder([to_schema(JobOut, j) for j in ordered]))
+    """Every unfinished job, then the recent others (the Recent Tasks pane's order)."""
+    jobs = service.current_jobs(RECENT_JOBS)
+    return list(jsonable_encoder([to_schema(JobOut, j) for j in jobs]))
 
 
 def sse_message(event: str, data: object) -> bytes:

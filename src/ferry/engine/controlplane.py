@@ -281,6 +281,9 @@ class ControlPlane(FerryService):
     def list_jobs(self, limit: int = 100) -> list[Job]:
         return self._store.jobs(limit)
 
+    def current_jobs(self, limit: int = 40) -> list[Job]:
+        return self._store.current_jobs(limit)
+
     def get_job(self, job_id: str) -> Job:
         return self._store.job(job_id)
 

@@ -107,6 +107,16 @@ class JobRecords:
                 select(jobs_table).order_by(jobs_table.c.created_at.desc()).limit(limit)).mappings()
             return [job_from_row(r) for r in rows]
 
+    def current_jobs(self, limit: int) -> list[Job]:
+        """Every unfinished job, then the ``limit`` most recent others; newest first in each."""
+        newest = jobs_table.c.created_at.desc()
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(select(jobs_table).where(
+                jobs_table.c.state.in_(UNFINISHED)).order_by(newest)).mappings())
+            rows += conn.execute(select(jobs_table).where(
+                jobs_table.c.state.not_in(UNFINISHED)).order_by(newest).limit(limit)).mappings()
+            return [job_from_row(r) for r in rows]
+
     def children(self, parent_id: str) -> list[Job]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(jobs_table).where(jobs_table.c.parent_id == parent_id)

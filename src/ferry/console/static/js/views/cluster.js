@@ -59,7 +59,7 @@ export function mount(view, name) {
     event.preventDefault();
     change('PUT', {mode: modeInput.value.trim() || 'auto'});
   });
-  view.replaceChildren(heading(name, 'Cluster'), alert,
+  replaceChildren(view, heading(name, 'Cluster'), alert,
     h('section', {class: 'card'}, h('h2', {}, 'EVC'), form, refusal, evcBody));
   load();
   return {update: null};

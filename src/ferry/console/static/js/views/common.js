@@ -19,10 +19,6 @@ export function alertBox() {
   return [box, show];
 }
 
-export function waiting(view, what) {
-  view.replaceChildren(h('p', {class: 'hint'}, `Loading ${what}…`));
-}
-
 /** The pushed inventory, once it came; the view re-renders on the next push otherwise. */
 export function inventory() {
   return state.inventory;

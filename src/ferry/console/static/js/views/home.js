@@ -1,4 +1,4 @@
-import {h, table} from '../dom.js';
+import {h, replaceChildren, table} from '../dom.js';
 import {mib} from '../format.js';
 import {heading, inventory} from './common.js';
 
@@ -6,11 +6,11 @@ export function mount(view) {
   function draw() {
     const inv = inventory();
     if (!inv) {
-      view.replaceChildren(h('p', {class: 'hint'}, 'Loading the inventory…'));
+      replaceChildren(view, h('p', {class: 'hint'}, 'Loading the inventory…'));
       return;
     }
     const running = inv.vms.filter((vm) => vm.state === 'running').length;
-    view.replaceChildren(
+    replaceChildren(view, 
       heading('Inventory'),
       h('p', {class: 'summary'}, `${inv.hosts.length} hosts, ${inv.vms.length} VMs ` +
         `(${running} running), ${inv.datastores.length} datastores, ` +

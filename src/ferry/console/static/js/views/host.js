@@ -2,7 +2,7 @@
 // progress and its report, and the VMs it runs.
 
 import {call, may, post} from '../api.js';
-import {badge, facts, h, table} from '../dom.js';
+import {badge, facts, h, replaceChildren, table} from '../dom.js';
 import {mib} from '../format.js';
 import {copyState, progressBar, stateBadge} from '../jobs.js';
 import {findHost, state, UNFINISHED} from '../state.js';
@@ -64,7 +64,7 @@ export function mount(view, name) {
   function draw() {
     const host = findHost(name);
     if (!host) {
-      view.replaceChildren(heading(name, 'Host'), h('p', {class: 'hint'}, 'Not in the inventory.'));
+      replaceChildren(view, heading(name, 'Host'), h('p', {class: 'hint'}, 'Not in the inventory.'));
       return;
     }
     const operator = may('operator');
@@ -80,7 +80,7 @@ export function mount(view, name) {
         }
       }}, host.maintenance ? 'Exit maintenance mode' : 'Enter maintenance mode');
     const vms = state.inventory.vms.filter((vm) => vm.host === name);
-    view.replaceChildren(
+    replaceChildren(view, 
       heading(name, 'Host', maintenance), alert,
       h('p', {}, host.connected ? badge('connected', 'good')
         : badge(`disconnected: ${host.error || ''}`, 'bad'),

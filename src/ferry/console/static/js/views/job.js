@@ -1,7 +1,7 @@
 // A job: its phases on a time line, the copy drawn from its samples, and its report.
 
 import {get} from '../api.js';
-import {facts, h, table} from '../dom.js';
+import {facts, h, replaceChildren, table} from '../dom.js';
 import {bytes, clock, ms, percent, rate, when} from '../format.js';
 import {copyChart, timeline} from '../chart.js';
 import {copyState, jobTarget, jobTitle, progressBar, stateBadge} from '../jobs.js';
@@ -92,7 +92,7 @@ export function mount(view, id) {
     if (!job) return;
     const trace = job.report?.trace?.length ? job.report.trace : job.progress?.trace || [];
     const copy = copyState(job);
-    view.replaceChildren(
+    replaceChildren(view, 
       heading(jobTitle(job), 'Task', cancelButton(job, showError)),
       alert,
       h('div', {class: 'columns'},
@@ -126,7 +126,7 @@ export function mount(view, id) {
       draw();
     } catch (err) {
       showError(err);
-      view.replaceChildren(heading(`Task ${id}`), alert);
+      replaceChildren(view, heading(`Task ${id}`), alert);
     }
   }
   load();

@@ -49,7 +49,7 @@ export function mount(view) {
   for (const control of [byState, byKind, byText, byUser]) {
     control.addEventListener('input', draw);
   }
-  view.replaceChildren(heading('Tasks'), alert,
+  replaceChildren(view, heading('Tasks'), alert,
     h('form', {class: 'filters', 'aria-label': 'Filter tasks', onsubmit: (e) => e.preventDefault()},
       field('filter-state', 'State', byState), field('filter-kind', 'Kind', byKind),
       field('filter-text', 'VM or host', byText), field('filter-user', 'Asked by', byUser)),

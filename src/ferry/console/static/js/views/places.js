@@ -1,6 +1,6 @@
 // Datastores and networks: where disks and NICs can go.
 
-import {badge, h, table} from '../dom.js';
+import {badge, h, replaceChildren, table} from '../dom.js';
 import {bytes} from '../format.js';
 import {heading, inventory} from './common.js';
 
@@ -9,7 +9,7 @@ export function mountDatastores(view, name) {
     const inv = inventory();
     if (!inv) return;
     const shown = inv.datastores.filter((ds) => !name || ds.name === name);
-    view.replaceChildren(heading(name || 'Datastores', name ? 'Datastore' : null),
+    replaceChildren(view, heading(name || 'Datastores', name ? 'Datastore' : null),
       ...shown.map((ds) => h('section', {class: 'card'},
         h('h2', {}, ds.name, ds.shared ? badge('shared', 'info') : badge('local', '')),
         table(['Host', 'Pool', 'Type', 'Active', 'Capacity', 'Free'], ds.pools.map((pool) => [
@@ -25,7 +25,7 @@ export function mountNetworks(view, name) {
     const inv = inventory();
     if (!inv) return;
     const shown = inv.networks.filter((net) => !name || net.name === name);
-    view.replaceChildren(heading(name || 'Networks', name ? 'Network' : null),
+    replaceChildren(view, heading(name || 'Networks', name ? 'Network' : null),
       table(['Network', 'Host', 'Bridge', 'Forward', 'Active', 'Port groups', 'Internal only'],
         shown.map((net) => [net.name, net.host, net.bridge, net.forward_mode || 'isolated',
           net.active ? 'yes' : 'no', net.portgroups.join(', ') || '-',

@@ -1,7 +1,7 @@
 // A VM: what it is, where it runs, its disks and NICs, power, and Migrate.
 
 import {may, post, session} from '../api.js';
-import {badge, facts, h, table} from '../dom.js';
+import {badge, facts, h, replaceChildren, table} from '../dom.js';
 import {mib} from '../format.js';
 import {findVm} from '../state.js';
 import {alertBox, heading, needs} from './common.js';
@@ -18,7 +18,7 @@ export function mount(view, name) {
   function draw() {
     const vm = findVm(name);
     if (!vm) {
-      view.replaceChildren(heading(name, 'VM'), alert,
+      replaceChildren(view, heading(name, 'VM'), alert,
         h('p', {class: 'hint'}, 'No VM of this name in the inventory (yet).'));
       return;
     }
@@ -41,7 +41,7 @@ export function mount(view, name) {
       : h('button', {type: 'button', class: 'primary', id: 'migrate', disabled: true,
         title: vm.moving ? 'the VM is being moved' : needs('operator', 'migrating')},
       'Migrate…');
-    view.replaceChildren(
+    replaceChildren(view, 
       heading(vm.name, 'VM', ...powerButtons, migrate),
       alert,
       operator ? null : h('p', {class: 'hint', id: 'role-note'},

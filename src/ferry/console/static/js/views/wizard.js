@@ -39,7 +39,7 @@ function select(id, label, options, help) {
 export function mount(view, name) {
   const vm = findVm(name);
   if (!vm) {  // the first push has not come yet: build the form when it does
-    view.replaceChildren(heading(`Migrate ${name}`, 'VM'),
+    replaceChildren(view, heading(`Migrate ${name}`, 'VM'),
       h('p', {class: 'hint'}, 'Loading the inventory…'));
     const waiting = {};
     waiting.update = (what) => {
@@ -105,7 +105,7 @@ export function mount(view, name) {
     choices, target, alert,
     h('div', {class: 'actions'}, submit,
       h('a', {class: 'button', href: `#/vm/${encodeURIComponent(vm.name)}`}, 'Cancel')));
-  view.replaceChildren(heading(`Migrate ${vm.name}`, 'VM'),
+  replaceChildren(view, heading(`Migrate ${vm.name}`, 'VM'),
     h('p', {class: 'hint'}, `Now on ${vm.host}, ${vm.state}.`),
     h('div', {class: 'wizard-layout'}, form, panel));
 
