@@ -157,7 +157,7 @@ def test_change_datastore_with_a_format_change_by_keyboard(
     page.find("#migrate-submit").send_keys(Keys.ENTER)
 
     page.wait_for("#job-report", 240, text="Total")
-    page.wait_for(".badge[data-state]", 10, text="succeeded")
+    page.wait_for("#job-state", 10, text="succeeded")
     xml = lab.virsh("host1", "dumpxml", "con2").stdout
     source = disk_source(xml)
     assert source is not None
@@ -258,7 +258,7 @@ def test_power_off_and_a_cold_move_from_the_console(
     page.wait_for("#verdict", 30, text="Compatible")
     page.wait(lambda: page.find("#migrate-submit").is_enabled(), 5, "Migrate enabled")
     page.find("#migrate-submit").click()
-    page.wait_for(".badge[data-state]", 240, text="succeeded")
+    page.wait_for("#job-state", 240, text="succeeded")
     assert where_it_runs(lab, "con6") == {"host2": "shut off"}
 
     # The job history finds it by VM and by kind, and not under another user.

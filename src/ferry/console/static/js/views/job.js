@@ -97,7 +97,7 @@ export function mount(view, id) {
       alert,
       h('div', {class: 'columns'},
         h('section', {class: 'card'}, h('h2', {}, 'Summary'), facts([
-          ['State', stateBadge(job)],
+          ['State', h('span', {id: 'job-state'}, stateBadge(job))],
           ['Phase', h('span', {id: 'job-phase'}, job.phase)],
           ['Hosts', jobTarget(job)],
           ['Asked by', job.requested_by],
