@@ -31,6 +31,7 @@ from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.engine.vms import VMActions, VMFactory
 from ferry.errors import InputError
+from ferry.figures import DOWNTIME_BOUNDS_S, DURATION_BOUNDS_S, Figures
 from ferry.job import Job, JobKind, JobState, Phase, ServerInfo
 from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Network, VMState
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
@@ -293,6 +294,16 @@ class ControlPlane(FerryService):
 
     def cancel_job(self, job_id: str) -> Job:
         return self._runner.cancel(job_id)
+
+    def figures(self) -> Figures:
+        # From the records, not from this server's memory: every server sharing the
+        # database reports the same moves, and a restart loses none of them.
+        in_use, _waiting = self._store.slot_usage()
+        return Figures(
+            counts=tuple(self._store.move_counts()),
+            durations=tuple(self._store.report_ranges("total_ms", DURATION_BOUNDS_S)),
+            downtimes=tuple(self._store.report_ranges("downtime_ms", DOWNTIME_BOUNDS_S)),
+            slots_in_use=in_use, hosts=tuple(self._inventory.list_hosts()))
 
     def close(self) -> None:
         self._runner.close()
