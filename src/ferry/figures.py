@@ -62,12 +62,25 @@ class Histogram:
 
 
 @dataclass(frozen=True)
+class Tally:
+    """The store's counts of some of the job records. The counts of two parts of the
+    records together (``a + b``) are those of the whole: every function below sums
+    the rows of one label."""
+
+    counts: tuple[KindCount, ...] = ()
+    durations: tuple[RangeCount, ...] = ()  # seconds, over DURATION_BOUNDS_S
+    downtimes: tuple[RangeCount, ...] = ()  # seconds, over DOWNTIME_BOUNDS_S
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.counts + other.counts, self.durations + other.durations,
+                     self.downtimes + other.downtimes)
+
+
+@dataclass(frozen=True)
 class Figures:
     """One reading of everything ``/metrics`` shows."""
 
-    counts: tuple[KindCount, ...]
-    durations: tuple[RangeCount, ...]  # seconds, over DURATION_BOUNDS_S
-    downtimes: tuple[RangeCount, ...]  # seconds, over DOWNTIME_BOUNDS_S
+    records: Tally
     slots_in_use: dict[str, int]  # host -> moves holding a migration slot there
     hosts: tuple[Host, ...]  # as this server's inventory sees them
 

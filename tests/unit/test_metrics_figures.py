@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from ferry import figures
-from ferry.figures import DOWNTIME_BOUNDS_S, DURATION_BOUNDS_S, KindCount, RangeCount
+from ferry.engine.tallying import RecordTallies
+from ferry.figures import DOWNTIME_BOUNDS_S, DURATION_BOUNDS_S, KindCount, RangeCount, Tally
 from ferry.job import Job, JobKind, JobState, Phase
 from ferry.model import Host
 from ferry.reports import ColdReport, EvacuationReport, LiveReport, Report, StorageReport
@@ -19,10 +20,12 @@ from ferry.store.db import Store
 INF = float("inf")
 
 
-def _job(kind: JobKind, state: JobState, report: Report | None) -> Job:
+def _job(kind: JobKind, state: JobState, report: Report | None,
+         finished_at: float | None = None) -> Job:
     return Job(id=str(uuid.uuid4()), kind=kind, vm="vm", source_host="host1",
                dest_host="host2", state=state, phase=Phase.DONE, created_at=time.time(),
-               report=report, vm_uuid=None if kind is JobKind.EVACUATE else str(uuid.uuid4()))
+               finished_at=finished_at if state.finished else None, report=report,
+               vm_uuid=None if kind is JobKind.EVACUATE else str(uuid.uuid4()))
 
 
 # (kind, state, report): values on a bound, between bounds, past the last, and missing.
@@ -64,8 +67,10 @@ def _expected(field: str, bounds: tuple[float, ...], by_result: bool
 @pytest.fixture
 def store(open_store: Callable[[], Store]) -> Store:
     store = open_store()
-    for kind, state, report in RECORDS:
-        store.add_job(_job(kind, state, report))
+    # Ended a minute apart, the first an hour and a quarter ago.
+    start = time.time() - 4500
+    for i, (kind, state, report) in enumerate(RECORDS):
+        store.add_job(_job(kind, state, report, start + 60 * i))
     return store
 
 
@@ -139,3 +144,64 @@ def test_gauges_name_every_registered_host() -> None:
     assert figures.hosts_by_state(hosts) == {"connected": 2, "disconnected": 1}
     assert figures.hosts_by_state([]) == {"connected": 0, "disconnected": 0}
     assert figures.queued_moves([KindCount("migrate", "running", 3)])["migrate"] == 0
+
+
+def _whole(store: Store) -> Tally:
+    return Tally(tuple(store.move_counts()),
+                 tuple(store.report_ranges("total_ms", DURATION_BOUNDS_S)),
+                 tuple(store.report_ranges("downtime_ms", DOWNTIME_BOUNDS_S)))
+
+
+def _shown(tally: Tally) -> tuple[object, ...]:
+    """What /metrics makes of a tally."""
+    return (figures.finished_moves(tally.counts), figures.queued_moves(tally.counts),
+            figures.sent_bytes(tally.counts),
+            figures.histograms(tally.durations, DURATION_BOUNDS_S),
+            figures.histograms(tally.downtimes, DOWNTIME_BOUNDS_S, by_result=False))
+
+
+@pytest.mark.parametrize("moves_ended_by", [0, 3, 7, len(RECORDS)])
+def test_the_records_split_at_a_moment_add_up_to_the_whole(
+        store: Store, moves_ended_by: int) -> None:
+    until = time.time() - 4500 + 60 * moves_ended_by - 30
+    parts = [Tally(tuple(store.move_counts(**window)),
+                   tuple(store.report_ranges("total_ms", DURATION_BOUNDS_S, **window)),
+                   tuple(store.report_ranges("downtime_ms", DOWNTIME_BOUNDS_S, **window)))
+             for window in ({"until": until}, {"after": until})]
+
+    assert _shown(parts[0] + parts[1]) == _shown(_whole(store))
+    ended_by = sum(c.moves for c in parts[0].counts)
+    assert ended_by == sum(1 for k, s, _r in RECORDS[:moves_ended_by]
+                           if s.finished and k is not JobKind.EVACUATE)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_settled_past_is_counted_once_in_a_while_and_new_moves_at_once(
+        store: Store) -> None:
+    clock = Clock()
+    tallies = RecordTallies(store, margin_s=600, resettle_s=900, clock=clock)
+    assert _shown(tallies.read()) == _shown(_whole(store))
+
+    # A move ended now is in the next reading; one stamped long ago (its server's clock
+    # far behind) only once the settled past is counted again.
+    store.add_job(_job(JobKind.MIGRATE, JobState.SUCCEEDED, LiveReport(total_ms=800),
+                       time.time()))
+    late = _job(JobKind.MIGRATE, JobState.FAILED, LiveReport(total_ms=300), time.time() - 3600)
+    store.add_job(late)
+    clock.now = 899.0
+    shown = tallies.read()
+    ended = figures.finished_moves(shown.counts)
+    assert ended["migrate", "succeeded"] == figures.finished_moves(
+        _whole(store).counts)["migrate", "succeeded"]
+    assert ended["migrate", "failed"] == figures.finished_moves(
+        _whole(store).counts)["migrate", "failed"] - 1
+
+    clock.now = 900.0
+    assert _shown(tallies.read()) == _shown(_whole(store))

@@ -42,28 +42,30 @@ class RecordsCollector:
 
     def collect(self) -> Iterable[Metric]:
         now = self._service.figures()
+        records = now.records
         moves = CounterMetricFamily(
             "ferry_migrations", "Moves that ended, by kind and result (from the job records)",
             labels=["kind", "result"])
-        for (kind, result), count in figures.finished_moves(now.counts).items():
+        for (kind, result), count in figures.finished_moves(records.counts).items():
             moves.add_metric([kind, result], count)
         yield moves
         yield _histogram("ferry_migration_duration_seconds",
                          "A move's total time, from its start to its end, by kind and result",
-                         ["kind", "result"], figures.histograms(now.durations, DURATION_BOUNDS_S))
+                         ["kind", "result"],
+                         figures.histograms(records.durations, DURATION_BOUNDS_S))
         yield _histogram("ferry_migration_downtime_seconds",
                          "A live move's downtime as libvirt measured it, by kind",
-                         ["kind"], figures.histograms(now.downtimes, DOWNTIME_BOUNDS_S,
+                         ["kind"], figures.histograms(records.downtimes, DOWNTIME_BOUNDS_S,
                                                       by_result=False))
         sent = CounterMetricFamily(
             "ferry_migration_sent_bytes", "Bytes live moves sent (memory, and disks copied "
             "with it), as their reports say", labels=["kind"])
-        for kind, count in figures.sent_bytes(now.counts).items():
+        for kind, count in figures.sent_bytes(records.counts).items():
             sent.add_metric([kind], count)
         yield sent
         queued = GaugeMetricFamily("ferry_migrations_queued",
                                    "Moves waiting for a migration slot", labels=["kind"])
-        for kind, count in figures.queued_moves(now.counts).items():
+        for kind, count in figures.queued_moves(records.counts).items():
             queued.add_metric([kind], count)
         yield queued
         in_use = GaugeMetricFamily("ferry_migration_slots_in_use",

@@ -27,11 +27,12 @@ from ferry.engine.placement import evacuation_scope
 from ferry.engine.preflight import FactGatherer
 from ferry.engine.reconcile import Reconciler
 from ferry.engine.runner import LEASE_S, JobBody, JobRunner
+from ferry.engine.tallying import RecordTallies
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.engine.vms import VMActions, VMFactory
 from ferry.errors import InputError
-from ferry.figures import DOWNTIME_BOUNDS_S, DURATION_BOUNDS_S, Figures
+from ferry.figures import Figures
 from ferry.job import Job, JobKind, JobState, Phase, ServerInfo
 from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Network, VMState
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
@@ -76,6 +77,7 @@ class ControlPlane(FerryService):
                                  self._inventory.refresh_vms, name=server_name,
                                  lease_s=lease_s)
         self._moves.queue_with(self._runner.launch)
+        self._tallies = RecordTallies(store)
 
     # -- connections (ferry.engine.connections) ----------------------------
     def _conn(self, host: str) -> HostConnection:
@@ -299,11 +301,8 @@ class ControlPlane(FerryService):
         # From the records, not from this server's memory: every server sharing the
         # database reports the same moves, and a restart loses none of them.
         in_use, _waiting = self._store.slot_usage()
-        return Figures(
-            counts=tuple(self._store.move_counts()),
-            durations=tuple(self._store.report_ranges("total_ms", DURATION_BOUNDS_S)),
-            downtimes=tuple(self._store.report_ranges("downtime_ms", DOWNTIME_BOUNDS_S)),
-            slots_in_use=in_use, hosts=tuple(self._inventory.list_hosts()))
+        return Figures(records=self._tallies.read(), slots_in_use=in_use,
+                       hosts=tuple(self._inventory.list_hosts()))
 
     def close(self) -> None:
         self._runner.close()
