@@ -13,6 +13,7 @@ from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.errors import InputError
+from ferry.figures import Figures
 from ferry.job import Job, ServerInfo
 from ferry.model import (
     MAX_MAX_MIGRATIONS,
@@ -226,6 +227,11 @@ class FerryService:
         raise NotImplementedError
 
     def cancel_job(self, job_id: str) -> Job:
+        raise NotImplementedError
+
+    # Monitoring
+    def figures(self) -> Figures:
+        """What the job records add up to now, and the hosts as this server sees them."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from auth_support import admin_accounts
 from fake_plane import finished, plane_over, shared_world
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from ferry import config
@@ -101,6 +102,12 @@ def test_every_route_of_the_app_is_in_the_role_table_and_nothing_else_is(
     app_routes = {(method.upper(), path.removeprefix(API_PREFIX))
                   for path, methods in paths.items() if path.startswith(API_PREFIX)
                   for method in methods}
+    # And the app's own routes outside the API, in the schema or not (GET /metrics is
+    # not), but the two anyone may call: /health, so a balancer can tell the server is
+    # up, and / (the console's page, which asks for a token before it shows anything).
+    app_routes |= {(method, route.path) for route in http.app.routes
+                   if isinstance(route, APIRoute) and route.path not in ("/health", "/")
+                   for method in route.methods}
     assert app_routes == set(ROUTES)
 
 

@@ -21,6 +21,7 @@ from ferry.api.accounts import add_account_routes
 from ferry.api.guard import AuditTrail, make_authorize, note
 from ferry.api.limits import BodyLimit
 from ferry.api.live import add_live_routes
+from ferry.api.metrics import Metrics, add_metrics_route
 from ferry.api.schemas import (
     NAME_ERROR,
     CheckCreate,
@@ -198,6 +199,7 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
         summary="Live migration control plane for libvirt/QEMU hosts",
     )
     app.state.service = service
+    metrics = Metrics(service)
     app.add_middleware(BodyLimit)
     _install_error_handlers(app)
     app.add_middleware(AuditTrail, accounts=accounts, prefix=API_PREFIX)
@@ -317,6 +319,7 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
                               cold=body.cold, disks=tuple(body.disks),
                               disk_format=body.disk_format)
         findings = service.check(request)
+        metrics.refused("check", findings)
         errors = sum(1 for f in findings if f.status is Status.ERROR)
         return CheckOut(
             vm=body.vm, kind=request.kind.value, allowed=errors == 0, errors=errors,
@@ -332,8 +335,13 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
     )
     def start_migration(body: MigrationCreate, request: Request,
                         caller: Principal = caller_of) -> JobOut:
-        job = service.start_migration(body.vm, body.host, body.datastore, body.disk_format,
-                                      tuple(body.disks), body.cold, requested_by=caller.user)
+        try:
+            job = service.start_migration(body.vm, body.host, body.datastore, body.disk_format,
+                                          tuple(body.disks), body.cold,
+                                          requested_by=caller.user)
+        except RefusedError as err:
+            metrics.refused("migration", err.findings)
+            raise
         note(request, f"job {job.id}")
         return to_schema(JobOut, job)
 
@@ -358,5 +366,6 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
     add_account_routes(api, accounts, authorize)
     add_live_routes(api, service, accounts, authorize)
     app.include_router(api)
+    add_metrics_route(app, metrics, authorize)
     mount_console(app)
     return app

@@ -3,7 +3,7 @@
 A route missing from :data:`ROUTES` is refused to everyone (a unit test checks
 that every route of the app is in the table), so a new endpoint is closed until
 someone decides who may call it. Paths are the app's route templates without
-the ``/api/v1`` prefix.
+the ``/api/v1`` prefix; ``/metrics``, the one guarded route outside it, is here as it is.
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
     # the console: who a token is, and the inventory and jobs pushed as they change
     ("GET", "/session"): _read("session"),
     ("GET", "/events"): _read("events"),
+    # Prometheus' scrape: the fleet's figures, read like the jobs and hosts they come from.
+    ("GET", "/metrics"): _read("metrics"),
     # users, tokens and the audit trail
     ("GET", "/users"): Rule(Role.ADMIN, "users.list", "listing users"),
     ("POST", "/users"): Rule(Role.ADMIN, "user.add", "adding a user", "body:name"),

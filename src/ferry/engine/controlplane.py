@@ -27,10 +27,12 @@ from ferry.engine.placement import evacuation_scope
 from ferry.engine.preflight import FactGatherer
 from ferry.engine.reconcile import Reconciler
 from ferry.engine.runner import LEASE_S, JobBody, JobRunner
+from ferry.engine.tallying import RecordTallies
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource
 from ferry.engine.vms import VMActions, VMFactory
 from ferry.errors import InputError
+from ferry.figures import Figures
 from ferry.job import Job, JobKind, JobState, Phase, ServerInfo
 from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Network, VMState
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
@@ -75,6 +77,7 @@ class ControlPlane(FerryService):
                                  self._inventory.refresh_vms, name=server_name,
                                  lease_s=lease_s)
         self._moves.queue_with(self._runner.launch)
+        self._tallies = RecordTallies(store)
 
     # -- connections (ferry.engine.connections) ----------------------------
     def _conn(self, host: str) -> HostConnection:
@@ -293,6 +296,13 @@ class ControlPlane(FerryService):
 
     def cancel_job(self, job_id: str) -> Job:
         return self._runner.cancel(job_id)
+
+    def figures(self) -> Figures:
+        # From the records, not from this server's memory: every server sharing the
+        # database reports the same moves, and a restart loses none of them.
+        in_use, _waiting = self._store.slot_usage()
+        return Figures(records=self._tallies.read(), slots_in_use=in_use,
+                       hosts=tuple(self._inventory.list_hosts()))
 
     def close(self) -> None:
         self._runner.close()

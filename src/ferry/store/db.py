@@ -23,11 +23,12 @@ from ferry.store import migrate
 from ferry.store.coordination import Coordination
 from ferry.store.jobs import JobRecords
 from ferry.store.schema import clusters_table, hosts_table
+from ferry.store.tallies import Tallies
 
 _HOST_FIELDS = ("name", "uri", *HOST_SETTINGS, "cluster")
 
 
-class Store(JobRecords, Coordination):
+class Store(JobRecords, Coordination, Tallies):
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
