@@ -17,7 +17,7 @@ from ferry.api.app import create_app
 from ferry.api.schemas import JobOut
 from ferry.checks.finding import Finding, Status
 from ferry.cli import main as cli
-from ferry.cli import render
+from ferry.cli import render, render_jobs
 from ferry.cli.client import FerryClient
 from ferry.errors import NotFound, RefusedError
 from ferry.job import Job, JobEvent, JobState
@@ -278,6 +278,6 @@ def test_render_helpers() -> None:
     assert render.human_bytes(612 << 20) == "612 MiB"
     assert render.human_bytes(GiB) == "1.0 GiB"
     assert render.human_mib(65536) == "64 GiB"
-    line = render.progress_line(JobOut.model_validate(PRECOPY, from_attributes=True))
+    line = render_jobs.progress_line(JobOut.model_validate(PRECOPY, from_attributes=True))
     assert line == ("precopy  59%  612 MiB/1.0 GiB  remaining 412 MiB  "
                     "iter 3  dirty 45 MiB/s  bw 110 MiB/s  5.40 s")

@@ -20,7 +20,7 @@ from test_cli import DONE, FINDINGS, PRECOPY, TOKEN, ScriptedService, run
 
 from ferry.api.app import create_app
 from ferry.api.schemas import CheckOut, FindingOut, JobOut
-from ferry.cli import console, render
+from ferry.cli import console, render, render_jobs
 from ferry.cli import main as cli
 from ferry.cli.client import FerryClient
 
@@ -52,7 +52,7 @@ def _refusal() -> CheckOut:
 
 
 def test_plain_text_has_no_escapes_no_box_lines_and_one_row_per_line() -> None:
-    text = console.to_text(render.check_report(_refusal()))
+    text = console.to_text(render_jobs.check_report(_refusal()))
     assert not ESCAPE.search(text) and not set(text) & set("─│┃━┏┗╭╰")
     lines = text.splitlines()
     assert lines[0] == "Pre-flight for web2 (live move):"
@@ -66,7 +66,7 @@ def test_plain_text_has_no_escapes_no_box_lines_and_one_row_per_line() -> None:
 
 
 def test_on_a_narrow_terminal_long_cells_wrap_and_lose_nothing() -> None:
-    text = console.to_text(render.check_report(_refusal()), width=60)
+    text = console.to_text(render_jobs.check_report(_refusal()), width=60)
     assert max(len(line) for line in text.splitlines()) <= 60
     assert "…" not in text
     # Folded inside its column, the path is still all there, in order.
@@ -77,14 +77,14 @@ def test_on_a_narrow_terminal_long_cells_wrap_and_lose_nothing() -> None:
 def test_data_is_never_read_as_markup() -> None:
     finding = FindingOut(code="x.y", status="error", message="[bold]web1[/bold] is [red]odd",
                          remedy="see [link]")
-    assert console.to_text(render.finding_line(finding)) == (
+    assert console.to_text(render_jobs.finding_line(finding)) == (
         "  [ERROR] x.y  [bold]web1[/bold] is [red]odd — see [link]")
 
 
 def test_a_terminal_gets_colour_a_pipe_gets_none() -> None:
     tty, pipe = Terminal(), io.StringIO()
     for stream in (tty, pipe):
-        console.show(render.check_report(_refusal()), stream)
+        console.show(render_jobs.check_report(_refusal()), stream)
     assert "\x1b[" in tty.getvalue()  # the verdict and the error rows in colour
     # The same words (the terminal's are wrapped at its width).
     assert "".join(ESCAPE.sub("", tty.getvalue()).split()) == "".join(pipe.getvalue().split())
@@ -95,8 +95,8 @@ def test_waiting_on_a_terminal_draws_a_bar_in_place_and_clears_it() -> None:
     tty = Terminal()
     status = console.LiveStatus(tty)
     job = JobOut.model_validate(PRECOPY, from_attributes=True)
-    status.update(job.phase, lambda bar: render.progress_view(job, bar))
-    status.update(job.phase, lambda bar: render.progress_view(job, bar))
+    status.update(job.phase, lambda bar: render_jobs.progress_view(job, bar))
+    status.update(job.phase, lambda bar: render_jobs.progress_view(job, bar))
     status.clear()
     drawn = ESCAPE.sub("", tty.getvalue())
     assert "━" in drawn and "59%" in drawn and "612 MiB/1.0 GiB" in drawn
@@ -109,7 +109,7 @@ def test_waiting_in_a_pipe_prints_a_line_per_phase_without_a_bar() -> None:
     status = console.LiveStatus(pipe)
     job = JobOut.model_validate(PRECOPY, from_attributes=True)
     for _ in range(3):
-        status.update(job.phase, lambda bar: render.progress_view(job, bar))
+        status.update(job.phase, lambda bar: render_jobs.progress_view(job, bar))
     assert pipe.getvalue() == (
         "precopy  59%  612 MiB/1.0 GiB  remaining 412 MiB  iter 3  dirty 45 MiB/s  "
         "bw 110 MiB/s  5.40 s\n")

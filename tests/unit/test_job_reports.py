@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from ferry.api.schemas import JobOut
-from ferry.cli import render
+from ferry.cli import render_jobs
 from ferry.cli.console import to_text
 from ferry.cli.maintenance import evacuation_report
 from ferry.engine.jobs import JobHandle
@@ -160,7 +160,7 @@ def test_a_job_with_nothing_to_report_shows_none() -> None:
         "state": "failed", "phase": "rollback", "created_at": 0.0, "report": {},
         "progress": {}}))
     assert out.report is None and out.progress is None
-    assert "total time     -" in to_text(render.job_report(out))
+    assert "total time     -" in to_text(render_jobs.job_report(out))
 
 
 def _out(kind: JobKind, state: JobState = JobState.SUCCEEDED) -> JobOut:
@@ -169,22 +169,22 @@ def _out(kind: JobKind, state: JobState = JobState.SUCCEEDED) -> JobOut:
 
 
 def test_the_cli_shows_each_kinds_progress() -> None:
-    line = render.progress_line(_out(JobKind.STORAGE_MIGRATE, JobState.RUNNING))
+    line = render_jobs.progress_line(_out(JobKind.STORAGE_MIGRATE, JobState.RUNNING))
     assert line == ("precopy  vda 1.0 MiB/1.0 GiB at 5.0 MiB/s (left 1023 MiB, background)")
-    line = render.progress_line(_out(JobKind.EVACUATE, JobState.RUNNING))
+    line = render_jobs.progress_line(_out(JobKind.EVACUATE, JobState.RUNNING))
     assert line == "evacuating  0/1 moved, 1 moving, 0 queued, 0 stuck"
-    line = render.progress_line(_out(JobKind.MIGRATE_WITH_STORAGE, JobState.RUNNING))
+    line = render_jobs.progress_line(_out(JobKind.MIGRATE_WITH_STORAGE, JobState.RUNNING))
     assert line.startswith("done  disks 1.0 MiB/1.0 GiB")  # no phase sampled: the job's
 
 
 def test_the_cli_report_shows_disks_and_the_copy_mode_only_of_live_copies() -> None:
-    text = to_text(render.job_report(_out(JobKind.STORAGE_MIGRATE)))
+    text = to_text(render_jobs.job_report(_out(JobKind.STORAGE_MIGRATE)))
     assert ("vda: /pool/web1.img -> /fast/web1-vda.qcow2 (qcow2, 1.0 GiB, 512 MiB allocated, "
             "synchronous copy)") in text
     assert "heartbeat gap  -, lost 0" in text
-    text = to_text(render.job_report(_out(JobKind.COLD_MIGRATE)))
+    text = to_text(render_jobs.job_report(_out(JobKind.COLD_MIGRATE)))
     assert "(qcow2, 1.0 GiB, 512 MiB allocated)" in text and "copy)" not in text
-    text = to_text(render.job_report(_out(JobKind.MIGRATE)))
+    text = to_text(render_jobs.job_report(_out(JobKind.MIGRATE)))
     assert "downtime       31 ms (libvirt)" in text and "not confirmed  host2" in text
     text = to_text(evacuation_report(_out(JobKind.EVACUATE)))
     assert "moved      web1 -> host2" in text and "NOT MOVED  db1: no host has room" in text

@@ -24,7 +24,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from ferry.api.schemas import JobOut
-from ferry.cli import console, render
+from ferry.cli import console, render, render_jobs
 from ferry.cli.client import ApiError, FerryClient
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.job import JobState
@@ -236,7 +236,7 @@ def wait_for_job(ctx: Context, job: JobOut) -> JobOut:
                 sleep(POLL_INTERVAL)
                 job = ctx.client.get_job(job.id)
                 if not job.state.finished:
-                    progress.update(job.phase, partial(render.progress_view, job))
+                    progress.update(job.phase, partial(render_jobs.progress_view, job))
             except KeyboardInterrupt:
                 progress.clear()
                 if cancel_sent:
@@ -260,7 +260,7 @@ def _finish(job: JobOut, as_json: bool) -> int:
     if as_json:
         print(_dump_json(job))  # machine output: exactly the JSON, never through Rich
     else:
-        _out(render.job_report(job))
+        _out(render_jobs.job_report(job))
     code = _job_exit_code(job)
     if code and job.error:
         _error(job.error)
@@ -300,7 +300,8 @@ def cmd_job_show(args: argparse.Namespace, ctx: Context) -> int:
         if args.json:
             print(_dump_json(job))
         else:
-            _out(Group(render.job_report(job), Text(f"  now: {render.progress_line(job)}")))
+            now = Text(f"  now: {render_jobs.progress_line(job)}")
+            _out(Group(render_jobs.job_report(job), now))
         return 0
     return _finish(job, args.json)
 
@@ -420,7 +421,7 @@ def main(
     except ApiError as exc:
         _error(exc.message)
         for finding in exc.findings:
-            console.show(render.finding_line(finding), sys.stderr)
+            console.show(render_jobs.finding_line(finding), sys.stderr)
         return exc.exit_code
     except FerryError as exc:  # from a command that runs here: serve's settings, the lab
         _error(exc.message)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ferry.cli import render
+from ferry.cli import render, render_jobs
 from ferry.cli.console import show
 from ferry.cli.main import VM_HELP, Commands, Context
 
@@ -31,7 +31,7 @@ def _check(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True))
     else:
-        show(render.check_report(report))
+        show(render_jobs.check_report(report))
     return 0 if report.allowed else REFUSED_EXIT
 
 
