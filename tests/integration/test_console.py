@@ -12,11 +12,12 @@ import pytest
 from browser import Console, console
 from conftest import LabEnv, disk_source
 from selenium.webdriver.common.keys import Keys
+from served import slow_link
 
 from ferry.cli.client import FerryClient
-from ferry.lab.lab import set_link
 
 pytestmark = pytest.mark.lab
+__all__ = ["slow_link"]  # the fixture, imported for this module's tests
 
 # Controls without a name a screen reader could say: an input or select with no label
 # (for=, aria-label, aria-labelledby, or wrapping), a button or link with no text.
@@ -72,14 +73,6 @@ def backup_network(lab: LabEnv, tmp_path: Path) -> Iterator[str]:
             lab.virsh(host, "net-destroy", "Backup", check=False)
             lab.virsh(host, "net-undefine", "Backup", check=False)
         lab.ferry("refresh")
-
-
-@pytest.fixture
-def slow_link(lab: LabEnv) -> Iterator[Callable[[str | None], None]]:
-    try:
-        yield lambda rate: set_link("host1", rate)
-    finally:
-        set_link("host1", None)
 
 
 def test_inventory_wizard_and_a_live_move(
