@@ -215,7 +215,7 @@ def _confirmed(job: Job) -> bool:
 def test_the_job_report_says_what_is_known_of_the_bytes_and_the_hosts() -> None:
     from ferry.api.schemas import JobOut
     from ferry.cli.console import to_text
-    from ferry.cli.render import job_report
+    from ferry.cli.render_jobs import job_report
 
     def shown(report: dict[str, object]) -> str:
         # As the CLI receives it: JSON, read as the job's kind's report.
