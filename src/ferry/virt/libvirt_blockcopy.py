@@ -7,6 +7,7 @@ Part of the libvirt seam (see :mod:`ferry.virt.libvirt_calls`): the calls of
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from functools import partial
 
@@ -14,7 +15,11 @@ import libvirt
 
 from ferry.virt import domxml
 from ferry.virt.base import BlockJob
+from ferry.virt.libvirt_calls import translate
 from ferry.virt.libvirt_power import PowerCalls
+
+PIVOT_READY_WAIT_S = 10.0  # how long libvirt may take to learn that a mirror is ready
+PIVOT_RETRY_S = 0.05
 
 
 class BlockCopyCalls(PowerCalls):
@@ -42,8 +47,20 @@ class BlockCopyCalls(PowerCalls):
 
     def pivot_block_copy(self, name: str, disk: str) -> None:
         dom = self._domain(name)
-        self._call(f"switch {name} to the copy of {disk}", partial(
-            dom.blockJobAbort, disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT))
+        what = f"host {self.name}: switch {name} to the copy of {disk}"
+        deadline = time.monotonic() + PIVOT_READY_WAIT_S
+        while True:
+            try:
+                dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+                return
+            except libvirt.libvirtError as err:
+                # QEMU says the mirror is ready (cur == end) before libvirt has handled
+                # its READY event, and libvirt refuses the pivot until it has: "block
+                # job ... not ready for pivot yet". That passes in milliseconds.
+                if err.get_error_code() != libvirt.VIR_ERR_BLOCK_COPY_ACTIVE \
+                        or time.monotonic() > deadline:
+                    raise translate(err, what) from err
+            time.sleep(PIVOT_RETRY_S)
 
     def cancel_block_copy(self, name: str, disk: str) -> None:
         dom = self._domain(name)
