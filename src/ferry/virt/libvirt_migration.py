@@ -13,7 +13,6 @@ from typing import Any
 import libvirt
 
 from ferry.errors import NotFound, VirtError
-from ferry.virt import domxml
 from ferry.virt.base import (
     IterationCallback,
     LifecycleCallback,
@@ -21,6 +20,7 @@ from ferry.virt.base import (
     MigrationStats,
 )
 from ferry.virt.libvirt_calls import LibvirtCalls
+from ferry.virt.libvirt_flags import Definitions, migration_flags, migration_params
 
 _LIFECYCLE = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
@@ -47,38 +47,12 @@ class MigrationCalls(LibvirtCalls):
         on_iteration: IterationCallback | None = None,
     ) -> None:
         dom = self._domain(name)
-        flags = (
-            libvirt.VIR_MIGRATE_LIVE
-            | libvirt.VIR_MIGRATE_PEER2PEER
-            | libvirt.VIR_MIGRATE_PERSIST_DEST
-            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-            | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
-        )
-        if options.tls:
-            # QEMU's own TLS, memory and NBD disk streams alike; the destination's
-            # certificate is checked against the migration address the URI names.
-            flags |= libvirt.VIR_MIGRATE_TLS
-        if options.shared_storage_proven:
-            # libvirt cannot see that a folder is shared; ferry's probe did.
-            flags |= libvirt.VIR_MIGRATE_UNSAFE
-        if options.allow_postcopy:
-            flags |= libvirt.VIR_MIGRATE_POSTCOPY
-        if options.auto_converge:
-            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-        params: dict[str, Any] = {}
-        if options.migration_address:
-            params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{options.migration_address}"
-        if options.auto_converge and options.auto_converge_initial_pct is not None:
-            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = int(
-                options.auto_converge_initial_pct)
-        if options.auto_converge and options.auto_converge_increment_pct is not None:
-            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = int(
-                options.auto_converge_increment_pct)
-        if options.bandwidth_mibps:
-            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(options.bandwidth_mibps)
-        if options.copy_disks:
-            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
-            params.update(self._copy_disk_params(dom, name, options))
+        definitions = self._definitions(dom, name) if options.copy_disks else None
+        flags = migration_flags(options)
+        try:
+            params = migration_params(options, name, definitions)
+        except VirtError as err:
+            raise VirtError(f"host {self.name}: {err.message}") from None
         callback_id = None
         if on_iteration is not None:
             def iteration(_conn: Any, _dom: Any, number: int, _opaque: Any) -> None:
@@ -97,23 +71,12 @@ class MigrationCalls(LibvirtCalls):
                 except libvirt.libvirtError:
                     pass  # the connection went away; its callbacks went with it
 
-    def _copy_disk_params(self, dom: Any, name: str, options: MigrationOptions) -> dict[str, Any]:
-        """Which disks QEMU copies over NBD, and both destination definitions repointed."""
-        files = {c.target: (c.path, c.fmt) for c in options.copy_disks}
+    def _definitions(self, dom: Any, name: str) -> Definitions:
         secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
-        live = self._call(f"VM {name}", partial(dom.XMLDesc, secure))
-        saved = self._call(f"VM {name}", partial(
-            dom.XMLDesc, secure | libvirt.VIR_DOMAIN_XML_INACTIVE))
-        try:
-            return {
-                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(files),
-                # The running VM on the destination opens the new files ...
-                libvirt.VIR_MIGRATE_PARAM_DEST_XML: domxml.retarget_disks(live, files),
-                # ... and so does its saved definition (libvirt would keep the old paths).
-                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: domxml.retarget_disks(saved, files),
-            }
-        except KeyError as err:
-            raise VirtError(f"host {self.name}: VM {name} has no disk {err.args[0]}") from None
+        return Definitions(
+            live=self._call(f"VM {name}", partial(dom.XMLDesc, secure)),
+            saved=self._call(f"VM {name}", partial(
+                dom.XMLDesc, secure | libvirt.VIR_DOMAIN_XML_INACTIVE)))
 
     def _job_stats(self, name: str, flags: int) -> dict[str, Any] | None:
         """libvirt's job statistics of VM ``name``, as typed parameters; None: no such VM."""
