@@ -144,6 +144,7 @@ class MoveSpec:
     # A live move's streams over TLS; False only where the pre-flight found the pair
     # cannot do TLS and the admin allowed clear text.
     encrypted: bool = True
+    policy: str = "default"  # the convergence policy a live move runs with (engine.policy)
 
 
 @dataclass(frozen=True)

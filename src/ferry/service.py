@@ -200,8 +200,12 @@ class FerryService:
     # Migration jobs
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = (),
-                        cold: bool = False, requested_by: str | None = None) -> Job:
+                        cold: bool = False, requested_by: str | None = None,
+                        policy: str | None = None) -> Job:
         """Validates, refuses (RefusedError listing every reason) or starts a job.
+
+        ``policy``: the convergence policy of a live move between hosts (None: the
+        default); an unknown name is an InputError naming the choices.
 
         ``requested_by``: the user who asked, recorded on the job.
 

@@ -44,6 +44,7 @@ from ferry.api.schemas import (
     JobOut,
     MigrationCreate,
     NetworkOut,
+    PolicyOut,
     PowerRequest,
     ServerOut,
     VMCreate,
@@ -56,6 +57,7 @@ from ferry.auth.model import Principal
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Status
 from ferry.console import mount_console
+from ferry.engine.policy import POLICIES
 from ferry.errors import ConfigError, FerryError, InputError, NotAuthenticated, RefusedError
 from ferry.service import FerryService, HostSettingsUpdate, VMCreateRequest
 
@@ -338,12 +340,16 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
         try:
             job = service.start_migration(body.vm, body.host, body.datastore, body.disk_format,
                                           tuple(body.disks), body.cold,
-                                          requested_by=caller.user)
+                                          requested_by=caller.user, policy=body.policy)
         except RefusedError as err:
             metrics.refused("migration", err.findings)
             raise
         note(request, f"job {job.id}")
         return to_schema(JobOut, job)
+
+    @api.get("/policies", response_model=list[PolicyOut], tags=["migrations"])
+    def list_policies() -> list[PolicyOut]:
+        return [to_schema(PolicyOut, p) for p in POLICIES.values()]
 
     @api.get("/jobs", response_model=list[JobOut], tags=["jobs"])
     def list_jobs(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[JobOut]:

@@ -270,6 +270,26 @@ class JobOut(Out):
                             else kind.progress_type, value)
 
 
+class PolicyStepOut(Out):
+    stalls: int
+    action: str
+    value: int = 0
+
+
+class PolicyOut(Out):
+    """A convergence policy a live move can run with (ferry.engine.policy)."""
+
+    name: str
+    description: str
+    initial_downtime_ms: int
+    auto_converge: bool
+    allow_postcopy: bool
+    steps: list[PolicyStepOut]
+    max_seconds: int
+    throttle_initial_pct: int | None = None
+    throttle_increment_pct: int | None = None
+
+
 class ServerOut(Out):
     id: str
     name: str
@@ -407,6 +427,9 @@ class MigrationCreate(In):
     disk_format: Literal["same", "thin", "thick-lazy", "thick-eager"] = "same"
     disks: list[str] = []
     cold: bool = False
+    policy: str | None = Field(default=None, min_length=1, max_length=64,
+                               description="convergence policy of a live move between hosts "
+                               "(GET /policies); none: the default")
 
 
 class HostUpdate(In):

@@ -89,6 +89,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/jobs/{job_id}/cancel"): Rule(Role.OPERATOR, "job.cancel", "cancelling a job",
                                             "path:job_id"),
     ("GET", "/servers"): _read("servers"),
+    ("GET", "/policies"): _read("policies"),
     # the console: who a token is, and the inventory and jobs pushed as they change
     ("GET", "/session"): _read("session"),
     ("GET", "/events"): _read("events"),

@@ -25,6 +25,7 @@ from ferry.api.schemas import (
     InventoryOut,
     JobOut,
     NetworkOut,
+    PolicyOut,
     ServerOut,
     TokenCreated,
     TokenOut,
@@ -300,10 +301,13 @@ class FerryClient:
     # ------------------------------------------------------------ migration
     def migrate(self, vm: str, host: str | None, datastore: str | None = None,
                 disk_format: str = "same", disks: list[str] | None = None,
-                cold: bool = False) -> JobOut:
+                cold: bool = False, policy: str | None = None) -> JobOut:
         body = {"vm": vm, "host": host, "datastore": datastore, "disk_format": disk_format,
-                "disks": disks or [], "cold": cold}
+                "disks": disks or [], "cold": cold, "policy": policy}
         return self._one(JobOut, self._request("POST", "/migrations", json=body))
+
+    def list_policies(self) -> list[PolicyOut]:
+        return self._many(PolicyOut, self._request("GET", "/policies"))
 
     def list_jobs(self, limit: int = 100) -> list[JobOut]:
         return self._many(JobOut, self._request("GET", "/jobs", params={"limit": limit}))

@@ -56,7 +56,7 @@ sleep: Callable[[float], None] = time.sleep
 # that exists must define register(commands: Commands) -> None.
 EXTENSION_MODULES: tuple[str, ...] = (
     "ferry.cli.preflight", "ferry.cli.maintenance", "ferry.cli.cluster", "ferry.cli.serve",
-    "ferry.cli.servers", "ferry.cli.accounts",
+    "ferry.cli.servers", "ferry.cli.accounts", "ferry.cli.policies",
     "ferry.cli.lab", "ferry.cli.demo", "ferry.cli.db")
 
 
@@ -269,7 +269,8 @@ def _finish(job: JobOut, as_json: bool) -> int:
 
 def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client.migrate(args.vm, args.host, args.datastore, args.format,
-                             args.disk.split(",") if args.disk else None, cold=args.cold)
+                             args.disk.split(",") if args.disk else None, cold=args.cold,
+                             policy=args.policy)
     if args.no_wait:
         print(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
         return 0
@@ -366,6 +367,8 @@ def _register_builtin(c: Commands) -> None:
     p.add_argument("--disk", help="comma list of disks to move (default: every data disk)")
     p.add_argument("--cold", action="store_true",
                    help="the VM is powered off: copy its files and move its registration")
+    p.add_argument("--policy", metavar="NAME",
+                   help="convergence policy of a live move between hosts ('ferry policy list')")
     p.add_argument("--no-wait", action="store_true", help="print the job and return")
     p.add_argument("--json", action="store_true", help="print the final job as JSON")
 

@@ -19,7 +19,7 @@ from ferry.engine.confirm import Confirmer
 from ferry.engine.diskplan import SUPPORTED_FORMATS, DiskMove, TargetFiles, plan_moves
 from ferry.engine.inventory import InventoryCache
 from ferry.engine.jobs import JobHandle
-from ferry.engine.policy import POLICIES
+from ferry.engine.policy import DEFAULT_POLICY, policy_named
 from ferry.engine.preflight import FactGatherer, SourceFacts
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
@@ -107,8 +107,11 @@ class MoveStarter:
 
     def start(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
               disk_format: str = "same", disks: tuple[str, ...] = (), cold: bool = False,
-              parent: str | None = None, requested_by: str | None = None) -> Job:
-        """``requested_by``: the user who asked (an evacuation's moves: the evacuation's)."""
+              parent: str | None = None, requested_by: str | None = None,
+              policy: str | None = None) -> Job:
+        """``requested_by``: the user who asked (an evacuation's moves: the evacuation's);
+        ``policy``: the convergence policy of a live move between hosts (None: default)."""
+        policy = policy_named(policy or DEFAULT_POLICY).name  # refused before any reading
         current = self._vms.get(vm)
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
@@ -132,7 +135,7 @@ class MoveStarter:
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"migration of {current.name} to {dest_host}")
         return self._launch_live(inventory, current, request, findings, warnings, parent,
-                                 requested_by)
+                                 requested_by, policy)
 
     def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
         """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
@@ -164,12 +167,13 @@ class MoveStarter:
 
     def _record(self, kind: JobKind, vm: VM, dest_host: str, request: MoveRequest,
                 findings: list[Finding], warnings: list[Finding], against: str,
-                parent: str | None, state_check: str, requested_by: str | None) -> Job:
+                parent: str | None, state_check: str, requested_by: str | None,
+                policy: str = DEFAULT_POLICY) -> Job:
         """The judged move, recorded queued with what any server needs to run it."""
         spec = MoveSpec(vm.uuid, request.dest_host, request.dest_datastore,
                         request.disk_format, request.disks, request.cold,
                         tuple(finding_dict(f) for f in warnings),
-                        encrypted=stream_encrypted(findings))
+                        encrypted=stream_encrypted(findings), policy=policy)
         handle = JobHandle.create(
             self._store, kind, vm.name, vm.host, dest_host, vm.uuid, spec=spec,
             slot_hosts=(vm.host, dest_host), parent_id=parent, requested_by=requested_by)
@@ -180,7 +184,8 @@ class MoveStarter:
 
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
                      findings: list[Finding], warnings: list[Finding],
-                     parent: str | None = None, requested_by: str | None = None) -> Job:
+                     parent: str | None = None, requested_by: str | None = None,
+                     policy: str = DEFAULT_POLICY) -> Job:
         """Queue a judged live move (host, or host and datastore) on the slots."""
         dest_host, dest_datastore = request.dest_host, request.dest_datastore
         assert dest_host is not None
@@ -191,7 +196,7 @@ class MoveStarter:
                             dest_host + (f", datastore {dest_datastore}"
                                          if dest_datastore else ""),
                             parent, f"{current.name} is {current.state.value} on {current.host}",
-                            requested_by)
+                            requested_by, policy)
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...], requested_by: str | None) -> Job:
@@ -260,7 +265,7 @@ class MoveStarter:
             uris = {self._store.host(h).uri for h in {job.source_host, target}}
             return ColdMigration(current, source, dest, files, transport_of(uris)).run
         dest_record = self._store.host(target)
-        policy = POLICIES["default"]
+        policy = policy_named(spec.policy)
         options = MigrationOptions(
             dest_uri=dest_record.uri,
             migration_address=dest_record.migration_address,

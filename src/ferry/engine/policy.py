@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from ferry.errors import InputError
 from ferry.virt.base import MigrationStats
 
 
@@ -54,6 +55,7 @@ class Step:
 @dataclass(frozen=True)
 class ConvergencePolicy:
     name: str
+    description: str
     initial_downtime_ms: int
     auto_converge: bool
     allow_postcopy: bool
@@ -66,9 +68,14 @@ class ConvergencePolicy:
     throttle_increment_pct: int | None = None
 
 
+DEFAULT_POLICY = "default"
+
 POLICIES: dict[str, ConvergencePolicy] = {
     "default": ConvergencePolicy(
         name="default",
+        description="pre-copy only: after 3 and 6 iterations without progress the pause "
+                    "allowed grows to 500 ms, then 1 s; the guest's vCPUs are throttled "
+                    "(from 40 %, +20 % a round) until its writes fall below the link's rate",
         initial_downtime_ms=300,
         auto_converge=True,
         allow_postcopy=False,
@@ -82,6 +89,9 @@ POLICIES: dict[str, ConvergencePolicy] = {
     ),
     "postcopy": ConvergencePolicy(
         name="postcopy",
+        description="pre-copy, then post-copy after 4 iterations without progress: the VM "
+                    "runs on the destination and fetches what is left; a link cut during "
+                    "post-copy loses the VM until post-copy recovery is in place",
         initial_downtime_ms=300,
         auto_converge=False,
         allow_postcopy=True,
@@ -92,6 +102,14 @@ POLICIES: dict[str, ConvergencePolicy] = {
         max_seconds=900,
     ),
 }
+
+
+def policy_named(name: str) -> ConvergencePolicy:
+    """The policy called ``name``; InputError naming it and every choice otherwise."""
+    if name not in POLICIES:
+        raise InputError(f"unknown convergence policy {name!r}: choose one of "
+                         f"{', '.join(sorted(POLICIES))} ('ferry policy list' describes them)")
+    return POLICIES[name]
 
 
 @dataclass(frozen=True)
