@@ -4,38 +4,18 @@ only ferry's own scripts, who a token is, and the pushed state's shape and order
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from auth_support import admin_accounts
-from fake_plane import finished, plane_over, shared_world
+from api_world import TOKEN, client, plane, world
+from fake_plane import finished
 from fastapi.testclient import TestClient
 
-from ferry.api.app import API_PREFIX, create_app
+from ferry.api.app import API_PREFIX
 from ferry.api.live import inventory_state, jobs_state, sse_message
 from ferry.console import CONTENT_SECURITY_POLICY, STATIC
 from ferry.engine.controlplane import ControlPlane
 from ferry.job import JobState
-from ferry.model import VM, Disk, Interface, VMState
 
-TOKEN = "console-install-token"
-WEB1 = VM(name="web1", uuid="6f1c0b0e-0000-4000-8000-0000000000c1", host="host1",
-          state=VMState.RUNNING, memory_kib=2**19, vcpus=1,
-          disks=(Disk("vda", "disk", "file", "/srv/shared/web1.qcow2", "qcow2"),),
-          interfaces=(Interface("52:54:00:00:00:c1", "network", "Production"),))
-
-
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    with plane_over(shared_world(2, WEB1), tmp_path) as plane:
-        yield plane
-
-
-@pytest.fixture
-def client(plane: ControlPlane, tmp_path: Path) -> TestClient:
-    return TestClient(create_app(plane, admin_accounts(tmp_path, TOKEN)))
-
+__all__ = ["client", "plane", "world"]  # the fixtures, imported for this module's tests
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(client: TestClient) -> None:
     page = client.get("/")

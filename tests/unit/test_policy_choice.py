@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from auth_support import admin_accounts
-from fake_plane import finished, plane_over, shared_world
+from api_world import AUTH, client, plane, world
+from fake_plane import finished
 from fastapi.testclient import TestClient
 
-from ferry.api.app import API_PREFIX, create_app
+from ferry.api.app import API_PREFIX
 from ferry.engine.controlplane import ControlPlane
 from ferry.engine.policy import DEFAULT_POLICY, POLICIES
 from ferry.job import JobState
-from ferry.model import VM, Disk, Interface, VMState
 
-TOKEN = "policy-install-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-WEB1 = VM(name="web1", uuid="6f1c0b0e-0000-4000-8000-0000000000d1", host="host1",
-          state=VMState.RUNNING, memory_kib=2**19, vcpus=1,
-          disks=(Disk("vda", "disk", "file", "/srv/shared/web1.qcow2", "qcow2"),),
-          interfaces=(Interface("52:54:00:00:00:d1", "network", "Production"),))
-
-
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    with plane_over(shared_world(2, WEB1), tmp_path) as plane:
-        yield plane
-
-
-@pytest.fixture
-def client(plane: ControlPlane, tmp_path: Path) -> TestClient:
-    return TestClient(create_app(plane, admin_accounts(tmp_path, TOKEN)))
-
+__all__ = ["client", "plane", "world"]  # the fixtures, imported for this module's tests
 
 def test_the_policies_are_listed_with_what_they_do(client: TestClient) -> None:
     listed = client.get(f"{API_PREFIX}/policies", headers=AUTH).json()
