@@ -17,6 +17,7 @@ from ferry.job import JobState
 
 __all__ = ["client", "plane", "world"]  # the fixtures, imported for this module's tests
 
+
 def test_the_page_and_its_files_are_served_with_a_strict_policy(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

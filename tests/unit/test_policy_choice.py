@@ -13,6 +13,7 @@ from ferry.job import JobState
 
 __all__ = ["client", "plane", "world"]  # the fixtures, imported for this module's tests
 
+
 def test_the_policies_are_listed_with_what_they_do(client: TestClient) -> None:
     listed = client.get(f"{API_PREFIX}/policies", headers=AUTH).json()
     assert [p["name"] for p in listed] == list(POLICIES)
