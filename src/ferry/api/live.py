@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
+from ferry.api.guard import bearer
 from ferry.api.schemas import (
     ClusterOut,
     DatastoreOut,
@@ -66,11 +68,6 @@ def sse_message(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _token_of(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    return credentials if scheme.lower() == "bearer" and credentials else None
-
-
 def add_live_routes(api: APIRouter, service: FerryService, accounts: Accounts,
                     authorize: Callable[..., Principal]) -> None:
     caller_of = Depends(authorize)
@@ -83,8 +80,11 @@ def add_live_routes(api: APIRouter, service: FerryService, accounts: Accounts,
     @api.get("/events", tags=["console"],
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "Server-Sent Events: inventory and jobs"}})
-    async def events(request: Request) -> StreamingResponse:
-        return StreamingResponse(_stream(_token_of(request)), media_type="text/event-stream",
+    async def events(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> StreamingResponse:
+        token = credentials.credentials if credentials else None
+        return StreamingResponse(_stream(token), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 

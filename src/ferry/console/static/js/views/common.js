@@ -27,3 +27,9 @@ export function inventory() {
 export function needs(role, what) {
   return `${what} needs role ${role}`;
 }
+
+/** A view that ``draw`` makes now and again at each push of ``part``. */
+export function redrawnOn(part, draw) {
+  draw();
+  return {update: (pushed) => pushed === part && draw()};
+}

@@ -1,6 +1,6 @@
 import {h, replaceChildren, table} from '../dom.js';
 import {mib} from '../format.js';
-import {heading, inventory} from './common.js';
+import {heading, inventory, redrawnOn} from './common.js';
 
 export function mount(view) {
   function draw() {
@@ -26,6 +26,5 @@ export function mount(view) {
           host.maintenance ? 'yes' : 'no',
         ]), 'Hosts'));
   }
-  draw();
-  return {update: (name) => name === 'inventory' && draw()};
+  return redrawnOn('inventory', draw);
 }

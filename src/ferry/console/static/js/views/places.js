@@ -2,7 +2,7 @@
 
 import {badge, h, replaceChildren, table} from '../dom.js';
 import {bytes} from '../format.js';
-import {heading, inventory} from './common.js';
+import {heading, inventory, redrawnOn} from './common.js';
 
 export function mountDatastores(view, name) {
   function draw() {
@@ -16,8 +16,7 @@ export function mountDatastores(view, name) {
           pool.host, pool.name, pool.pool_type, pool.active ? 'yes' : 'no',
           bytes(pool.capacity), bytes(pool.available)])))));
   }
-  draw();
-  return {update: (what) => what === 'inventory' && draw()};
+  return redrawnOn('inventory', draw);
 }
 
 export function mountNetworks(view, name) {
@@ -31,6 +30,5 @@ export function mountNetworks(view, name) {
           net.active ? 'yes' : 'no', net.portgroups.join(', ') || '-',
           net.internal_only ? 'yes' : 'no'])));
   }
-  draw();
-  return {update: (what) => what === 'inventory' && draw()};
+  return redrawnOn('inventory', draw);
 }

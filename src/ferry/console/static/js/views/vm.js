@@ -4,7 +4,7 @@ import {may, post, session} from '../api.js';
 import {badge, facts, h, replaceChildren, table} from '../dom.js';
 import {mib} from '../format.js';
 import {findVm} from '../state.js';
-import {alertBox, heading, needs} from './common.js';
+import {alertBox, heading, needs, redrawnOn} from './common.js';
 
 const POWER = [
   ['on', 'Power on', (vm) => vm.state !== 'running'],
@@ -74,6 +74,5 @@ export function mount(view, name) {
           table(['MAC', 'Network', 'Port group', 'Model'], vm.interfaces.map((nic) => [
             nic.mac, nic.network || nic.kind, nic.portgroup, nic.model])))));
   }
-  draw();
-  return {update: (what) => what === 'inventory' && draw()};
+  return redrawnOn('inventory', draw);
 }
