@@ -348,7 +348,8 @@ def _by_host(items: Iterable[H]) -> dict[str, list[H]]:
 
 
 # How a moved disk is written on its new datastore: as it was, qcow2 (thin),
-# raw with space reserved (thick-lazy), or raw fully written (thick-eager).
+# raw with space reserved (thick-lazy), or raw reserved and written by the copy
+# (thick-eager).
 DISK_FORMATS = ("same", "thin", "thick-lazy", "thick-eager")
 # format name -> (file format, preallocation: None | "falloc" | "full"), for all but "same"
 TARGET_FORMATS: dict[str, tuple[str, str | None]] = {

@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape
 
 import libvirt
 
-from ferry.errors import FerryError, NotFound, VirtError
+from ferry.errors import NotFound, VirtError
 from ferry.virt import domxml
 from ferry.virt.base import ImageInfo
 from ferry.virt.libvirt_calls import LibvirtCalls
@@ -43,16 +43,10 @@ class StorageCalls(LibvirtCalls):
             f"<allocation unit='B'>{allocation}</allocation>"
             f"<target><format type='{escape(fmt)}'/></target></volume>"
         )
+        # No wipe for "full": libvirt zeroes a volume's allocation from offset 0, and
+        # a filesystem counts its extent blocks in that allocation, so the file can
+        # grow past the disk's size. The copy writes every block instead.
         vol = self._call(f"create volume {name} in {pool}", lambda: handle.createXML(xml, 0))
-        if preallocation == "full":
-            # Zero-wiping a fully allocated file writes every block (libvirt only
-            # truncates a sparse one), which is what "eagerly zeroed" means.
-            try:
-                self._call(f"zero volume {name} in {pool}", lambda: vol.wipePattern(
-                    libvirt.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0))
-            except FerryError:
-                self._call(f"delete volume {name}", lambda: vol.delete(0))
-                raise
         return str(vol.path())
 
     def find_volume(self, pool: str, name: str) -> str | None:

@@ -16,9 +16,9 @@ class Volumes(Named, Protocol):
                       preallocation: str | None = None) -> str:
         """Create a volume and return its path on the host.
 
-        ``preallocation`` None keeps it sparse (thin); "falloc" reserves every
-        byte without writing it (thick, lazily zeroed); "full" also writes
-        zeros over all of it (thick, eagerly zeroed).
+        ``preallocation`` None keeps it sparse (thin); "falloc" and "full"
+        reserve every byte without writing it. Writing every block of a "full"
+        (eagerly zeroed) file is the copy's work, not the creation's.
         """
         ...
 
