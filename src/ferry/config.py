@@ -18,6 +18,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ferry.errors import ConfigError
+
 DEFAULT_HOME = Path("/var/lib/ferry")
 DEFAULT_LISTEN = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -55,6 +57,24 @@ def ca_file() -> str | None:
     return os.environ.get(CA_FILE_ENV) or None
 
 
+# How long a move whose link failed during post-copy waits for it to return, resuming.
+POSTCOPY_RECOVERY_ENV = "FERRY_POSTCOPY_RECOVERY_S"
+DEFAULT_POSTCOPY_RECOVERY_S = 300.0
+
+
+def postcopy_recovery_s() -> float:
+    text = os.environ.get(POSTCOPY_RECOVERY_ENV, "")
+    if not text:
+        return DEFAULT_POSTCOPY_RECOVERY_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{POSTCOPY_RECOVERY_ENV}={text!r}: give a number of seconds above 0")
+    return seconds
+
+
 def ensure_token() -> str:
     """The API token, created on first use with owner-only permissions."""
     path = token_file()
@@ -83,6 +103,7 @@ class ServerSettings:
     database_url: str = ""
     tls_cert: str | None = None  # PEM certificate (chain) the API serves HTTPS with
     tls_key: str | None = None  # its unencrypted PEM private key
+    postcopy_recovery_s: float = DEFAULT_POSTCOPY_RECOVERY_S
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -92,4 +113,5 @@ class ServerSettings:
             database_url=database_url(),
             tls_cert=os.environ.get(TLS_CERT_ENV) or None,
             tls_key=os.environ.get(TLS_KEY_ENV) or None,
+            postcopy_recovery_s=postcopy_recovery_s(),
         )

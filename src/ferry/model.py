@@ -35,6 +35,18 @@ class MigrationSide(StrEnum):
     OUTGOING = "outgoing"
 
 
+class PostcopyState(StrEnum):
+    """Where a VM stands in post-copy, as its host's libvirt says (state and reason).
+
+    In post-copy neither host holds the whole VM: the destination runs it and
+    fetches from the source the pages it has not received yet.
+    """
+
+    NONE = "none"  # not in post-copy
+    ACTIVE = "active"  # post-copy runs: source paused, destination running
+    FAILED = "failed"  # interrupted: libvirt saw the link fail; recovery may resume it
+
+
 @dataclass(frozen=True)
 class MoveHold:
     """What holds a VM in a move: ferry's unfinished job, or a migration ferry did not start."""
@@ -133,6 +145,7 @@ class VM:
     cpu_xml: str | None = None  # the <cpu> element, for the destination's own comparison
     # What libvirt says: this domain is the source or the destination's copy of a migration.
     migration: MigrationSide | None = None
+    postcopy: PostcopyState = PostcopyState.NONE
     # Set by the control plane: the move the VM is in (ferry's job, or libvirt's word).
     moving: MoveHold | None = None
     # False: its host does not answer now; this is what the host said last
@@ -245,6 +258,17 @@ class Cluster:
     hosts: tuple[str, ...] = ()
     created_at: float = 0.0
     evc: EvcMode | None = None
+    migration_policy: str | None = None  # its VMs' moves' policy unless one is asked
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """The convergence policy a live move of one VM runs with when none is asked."""
+
+    vm: str
+    default: str | None  # the VM's own default, if it has one
+    policy: str  # what a move of it runs with now
+    why: str  # "VM web1's default", "cluster prod's default", "ferry's default"
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ def build_server(settings: config.ServerSettings | None = None) -> Server:
     # VMs are made from the lab's guest image: the only image ferry ships.
     plane = ControlPlane(store, open_host, heartbeat=collector,
                          guest_domain_type=lab_domain_type(), vm_factory=LabVMFactory(),
-                         server_name=f"{socket.gethostname()}:{settings.port}")
+                         server_name=f"{socket.gethostname()}:{settings.port}",
+                         postcopy_recovery_s=settings.postcopy_recovery_s)
     try:
         plane.refresh()
     except FerryError:

@@ -26,6 +26,7 @@ from ferry.model import (
     Host,
     Inventory,
     Network,
+    PolicyChoice,
     Pool,
 )
 
@@ -136,6 +137,18 @@ class FerryService:
 
     def enable_evc(self, cluster: str, mode: str) -> EvcReport:
         """``mode``: "auto" (the hosts' baseline) or a CPU model; refused naming offenders."""
+        raise NotImplementedError
+
+    def set_cluster_policy(self, cluster: str, policy: str | None) -> Cluster:
+        """The convergence policy of its VMs' moves when none is asked; None: ferry's."""
+        raise NotImplementedError
+
+    def vm_policy(self, vm: str) -> PolicyChoice:
+        """The policy a live move of ``vm`` runs with when none is asked, and why."""
+        raise NotImplementedError
+
+    def set_vm_policy(self, vm: str, policy: str | None) -> PolicyChoice:
+        """The VM's own default policy; None: its cluster's, else ferry's."""
         raise NotImplementedError
 
     def disable_evc(self, cluster: str) -> EvcReport:

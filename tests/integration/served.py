@@ -39,8 +39,10 @@ def _free_port() -> int:
 class ServedFerry:
     """One ``ferry serve`` process on a database; restartable on the same port."""
 
-    def __init__(self, lab: LabEnv, database_url: str, log: Path, name: str) -> None:
+    def __init__(self, lab: LabEnv, database_url: str, log: Path, name: str,
+                 env: dict[str, str] | None = None) -> None:
         self.lab = lab
+        self.extra_env = env or {}
         self.database_url = database_url
         self.log = log
         self.name = name
@@ -59,6 +61,7 @@ class ServedFerry:
         env.update(FERRY_HOME=str(self.lab.ferry_home), FERRY_DATABASE_URL=self.database_url,
                    FERRY_LISTEN="127.0.0.1", FERRY_PORT=str(self.port), FERRY_URL=self.url)
         env.pop("FERRY_TOKEN", None)
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
@@ -139,7 +142,8 @@ class ServedFerry:
         self.client.close()
 
 
-ServeFactory = Callable[[str, str], ServedFerry]
+ServeFactory = Callable[..., ServedFerry]
+"""(name, database URL, env=None): a started server; env adds to its environment."""
 
 
 @pytest.fixture
@@ -152,8 +156,8 @@ def serve_ferry(lab: LabEnv, make_vm: Callable[..., None],
     """
     served: list[ServedFerry] = []
 
-    def start(name: str, database_url: str) -> ServedFerry:
-        server = ServedFerry(lab, database_url, tmp_path / f"{name}.log", name)
+    def start(name: str, database_url: str, env: dict[str, str] | None = None) -> ServedFerry:
+        server = ServedFerry(lab, database_url, tmp_path / f"{name}.log", name, env)
         served.append(server)
         server.start()
         if not server.client.list_hosts():

@@ -33,6 +33,9 @@ def test_every_move_is_live_peer_to_peer_persistent_and_encrypted_by_default() -
     ({"allow_postcopy": True}, libvirt.VIR_MIGRATE_POSTCOPY),
     ({"auto_converge": True}, libvirt.VIR_MIGRATE_AUTO_CONVERGE),
     ({"shared_storage_proven": True}, libvirt.VIR_MIGRATE_UNSAFE),
+    # A resume is the interrupted post-copy asked again: post-copy stays set.
+    ({"postcopy_resume": True},
+     libvirt.VIR_MIGRATE_POSTCOPY | libvirt.VIR_MIGRATE_POSTCOPY_RESUME),
 ])
 def test_each_option_adds_its_flag_and_nothing_else(option: dict[str, bool], flag: int) -> None:
     expected = (BASE_FLAGS | libvirt.VIR_MIGRATE_TLS | flag) if option != {"tls": False} \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ferry.engine.reconcile import (
@@ -13,7 +15,7 @@ from ferry.engine.reconcile import (
     judge_live,
     judge_storage,
 )
-from ferry.model import VM, Disk, MigrationSide, VMState
+from ferry.model import VM, Disk, MigrationSide, PostcopyState, VMState
 
 UUID = "0d7e6f4e-0000-4000-8000-000000000001"
 
@@ -70,6 +72,21 @@ def test_live_rules(src: VM | None, dst: VM | None, expected: Decision) -> None:
         assert running_after["host2"] and Act.RESUME_SOURCE not in decision.acts
     if decision.outcome is Outcome.FAILED:
         assert Act.DESTROY_SOURCE not in decision.acts and Act.RESUME_DEST not in decision.acts
+
+
+def postcopy(found: VM, state: PostcopyState) -> VM:
+    return replace(found, postcopy=state)
+
+
+def test_a_vm_in_postcopy_is_followed_and_one_whose_postcopy_failed_is_never_touched() -> None:
+    # In post-copy the destination runs the VM and the source holds the pages it lacks:
+    # the "paused leftover" rule would destroy them.
+    active = judge_live(on("host1", postcopy(vm("host1", VMState.PAUSED), PostcopyState.ACTIVE)),
+                        on("host2", postcopy(vm("host2"), PostcopyState.ACTIVE)))
+    assert active == Decision(Outcome.FOLLOW)
+    failed = judge_live(on("host1", postcopy(vm("host1", VMState.PAUSED), PostcopyState.FAILED)),
+                        on("host2", postcopy(vm("host2"), PostcopyState.FAILED)))
+    assert failed == Decision(Outcome.UNRESOLVED)
 
 
 def test_a_host_that_does_not_answer_is_waited_for_never_guessed_about() -> None:

@@ -44,6 +44,8 @@ from ferry.api.schemas import (
     JobOut,
     MigrationCreate,
     NetworkOut,
+    PolicyChoiceOut,
+    PolicyDefault,
     PolicyOut,
     PowerRequest,
     ServerOut,
@@ -256,6 +258,10 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
     def remove_cluster_host(name: ClusterPath, host: HostPath) -> ClusterOut:
         return to_schema(ClusterOut, service.remove_cluster_host(name, host))
 
+    @api.put("/clusters/{name}/policy", response_model=ClusterOut, tags=["clusters"])
+    def set_cluster_policy(name: ClusterPath, body: PolicyDefault) -> ClusterOut:
+        return to_schema(ClusterOut, service.set_cluster_policy(name, body.policy))
+
     @api.get("/clusters/{name}/evc", response_model=EvcReportOut, tags=["clusters"])
     def evc_report(name: ClusterPath) -> EvcReportOut:
         return to_schema(EvcReportOut, service.evc_report(name))
@@ -292,6 +298,14 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
     @api.get("/vms/{name}", response_model=VMOut, tags=["vms"])
     def get_vm(name: VMRef) -> VMOut:
         return to_schema(VMOut, service.get_vm(name))
+
+    @api.get("/vms/{name}/policy", response_model=PolicyChoiceOut, tags=["vms"])
+    def vm_policy(name: VMRef) -> PolicyChoiceOut:
+        return to_schema(PolicyChoiceOut, service.vm_policy(name))
+
+    @api.put("/vms/{name}/policy", response_model=PolicyChoiceOut, tags=["vms"])
+    def set_vm_policy(name: VMRef, body: PolicyDefault) -> PolicyChoiceOut:
+        return to_schema(PolicyChoiceOut, service.set_vm_policy(name, body.policy))
 
     @api.post("/vms", response_model=VMOut, status_code=status.HTTP_201_CREATED, tags=["vms"])
     def create_vm(body: VMCreate) -> VMOut:

@@ -288,6 +288,17 @@ class PolicyOut(Out):
     max_seconds: int
     throttle_initial_pct: int | None = None
     throttle_increment_pct: int | None = None
+    predict: bool = False
+    postcopy_at_any_risk: bool = False
+
+
+class PolicyChoiceOut(Out):
+    """The convergence policy a live move of a VM runs with when none is asked."""
+
+    vm: str
+    default: str | None = None
+    policy: str
+    why: str
 
 
 class ServerOut(Out):
@@ -352,6 +363,7 @@ class ClusterOut(Out):
     hosts: list[str] = []
     created_at: float = 0.0
     evc: EvcModeOut | None = None
+    migration_policy: str | None = None
 
 
 class EvcHostOut(Out):
@@ -429,7 +441,14 @@ class MigrationCreate(In):
     cold: bool = False
     policy: str | None = Field(default=None, min_length=1, max_length=64,
                                description="convergence policy of a live move between hosts "
-                               "(GET /policies); none: the default")
+                               "(GET /policies); none: the VM's default, else its cluster's, "
+                               "else ferry's (auto)")
+
+
+class PolicyDefault(In):
+    policy: str | None = Field(default=None, min_length=1, max_length=64,
+                               description="the default convergence policy (GET /policies); "
+                               "null: none of its own")
 
 
 class HostUpdate(In):

@@ -64,6 +64,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
                                              "adding a host to a cluster", "path:name"),
     ("DELETE", "/clusters/{name}/hosts/{host}"): Rule(
         Role.ADMIN, "cluster.host.remove", "removing a host from a cluster", "path:name"),
+    ("PUT", "/clusters/{name}/policy"): Rule(Role.ADMIN, "cluster.policy.set",
+                                             "setting a cluster's default policy", "path:name"),
     ("GET", "/clusters/{name}/evc"): _read("cluster evc", "path:name"),
     ("PUT", "/clusters/{name}/evc"): Rule(Role.ADMIN, "cluster.evc.enable",
                                           "enabling EVC on a cluster", "path:name"),
@@ -74,6 +76,9 @@ ROUTES: dict[tuple[str, str], Rule] = {
     # VMs and moves: the operator's daily work
     ("GET", "/vms"): _read("vms"),
     ("GET", "/vms/{name}"): _read("vm", "path:name"),
+    ("GET", "/vms/{name}/policy"): _read("vm policy", "path:name"),
+    ("PUT", "/vms/{name}/policy"): Rule(Role.OPERATOR, "vm.policy.set",
+                                        "setting a VM's default policy", "path:name"),
     ("POST", "/vms"): Rule(Role.OPERATOR, "vm.create", "creating a VM", "body:name"),
     ("POST", "/vms/{name}/power"): Rule(Role.OPERATOR, "vm.power", "powering a VM",
                                         "path:name"),

@@ -25,6 +25,7 @@ from ferry.api.schemas import (
     InventoryOut,
     JobOut,
     NetworkOut,
+    PolicyChoiceOut,
     PolicyOut,
     ServerOut,
     TokenCreated,
@@ -308,6 +309,17 @@ class FerryClient:
 
     def list_policies(self) -> list[PolicyOut]:
         return self._many(PolicyOut, self._request("GET", "/policies"))
+
+    def set_cluster_policy(self, cluster: str, policy: str | None) -> ClusterOut:
+        return self._one(ClusterOut, self._request(
+            "PUT", f"/clusters/{_seg(cluster)}/policy", json={"policy": policy}))
+
+    def vm_policy(self, vm: str) -> PolicyChoiceOut:
+        return self._one(PolicyChoiceOut, self._request("GET", f"/vms/{_seg(vm)}/policy"))
+
+    def set_vm_policy(self, vm: str, policy: str | None) -> PolicyChoiceOut:
+        return self._one(PolicyChoiceOut, self._request(
+            "PUT", f"/vms/{_seg(vm)}/policy", json={"policy": policy}))
 
     def list_jobs(self, limit: int = 100) -> list[JobOut]:
         return self._many(JobOut, self._request("GET", "/jobs", params={"limit": limit}))

@@ -1,4 +1,4 @@
-"""``ferry lab up|status|down``: the multi-host lab on this machine.
+"""``ferry lab up|status|down|link|cert|cpu``: the multi-host lab on this machine.
 
 The lab is a local tool (it builds namespaces and daemons here), so these
 commands run directly rather than through the API.
@@ -106,6 +106,26 @@ def _cpu(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _link(args: argparse.Namespace, ctx: Context) -> int:
+    from ferry.lab.lab import cut_link, restore_link, set_link
+
+    how = args.how.lower()
+    if how == "down":
+        cut_link(args.host)
+        print(f"lab: {args.host}'s link is unplugged: its migrations and libvirtd are cut off "
+              f"(ferry lab link {args.host} up plugs it back)")
+    elif how == "up":
+        restore_link(args.host)
+        print(f"lab: {args.host}'s link is plugged in again")
+    elif how == "unshaped":
+        set_link(args.host, None)
+        print(f"lab: {args.host}'s link runs at full speed")
+    else:
+        set_link(args.host, how)
+        print(f"lab: {args.host}'s link is shaped to {how}")
+    return 0
+
+
 def register(commands: Commands) -> None:
     up = commands.add("up", _up, "Build the lab: N libvirt hosts on this machine", group="lab")
     up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
@@ -120,6 +140,12 @@ def register(commands: Commands) -> None:
                       f"(default {layout.MIGRATION_GATEWAY}, the lab's bridge on this machine)")
     cert.add_argument("--out", help="directory for api-cert.pem and api-key.pem "
                       "(default $FERRY_HOME/tls)")
+    link = commands.add("link", _link, "Cut, restore or shape one lab host's link while "
+                        "moves run", group="lab")
+    link.add_argument("host")
+    link.add_argument("how", metavar="down|up|unshaped|RATE",
+                      help="down: unplug it; up: plug it back; unshaped: full speed; a tc "
+                      "rate such as 1gbit or 100mbit: shape it")
     cpu = commands.add("cpu", _cpu, "Give one lab host an older CPU", group="lab")
     cpu.add_argument("host")
     cpu.add_argument("--hide", help="comma list of CPU features the host should lack, e.g. aes")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ferry import validate
+from ferry import config, validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding
 from ferry.engine.clusters import ClusterService
@@ -24,6 +24,7 @@ from ferry.engine.jobs import JobHandle
 from ferry.engine.maintenance import Evacuation
 from ferry.engine.moves import MoveStarter
 from ferry.engine.placement import evacuation_scope
+from ferry.engine.policy import policy_named
 from ferry.engine.preflight import FactGatherer
 from ferry.engine.reconcile import Reconciler
 from ferry.engine.runner import LEASE_S, JobBody, JobRunner
@@ -34,7 +35,16 @@ from ferry.engine.vms import VMActions, VMFactory
 from ferry.errors import InputError
 from ferry.figures import Figures
 from ferry.job import Job, JobKind, JobState, Phase, ServerInfo
-from ferry.model import VM, Cluster, EvcReport, Host, Inventory, Network, VMState
+from ferry.model import (
+    VM,
+    Cluster,
+    EvcReport,
+    Host,
+    Inventory,
+    Network,
+    PolicyChoice,
+    VMState,
+)
 from ferry.service import DatastoreView, FerryService, HostSettingsUpdate, VMCreateRequest
 from ferry.store.db import Store
 from ferry.virt.base import Connector, HostConnection
@@ -50,6 +60,7 @@ class ControlPlane(FerryService):
         vm_factory: VMFactory | None = None,
         server_name: str | None = None,
         lease_s: float = LEASE_S,
+        postcopy_recovery_s: float = config.DEFAULT_POSTCOPY_RECOVERY_S,
     ) -> None:
         self._store = store
         self._lease_s = lease_s
@@ -69,7 +80,8 @@ class ControlPlane(FerryService):
                                   self._guest_type_on, vm_factory)
         self._moves = MoveStarter(store, self._inventory, self._vms, self._conn,
                                   self._gatherer, self._slots_taken, self._actions.fresh,
-                                  heartbeat, Confirmer(self._conn, self._hosts.wait))
+                                  heartbeat, Confirmer(self._conn, self._hosts.wait),
+                                  postcopy_recovery_s)
         reconciler = Reconciler(self._conn, self._resume_evacuation)
         # After a job, where its VM now is; every move refreshes fully (datastore
         # probes included) before it is judged, so that need not be done here too.
@@ -146,6 +158,23 @@ class ControlPlane(FerryService):
 
     def get_vm(self, name: str) -> VM:
         return self._vms.get(name)
+
+    # -- default convergence policies (ferry.engine.policy) --------------------
+    def set_cluster_policy(self, cluster: str, policy: str | None) -> Cluster:
+        """``policy`` None: the cluster's VMs fall back on ferry's default."""
+        self._store.set_cluster_policy(cluster, policy_named(policy).name if policy else None)
+        return self._store.cluster(cluster)
+
+    def set_vm_policy(self, vm: str, policy: str | None) -> PolicyChoice:
+        """``policy`` None: the VM falls back on its cluster's default, else ferry's."""
+        name = policy_named(policy).name if policy else None
+        self._store.set_vm_policy(self._vms.get(vm).uuid, name)
+        return self.vm_policy(vm)
+
+    def vm_policy(self, vm: str) -> PolicyChoice:
+        found = self._vms.get(vm)
+        chosen, why = self._moves.policy_for(found, None)
+        return PolicyChoice(found.name, self._store.vm_policy(found.uuid), chosen, why)
 
     def list_datastores(self) -> list[DatastoreView]:
         return self._inventory.list_datastores()

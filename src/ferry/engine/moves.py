@@ -19,12 +19,17 @@ from ferry.engine.confirm import Confirmer
 from ferry.engine.diskplan import SUPPORTED_FORMATS, DiskMove, TargetFiles, plan_moves
 from ferry.engine.inventory import InventoryCache
 from ferry.engine.jobs import JobHandle
-from ferry.engine.policy import DEFAULT_POLICY, policy_named
+from ferry.engine.policy import (
+    DEFAULT_POLICY,
+    choose_policy,
+    policy_named,
+    postcopy_blocker,
+)
 from ferry.engine.preflight import FactGatherer, SourceFacts
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, VMotion
-from ferry.errors import InputError, NotFound, RefusedError
+from ferry.errors import FerryError, InputError, NotFound, RefusedError
 from ferry.job import Job, JobKind, MoveSpec, Phase
 from ferry.model import VM, Cluster, Inventory, Pool, VMState
 from ferry.store.db import Store
@@ -35,7 +40,9 @@ class MoveStarter:
     def __init__(self, store: Store, inventory: InventoryCache, vms: VMIndex,
                  conn: Callable[[str], HostConnection], gatherer: FactGatherer,
                  slots_taken: Callable[[], dict[str, int]], fresh: Callable[[VM, str], VM],
-                 heartbeat: HeartbeatSource | None, confirmer: Confirmer) -> None:
+                 heartbeat: HeartbeatSource | None, confirmer: Confirmer,
+                 postcopy_recovery_s: float) -> None:
+        self._postcopy_recovery_s = postcopy_recovery_s
         self._store = store
         self._inventory = inventory
         self._vms = vms
@@ -110,8 +117,10 @@ class MoveStarter:
               parent: str | None = None, requested_by: str | None = None,
               policy: str | None = None) -> Job:
         """``requested_by``: the user who asked (an evacuation's moves: the evacuation's);
-        ``policy``: the convergence policy of a live move between hosts (None: default)."""
-        policy = policy_named(policy or DEFAULT_POLICY).name  # refused before any reading
+        ``policy``: the convergence policy of a live move between hosts (None: the VM's
+        default, else its cluster's, else ferry's)."""
+        if policy is not None:
+            policy = policy_named(policy).name  # refused before any reading
         current = self._vms.get(vm)
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
@@ -168,16 +177,20 @@ class MoveStarter:
     def _record(self, kind: JobKind, vm: VM, dest_host: str, request: MoveRequest,
                 findings: list[Finding], warnings: list[Finding], against: str,
                 parent: str | None, state_check: str, requested_by: str | None,
-                policy: str = DEFAULT_POLICY) -> Job:
+                policy: tuple[str, str] | None = None) -> Job:
         """The judged move, recorded queued with what any server needs to run it."""
         spec = MoveSpec(vm.uuid, request.dest_host, request.dest_datastore,
                         request.disk_format, request.disks, request.cold,
                         tuple(finding_dict(f) for f in warnings),
-                        encrypted=stream_encrypted(findings), policy=policy)
+                        encrypted=stream_encrypted(findings),
+                        policy=policy[0] if policy else DEFAULT_POLICY)
         handle = JobHandle.create(
             self._store, kind, vm.name, vm.host, dest_host, vm.uuid, spec=spec,
             slot_hosts=(vm.host, dest_host), parent_id=parent, requested_by=requested_by)
         handle.event(Phase.STATE_CHECK, state_check)
+        if policy is not None:
+            handle.event(Phase.STATE_CHECK, f"convergence policy {policy[0]} ({policy[1]})",
+                         policy=policy[0])
         handle.checked(findings, warnings, against)
         assert self._queue is not None, "the control plane wires the queue before any move"
         return self._queue(handle)
@@ -185,8 +198,9 @@ class MoveStarter:
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
                      findings: list[Finding], warnings: list[Finding],
                      parent: str | None = None, requested_by: str | None = None,
-                     policy: str = DEFAULT_POLICY) -> Job:
-        """Queue a judged live move (host, or host and datastore) on the slots."""
+                     policy: str | None = None) -> Job:
+        """Queue a judged live move (host, or host and datastore) on the slots, with the
+        policy asked, else the VM's or its cluster's default, else ferry's."""
         dest_host, dest_datastore = request.dest_host, request.dest_datastore
         assert dest_host is not None
         if dest_datastore is not None:  # refused now, not when it would start
@@ -196,7 +210,14 @@ class MoveStarter:
                             dest_host + (f", datastore {dest_datastore}"
                                          if dest_datastore else ""),
                             parent, f"{current.name} is {current.state.value} on {current.host}",
-                            requested_by, policy)
+                            requested_by, self.policy_for(current, policy))
+
+    def policy_for(self, vm: VM, asked: str | None) -> tuple[str, str]:
+        """The policy a live move of ``vm`` runs with, and why (see choose_policy)."""
+        cluster = self._store.host(vm.host).cluster
+        cluster_default = self._store.cluster(cluster).migration_policy if cluster else None
+        return choose_policy(asked, vm.name, self._store.vm_policy(vm.uuid), cluster,
+                             cluster_default)
 
     def _start_storage_move(self, vm: VM, datastore: str, disk_format: str,
                             disks: tuple[str, ...], requested_by: str | None) -> Job:
@@ -266,6 +287,12 @@ class MoveStarter:
             return ColdMigration(current, source, dest, files, transport_of(uris)).run
         dest_record = self._store.host(target)
         policy = policy_named(spec.policy)
+        blocked = None
+        if policy.allow_postcopy:
+            blocked = postcopy_blocker({c.name: _libvirt_version(c) for c in (source, dest)},
+                                       files is not None, current.domain_type)
+            if blocked is not None and not policy.postcopy_at_any_risk:
+                policy = replace(policy, allow_postcopy=False)
         options = MigrationOptions(
             dest_uri=dest_record.uri,
             migration_address=dest_record.migration_address,
@@ -281,6 +308,7 @@ class MoveStarter:
             options=options, policy=policy, subscribe_lifecycle=self._inventory.subscribe,
             heartbeat=self._heartbeat, warnings=list(spec.warnings),
             files=files, reach=self._conn, confirmer=self._confirmer,
+            postcopy_blocked=blocked, recovery_wait_s=self._postcopy_recovery_s,
         ).run
 
     def _planned(self, source_pools: list[Pool], vm: VM, datastore: str,
@@ -301,3 +329,9 @@ class MoveStarter:
                 f"{what} refused: {len(blocking)} requirement(s) not met", blocking)
         return findings, [f for f in findings if f.status is Status.WARNING]
 
+
+def _libvirt_version(conn: HostConnection) -> str | None:
+    try:
+        return conn.facts().libvirt_version
+    except FerryError:
+        return None

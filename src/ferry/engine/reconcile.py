@@ -24,7 +24,7 @@ from ferry.engine.cleanup import finish_resources
 from ferry.engine.jobs import JobHandle
 from ferry.errors import FerryError
 from ferry.job import Job, JobKind, JobState, Phase
-from ferry.model import VM, MigrationSide, VMState
+from ferry.model import VM, MigrationSide, PostcopyState, VMState
 from ferry.reports import EvacuationReport, Reconciled
 from ferry.virt.base import HostConnection
 
@@ -88,7 +88,15 @@ def judge_live(src: Seen, dst: Seen) -> Decision:
     """A live migration between hosts, judged on both hosts' answers. Pure."""
     if not (src.answered and dst.answered):
         return Decision(Outcome.WAIT)
+    postcopy = {s.vm.postcopy for s in (src, dst) if s.vm is not None}
+    if PostcopyState.FAILED in postcopy:
+        # Each host holds part of the VM's memory: destroying or resuming either side
+        # would lose the rest. Only a post-copy resume (the move's own, or the admin's)
+        # can end this.
+        return Decision(Outcome.UNRESOLVED)
     if src.vm is not None and src.vm.migration is MigrationSide.OUTGOING:
+        return Decision(Outcome.FOLLOW)
+    if PostcopyState.ACTIVE in postcopy:
         return Decision(Outcome.FOLLOW)
     incoming = dst.vm is not None and dst.vm.migration is MigrationSide.INCOMING
     if dst.running:

@@ -29,10 +29,12 @@ from ferry.engine.confirm import (
 from ferry.engine.diskplan import TargetFiles
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import ActionKind, ConvergencePolicy, Tracking, decide
+from ferry.engine.recovery import PostcopyRecovery
 from ferry.engine.revive import GuestCheck, HeartbeatListener
 from ferry.engine.trace import trace_of
 from ferry.errors import FerryError, MigrationCancelled, MigrationError
 from ferry.job import JobState, Phase
+from ferry.model import PostcopyState
 from ferry.reports import GuestCheckReport, LiveProgress, LiveReport, WarningNote
 from ferry.virt.base import HostConnection, MigrationOptions, MigrationStats
 
@@ -64,10 +66,16 @@ class VMotion:
     # later what a host that did not answer holds.
     reach: Reach | None = None
     confirmer: Confirmer | None = None
+    # Why post-copy is not safe for this move (None: it is; the policy then does not use
+    # it unless it takes the risk), and how long a post-copy whose link failed waits
+    # for it to return.
+    postcopy_blocked: str | None = None
+    recovery_wait_s: float = 300.0
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
     _ended_mono: float = 0.0
     _aborted_on_cancel: bool = False  # ferry aborted the copy because a user cancelled
+    _postcopy_asked: bool = False  # the policy switched the move to post-copy
 
     def run(self, job: JobHandle) -> None:
         """Migrate; always ends the job in a final state, never raises."""
@@ -78,6 +86,15 @@ class VMotion:
         samples: list[MigrationStats] = []
         actions: list[str] = []
         ended_mono: float | None = None
+        stranded: MigrationError | None = None
+        if self.postcopy_blocked is not None and self.policy.allow_postcopy:
+            actions.append(f"post-copy at risk: {self.postcopy_blocked}")
+            job.event(Phase(job.job.phase), f"policy {self.policy.name}: post-copy is used as "
+                      f"asked, at a risk: {self.postcopy_blocked}")
+        elif self.postcopy_blocked is not None:
+            actions.append(f"post-copy not used: {self.postcopy_blocked}")
+            job.event(Phase(job.job.phase), f"policy {self.policy.name}: post-copy is not "
+                      f"used for this move ({self.postcopy_blocked}); it throttles instead")
         try:
             try:
                 self.source.set_max_downtime(self.vm, self.policy.initial_downtime_ms)
@@ -94,6 +111,8 @@ class VMotion:
                     m.as_copy() for m in self.files.moves))
             worker.start()
             self._watch(job, worker, samples, actions)
+            if outcome and self._in_postcopy():
+                stranded = self._recover(job, outcome, samples)
             ended_mono = time.monotonic()
             if not outcome:
                 # libvirt delivers the source's last event asynchronously, often
@@ -110,7 +129,12 @@ class VMotion:
         self._ended_mono = ended_mono
         report = self._report(started, started_mono, ended_mono, samples, actions,
                               succeeded=not outcome)
-        if outcome:
+        if stranded is not None:
+            # Neither host holds the whole VM: nothing is rolled back or removed.
+            job.event(Phase(job.job.phase), stranded.message)
+            job.finish(JobState.FAILED, replace(report, outcome=stranded.message),
+                       stranded.message)
+        elif outcome:
             self._rolled_back(job, outcome[0], report)
         else:
             self._completed(job, report)
@@ -121,6 +145,30 @@ class VMotion:
             self.source.migrate(self.vm, self.options, on_iteration=self._iteration(job))
         except BaseException as err:  # handed to the job thread, which reports it
             outcome.append(err)
+
+    def _in_postcopy(self) -> bool:
+        """Whether the failed move had entered post-copy: then only a resume saves it."""
+        try:
+            return self.source.postcopy_state(self.vm) is not PostcopyState.NONE
+        except FerryError:
+            # The source does not say: if post-copy was asked, it may have begun, and
+            # a rollback could destroy the only copy of pages the source lacks.
+            return self._postcopy_asked
+
+    def _recover(self, job: JobHandle, outcome: list[BaseException],
+                 samples: list[MigrationStats]) -> MigrationError | None:
+        """Resume the interrupted post-copy; None when it then completed (``outcome``
+        emptied), else the error that says where the VM's memory is."""
+        cause = outcome[0].message if isinstance(outcome[0], FerryError) else repr(outcome[0])
+        left = samples[-1].memory_remaining if samples else None
+        recovery = PostcopyRecovery(self.vm, self.source, self.dest.name, self.options,
+                                    self.recovery_wait_s, risk=self.postcopy_blocked)
+        try:
+            recovery.run(job, cause, left)
+        except MigrationError as err:
+            return err
+        outcome.clear()
+        return None
 
     def _abort(self, job: JobHandle, samples: list[MigrationStats]) -> None:
         try:
@@ -138,6 +186,10 @@ class VMotion:
 
     def _iteration(self, job: JobHandle) -> Callable[[int], None]:
         def on_iteration(number: int) -> None:
+            if Phase.SWITCHOVER in self._phases:
+                # QEMU counts one more pass as post-copy begins; the job is past pre-copy
+                # (and past the point where a cancel could return the VM).
+                return
             job.event(Phase.PRECOPY, f"pre-copy iteration {number}", iteration=number)
 
         return on_iteration
@@ -192,8 +244,9 @@ class VMotion:
                     if action.kind is ActionKind.SET_DOWNTIME:
                         self.source.set_max_downtime(self.vm, action.value)
                     elif action.kind is ActionKind.POSTCOPY:
+                        self._postcopy_asked = True
                         self.source.start_postcopy(self.vm)
-                    else:
+                    elif action.kind is ActionKind.ABORT:
                         self.source.abort_migration(self.vm)
                 except FerryError as err:
                     actions.append(f"{action.kind.value} failed: {err.message}")

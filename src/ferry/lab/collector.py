@@ -5,8 +5,8 @@ every 10 ms over UDP (see ``guest_agent.c``). The collector timestamps every
 datagram on receipt with :func:`time.monotonic` (and wall time for reports),
 so the largest gap between receipts is the downtime the VM's peers saw, and
 the missing sequence numbers tell how many heartbeats were lost rather than
-late. It also asks a guest to verify its disk writer's region and collects
-the ``FERRYVR1`` answer.
+late. It also asks a guest to verify its disk writer's region (``FERRYVR1``)
+and its memory writer's pages (``FERRYMC1``), and collects the answers.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ AGENT_PORT = layout.COLLECTOR_PORT + 1
 _MAX_DATAGRAM = 2048
 T = TypeVar("T")
 _VERIFY_FIELDS = ("blocks", "written", "valid", "corrupt", "stale", "max_seq", "ok")
+_MEMCHECK_FIELDS = ("pages", "valid", "stale", "torn", "misplaced", "pass", "ok")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,23 @@ class VerifyResult:
     ok: bool
 
 
+@dataclass(frozen=True)
+class MemoryCheck:
+    """The guest's memory writer, checked page by page: each page holds its index and
+    the pass that wrote it, with data derived from both. A page one pass behind is a
+    write the migration lost (stale); data that does not match its header is torn; a
+    page holding another page's index is misplaced."""
+
+    name: str
+    pages: int
+    valid: int
+    stale: int
+    torn: int
+    misplaced: int
+    passes: int  # passes the writer had made over its memory when it checked
+    ok: bool
+
+
 class _VmState:
     def __init__(self) -> None:
         self.times: deque[float] = deque(maxlen=HISTORY_PER_VM)
@@ -72,6 +90,7 @@ class _VmState:
         self.last: Heartbeat | None = None
         self.disk_acked = 0
         self.verify: list[tuple[float, VerifyResult]] = []
+        self.memchecks: list[tuple[float, MemoryCheck]] = []
         self.pongs: list[float] = []
 
 
@@ -276,6 +295,33 @@ class HeartbeatCollector:
             )
         return result
 
+    def request_memory_check(
+        self,
+        vm: str,
+        guest_address: str,
+        timeout: float = 60.0,
+        agent_port: int = AGENT_PORT,
+        spoil_page: int | None = None,
+    ) -> MemoryCheck:
+        """Have the guest's memory writer check every page it wrote (it pauses meanwhile).
+
+        ``spoil_page`` first sets that page one pass behind, as a lost write would
+        leave it: to show the check can fail."""
+
+        def answer(state: _VmState, sent_at: float) -> MemoryCheck | None:
+            for received_at, result in state.memchecks:
+                if received_at >= sent_at:
+                    return result
+            return None
+
+        command = b"memcheck" if spoil_page is None else f"memcheck spoil={spoil_page}".encode()
+        # A check reads the whole writer's memory: seconds under TCG; resend rarely.
+        result = self._request(vm, command, guest_address, agent_port, timeout, 10.0, answer)
+        if result is None:
+            raise LabError(f"guest {vm} at {guest_address} did not answer memcheck within "
+                           f"{timeout:g} s (is its workload a memory writer, mem:MIB?)")
+        return result
+
     def _request(
         self,
         vm: str,
@@ -356,6 +402,12 @@ class HeartbeatCollector:
                 )
                 state.verify.append((received_monotonic, result))
                 del state.verify[:-16]
+            elif kind == "FERRYMC1":
+                pages, valid, stale, torn, misplaced, passes, ok = _ints(fields, *_MEMCHECK_FIELDS)
+                check = MemoryCheck(fields["name"], pages, valid, stale, torn, misplaced,
+                                    passes, ok == 1)
+                state.memchecks.append((received_monotonic, check))
+                del state.memchecks[:-16]
             else:
                 state.pongs.append(received_monotonic)
                 del state.pongs[:-16]
@@ -385,6 +437,8 @@ def _parse(data: bytes) -> tuple[str, dict[str, str]] | None:
         required = ("seq", "mono_ns", "disk_acked")
     elif kind == "FERRYVR1":
         required = _VERIFY_FIELDS
+    elif kind == "FERRYMC1":
+        required = _MEMCHECK_FIELDS
     elif kind == "FERRYPONG":
         required = ()
     else:

@@ -1,5 +1,5 @@
 /*
- * ferry lab guest agent: heartbeat, memory writer, disk writer, verifier.
+ * ferry lab guest agent: heartbeat, memory writer, disk writer, verifiers.
  *
  * Built with `gcc -static -O2` by ferry.lab.guest and run by the guest's /init.
  * One process per role (fork), so a slow disk write or a busy memory writer
@@ -40,6 +40,11 @@
 struct shared {
     volatile uint64_t disk_acked;
     volatile int disk_stop;
+    /* A memory check: asked by the command loop, run by the memory writer
+     * between two pages, its counts handed back here. */
+    volatile uint64_t mem_asked, mem_done;
+    volatile uint64_t mem_spoil; /* 1 + a page to mark as lost first (to test the check) */
+    volatile uint64_t mem_pages, mem_valid, mem_stale, mem_torn, mem_misplaced, mem_pass;
 };
 
 static struct shared *shm;
@@ -158,21 +163,64 @@ static void heartbeat_loop(void) {
     }
 }
 
+/* A memory page: its index, the pass that wrote it, then data derived from both,
+ * so that any page can be checked on its own: a page the migration lost shows an
+ * older pass, a torn one data that does not match its header. */
+static void fill_page(uint64_t *words, size_t nwords, uint64_t index, uint64_t pass) {
+    uint64_t state = (index * 0x9E3779B97F4A7C15ULL) ^ (pass * 0xC2B2AE3D27D4EB4FULL) ^ 1;
+    words[0] = index;
+    words[1] = pass;
+    for (size_t i = 2; i < nwords; i++) words[i] = xorshift64(&state);
+}
+
+static int page_matches(const uint64_t *words, size_t nwords, uint64_t index, uint64_t pass) {
+    uint64_t state = (index * 0x9E3779B97F4A7C15ULL) ^ (pass * 0xC2B2AE3D27D4EB4FULL) ^ 1;
+    for (size_t i = 2; i < nwords; i++)
+        if (words[i] != xorshift64(&state)) return 0;
+    return 1;
+}
+
+/* Pages before `next` were rewritten in `pass`, the others still hold `pass - 1`. */
+static void check_memory(unsigned char *mem, size_t npages, size_t page, size_t next,
+                         uint64_t pass) {
+    uint64_t valid = 0, stale = 0, torn = 0, misplaced = 0;
+    if (shm->mem_spoil > 0 && shm->mem_spoil <= npages) {
+        uint64_t *words = (uint64_t *)(mem + (shm->mem_spoil - 1) * page);
+        words[1] -= 1; /* the page as a lost write leaves it: one pass behind */
+        shm->mem_spoil = 0;
+    }
+    for (size_t i = 0; i < npages; i++) {
+        const uint64_t *words = (uint64_t *)(mem + i * page);
+        uint64_t expect = i < next ? pass : pass - 1;
+        if (words[0] != i) misplaced++;
+        else if (words[1] != expect) stale++;
+        else if (!page_matches(words, page / 8, i, expect)) torn++;
+        else valid++;
+    }
+    shm->mem_pages = npages;
+    shm->mem_valid = valid;
+    shm->mem_stale = stale;
+    shm->mem_torn = torn;
+    shm->mem_misplaced = misplaced;
+    shm->mem_pass = pass;
+    __sync_synchronize();
+    shm->mem_done = shm->mem_asked;
+}
+
 static void memory_loop(long mib) {
     (void)setpriority(PRIO_PROCESS, 0, 19);
     size_t size = (size_t)mib * 1024 * 1024;
     unsigned char *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) die("memory writer mmap");
-    long page = sysconf(_SC_PAGESIZE);
-    for (size_t off = 0; off < size; off += (size_t)page) mem[off] = 1;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), npages = size / page;
+    for (size_t i = 0; i < npages; i++) fill_page((uint64_t *)(mem + i * page), page / 8, i, 0);
     printf("FERRY-MEMORY-WRITER mib=%ld\n", mib);
     fflush(stdout);
-    uint64_t state = 0x2545F4914F6CDD1DULL;
-    for (;;) {
+    for (uint64_t pass = 1;; pass++) {
         /* Page by page so every page keeps getting dirtied during pre-copy. */
-        for (size_t off = 0; off < size; off += (size_t)page) {
-            uint64_t *words = (uint64_t *)(mem + off);
-            for (size_t i = 0; i < (size_t)page / 8; i++) words[i] = xorshift64(&state);
+        for (size_t i = 0; i < npages; i++) {
+            if (shm->mem_asked != shm->mem_done) check_memory(mem, npages, page, i, pass);
+            fill_page((uint64_t *)(mem + i * page), page / 8, i, pass);
         }
     }
 }
@@ -312,7 +360,8 @@ int main(int argc, char **argv) {
     } else {
         disk = NULL;
     }
-    if (memory_mib > 0 && spawn_worker() == 0) memory_loop(memory_mib);
+    int memory_running = memory_mib > 0;
+    if (memory_running && spawn_worker() == 0) memory_loop(memory_mib);
     if (heartbeat && spawn_worker() == 0) heartbeat_loop();
 
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -355,6 +404,26 @@ int main(int argc, char **argv) {
                            (unsigned long long)c.valid, (unsigned long long)c.corrupt,
                            (unsigned long long)c.stale, (unsigned long long)c.max_seq,
                            c.corrupt == 0 && c.stale == 0);
+            printf("%s\n", reply);
+        } else if (strncmp(cmd, "memcheck", 8) == 0) {
+            if (!memory_running) continue;
+            unsigned long long spoil;
+            if (sscanf(cmd, "memcheck spoil=%llu", &spoil) == 1) shm->mem_spoil = spoil + 1;
+            uint64_t asked = shm->mem_asked + 1;
+            shm->mem_asked = asked;
+            while (shm->mem_done != asked) {
+                struct timespec pause = {0, 10000000L};
+                nanosleep(&pause, NULL);
+            }
+            len = snprintf(reply, sizeof reply,
+                           "FERRYMC1 name=%s pages=%llu valid=%llu stale=%llu torn=%llu "
+                           "misplaced=%llu pass=%llu ok=%d",
+                           vm_name, (unsigned long long)shm->mem_pages,
+                           (unsigned long long)shm->mem_valid, (unsigned long long)shm->mem_stale,
+                           (unsigned long long)shm->mem_torn,
+                           (unsigned long long)shm->mem_misplaced,
+                           (unsigned long long)shm->mem_pass,
+                           shm->mem_valid == shm->mem_pages);
             printf("%s\n", reply);
         } else {
             continue;

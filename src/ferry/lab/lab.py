@@ -190,8 +190,8 @@ def lab_up(
         raise LabError(f"the lab supports 1..{MAX_HOSTS} hosts, not {count}")
     if not 576 <= mtu <= 9000:
         raise LabError(f"MTU {mtu} is out of range (576..9000)")
-    if link is not None and not re.fullmatch(r"\d+(\.\d+)?[kmgt]?(bit|bps)", link):
-        raise LabError(f"link rate {link!r} is not a tc rate such as '1gbit' or '100mbit'")
+    if link is not None:
+        _check_rate(link)
     _check_prerequisites()
     with _locked():
         _adopt_client_pki()
@@ -353,8 +353,15 @@ def _require_state() -> LabState:
     return state
 
 
+def _check_rate(rate: str) -> None:
+    if not re.fullmatch(r"\d+(\.\d+)?[kmgt]?(bit|bps)", rate):
+        raise LabError(f"link rate {rate!r} is not a tc rate such as '1gbit' or '100mbit'")
+
+
 def set_link(host_name: str, rate: str | None) -> None:
     """Shape (``'100mbit'``) or unshape (None) a host's migration link."""
+    if rate is not None:
+        _check_rate(rate)
     with _locked():
         _apply_link(_require_state(), host_name, rate)
 

@@ -22,7 +22,7 @@ from ferry.model import HOST_SETTINGS, Cluster, EvcMode, Host
 from ferry.store import migrate
 from ferry.store.coordination import Coordination
 from ferry.store.jobs import JobRecords
-from ferry.store.schema import clusters_table, hosts_table
+from ferry.store.schema import clusters_table, hosts_table, vm_settings_table
 from ferry.store.tallies import Tallies
 
 _HOST_FIELDS = ("name", "uri", *HOST_SETTINGS, "cluster")
@@ -115,7 +115,7 @@ class Store(JobRecords, Coordination, Tallies):
                     members.setdefault(row.cluster, []).append(row.name)
             rows = conn.execute(select(clusters_table).order_by(clusters_table.c.name))
             return [Cluster(r.name, tuple(members.get(r.name, ())), r.created_at,
-                            _evc_from_json(r.evc)) for r in rows]
+                            _evc_from_json(r.evc), r.migration_policy) for r in rows]
 
     def set_cluster_evc(self, name: str, mode: EvcMode | None) -> None:
         value = json.dumps(asdict(mode)) if mode is not None else None
@@ -124,6 +124,26 @@ class Store(JobRecords, Coordination, Tallies):
                                   .values(evc=value))
             if result.rowcount == 0:
                 raise NotFound(f"no cluster named {name}")
+
+    def set_cluster_policy(self, name: str, policy: str | None) -> None:
+        with self._lock, self.engine.begin() as conn:
+            result = conn.execute(update(clusters_table).where(clusters_table.c.name == name)
+                                  .values(migration_policy=policy))
+            if result.rowcount == 0:
+                raise NotFound(f"no cluster named {name}")
+
+    def set_vm_policy(self, vm_uuid: str, policy: str | None) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(delete(vm_settings_table).where(vm_settings_table.c.vm_uuid == vm_uuid))
+            if policy is not None:
+                conn.execute(insert(vm_settings_table).values(vm_uuid=vm_uuid,
+                                                              migration_policy=policy))
+
+    def vm_policy(self, vm_uuid: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(vm_settings_table.c.migration_policy)
+                               .where(vm_settings_table.c.vm_uuid == vm_uuid)).first()
+        return None if row is None else str(row.migration_policy)
 
     def cluster(self, name: str) -> Cluster:
         for cluster in self.clusters():

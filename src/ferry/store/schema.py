@@ -48,6 +48,15 @@ clusters_table = Table(
     Column("name", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),
     Column("evc", Text),  # the EVC mode as JSON; NULL: EVC is off
+    Column("migration_policy", String(32)),  # its VMs' moves' policy; NULL: ferry's default
+)
+
+# A VM's own settings, by its UUID (a name can be reused).
+vm_settings_table = Table(
+    "vm_settings",
+    metadata,
+    Column("vm_uuid", String(36), primary_key=True),
+    Column("migration_policy", String(32), nullable=False),
 )
 
 jobs_table = Table(

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from ferry.checks.facts import CpuVerdict, LinkFacts, MigrationTls, Reachability
 from ferry.checks.host import CLIENT_FILES, SERVER_FILES, tls_gaps
 from ferry.errors import FerryError, HostUnreachable, MigrationCancelled, NotFound, VirtError
-from ferry.model import VM, MigrationSide, Network, Pool, VMState
+from ferry.model import VM, MigrationSide, Network, Pool, PostcopyState, VMState
 from ferry.virt.base import (
     CloseCallback,
     CpuFunctions,
@@ -214,6 +214,12 @@ class FakeHost(FakePower):
         self.downtimes.append(ms)
 
     def start_postcopy(self, name: str) -> None:
+        raise VirtError("post-copy is not modelled by the fake host")
+
+    def postcopy_state(self, name: str) -> PostcopyState:
+        return PostcopyState.NONE
+
+    def pause_postcopy(self, name: str) -> None:
         raise VirtError("post-copy is not modelled by the fake host")
 
     def subscribe_lifecycle(self, callback: LifecycleCallback) -> None:

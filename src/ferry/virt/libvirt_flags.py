@@ -38,8 +38,12 @@ def migration_flags(options: MigrationOptions) -> int:
     if options.shared_storage_proven:
         # libvirt cannot see that a folder is shared; ferry's probe did.
         flags |= libvirt.VIR_MIGRATE_UNSAFE
-    if options.allow_postcopy:
+    if options.allow_postcopy or options.postcopy_resume:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    if options.postcopy_resume:
+        # The interrupted move, asked again with its own flags: libvirt reconnects the
+        # two QEMUs and the destination fetches the pages it still lacks.
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY_RESUME
     if options.auto_converge:
         flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
     if options.copy_disks:

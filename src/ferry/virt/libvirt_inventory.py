@@ -14,10 +14,11 @@ from typing import Any
 import libvirt
 
 from ferry.errors import NotFound
-from ferry.model import VM, MigrationSide, Network, Pool, VMState
+from ferry.model import VM, MigrationSide, Network, Pool, PostcopyState, VMState
 from ferry.virt import cpuxml, domxml
 from ferry.virt.base import GuestPlatform, HostFacts
 from ferry.virt.libvirt_calls import PROBE_POOL_PREFIX, LibvirtCalls, translate
+from ferry.virt.libvirt_migration import postcopy_of
 
 _STATE = {
     libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
@@ -65,7 +66,7 @@ class InventoryCalls(LibvirtCalls):
         return GuestPlatform(domain_type=domain_type, machine=machine, cpu_models=models)
 
     def _vm_from_domain(self, dom: Any) -> VM:
-        state_code = self._call("VM state", lambda: dom.state(0))[0]
+        state_code, reason = self._call("VM state", lambda: dom.state(0))
         xml = self._call("VM definition", lambda: dom.XMLDesc(0))
         snapshots = self._call("snapshots", lambda: dom.snapshotNum(0))
         vm = domxml.parse_domain(xml, self.name, _STATE.get(state_code, VMState.OTHER), snapshots)
@@ -73,8 +74,10 @@ class InventoryCalls(LibvirtCalls):
         migration = None
         if state_code != libvirt.VIR_DOMAIN_SHUTOFF:
             migration = self._migration_side(dom)
-        if not persistent or migration is not None:
-            vm = VM(**{**vm.__dict__, "persistent": persistent, "migration": migration})
+        postcopy = postcopy_of(state_code, reason)
+        if not persistent or migration is not None or postcopy is not PostcopyState.NONE:
+            vm = VM(**{**vm.__dict__, "persistent": persistent, "migration": migration,
+                       "postcopy": postcopy})
         return vm
 
     def _migration_side(self, dom: Any) -> MigrationSide | None:

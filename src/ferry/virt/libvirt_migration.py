@@ -13,6 +13,7 @@ from typing import Any
 import libvirt
 
 from ferry.errors import NotFound, VirtError
+from ferry.model import PostcopyState
 from ferry.virt.base import (
     IterationCallback,
     LifecycleCallback,
@@ -33,6 +34,21 @@ _LIFECYCLE = {
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
     libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
 }
+
+
+# (state, reason) -> where the VM stands in post-copy, on either host: the source is
+# paused while the destination runs; after a link failure libvirt marks both "failed".
+_POSTCOPY = {
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY): PostcopyState.ACTIVE,
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY): PostcopyState.ACTIVE,
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED): PostcopyState.FAILED,
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED):
+        PostcopyState.FAILED,
+}
+
+
+def postcopy_of(state: int, reason: int) -> PostcopyState:
+    return _POSTCOPY.get((state, reason), PostcopyState.NONE)
 
 
 class MigrationCalls(LibvirtCalls):
@@ -114,6 +130,16 @@ class MigrationCalls(LibvirtCalls):
     def start_postcopy(self, name: str) -> None:
         dom = self._domain(name)
         self._call(f"switch {name} to post-copy", lambda: dom.migrateStartPostCopy(0))
+
+    def postcopy_state(self, name: str) -> PostcopyState:
+        dom = self._domain(name)
+        state, reason = self._call(f"state of {name}", lambda: dom.state(0))
+        return postcopy_of(state, reason)
+
+    def pause_postcopy(self, name: str) -> None:
+        dom = self._domain(name)
+        self._call(f"pause the post-copy of {name}", lambda: dom.abortJobFlags(
+            libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY))
 
     def subscribe_lifecycle(self, callback: LifecycleCallback) -> None:
         def lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:

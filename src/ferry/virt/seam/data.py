@@ -61,6 +61,8 @@ class MigrationOptions:
     # Shared-nothing: disks copied with the memory into files ferry created in the
     # destination's datastore; the destination's definitions point at those files.
     copy_disks: tuple[DiskCopy, ...] = ()
+    # The same move again, to resume a post-copy the link's failure interrupted.
+    postcopy_resume: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ferry.model import PostcopyState
 from ferry.virt.seam.data import (
     IterationCallback,
     LifecycleCallback,
@@ -34,5 +35,14 @@ class Migration(Named, Protocol):
     def set_max_downtime(self, name: str, ms: int) -> None: ...
 
     def start_postcopy(self, name: str) -> None: ...
+
+    def postcopy_state(self, name: str) -> PostcopyState:
+        """Whether VM ``name`` is in post-copy here, and whether its post-copy failed."""
+        ...
+
+    def pause_postcopy(self, name: str) -> None:
+        """Make the source's QEMU give up its broken post-copy stream (it waits for a
+        resume then) when libvirt saw the link fail before QEMU did."""
+        ...
 
     def subscribe_lifecycle(self, callback: LifecycleCallback) -> None: ...
