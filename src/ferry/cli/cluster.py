@@ -18,9 +18,9 @@ def _create(args: argparse.Namespace, ctx: Context) -> int:
 
 def _list(_args: argparse.Namespace, ctx: Context) -> int:
     clusters = ctx.client.list_clusters()
-    show(render.table(("CLUSTER", "EVC MODE", "HOSTS"), [
-        (c.name, c.evc.model if c.evc else "off", ", ".join(c.hosts) or "-")
-        for c in clusters]) if clusters else "no clusters")
+    show(render.table(("CLUSTER", "EVC MODE", "DEFAULT POLICY", "HOSTS"), [
+        (c.name, c.evc.model if c.evc else "off", c.migration_policy or "-",
+         ", ".join(c.hosts) or "-") for c in clusters]) if clusters else "no clusters")
     return 0
 
 

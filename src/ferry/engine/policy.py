@@ -90,8 +90,27 @@ FORMER_NAMES = {"default": "throttle"}
 # Passes pre-copy may take after the first before the prediction gives up on it.
 PREDICTION_PASSES = 5
 
+_THROTTLE = ConvergencePolicy(
+    name="throttle",
+    description="pre-copy only: after 3 and 6 iterations without progress the pause "
+                "allowed grows to 500 ms, then 1 s; the guest's vCPUs are throttled "
+                "(from 40 %, +20 % a round) until its writes fall below the link's rate",
+    initial_downtime_ms=300,
+    auto_converge=True,
+    allow_postcopy=False,
+    steps=(
+        Step(stalls=3, action=ActionKind.SET_DOWNTIME, value=500),
+        Step(stalls=6, action=ActionKind.SET_DOWNTIME, value=1000),
+    ),
+    max_seconds=900,
+    throttle_initial_pct=40,
+    throttle_increment_pct=20,
+)
+
 POLICIES: dict[str, ConvergencePolicy] = {
-    "auto": ConvergencePolicy(
+    # The throttling policy's steps, unless its prediction chose post-copy.
+    "auto": replace(
+        _THROTTLE,
         name="auto",
         description="pre-copy while it can finish: after the first pass the guest's dirty "
                     f"rate is weighed against the link's; if pre-copy cannot finish within "
@@ -99,34 +118,10 @@ POLICIES: dict[str, ConvergencePolicy] = {
                     "post-copy with recovery armed (a link cut pauses it on both hosts until "
                     "the link returns); where post-copy is not possible, it throttles as "
                     "'throttle' does",
-        initial_downtime_ms=300,
-        auto_converge=True,
         allow_postcopy=True,
-        steps=(
-            Step(stalls=3, action=ActionKind.SET_DOWNTIME, value=500),
-            Step(stalls=6, action=ActionKind.SET_DOWNTIME, value=1000),
-        ),
-        max_seconds=900,
-        throttle_initial_pct=40,
-        throttle_increment_pct=20,
         predict=True,
     ),
-    "throttle": ConvergencePolicy(
-        name="throttle",
-        description="pre-copy only: after 3 and 6 iterations without progress the pause "
-                    "allowed grows to 500 ms, then 1 s; the guest's vCPUs are throttled "
-                    "(from 40 %, +20 % a round) until its writes fall below the link's rate",
-        initial_downtime_ms=300,
-        auto_converge=True,
-        allow_postcopy=False,
-        steps=(
-            Step(stalls=3, action=ActionKind.SET_DOWNTIME, value=500),
-            Step(stalls=6, action=ActionKind.SET_DOWNTIME, value=1000),
-        ),
-        max_seconds=900,
-        throttle_initial_pct=40,
-        throttle_increment_pct=20,
-    ),
+    "throttle": _THROTTLE,
     "postcopy": ConvergencePolicy(
         name="postcopy",
         description="as 'auto' decides, never throttled, and post-copy also where a link "

@@ -279,10 +279,7 @@ class HeartbeatCollector:
         """
 
         def answer(state: _VmState, sent_at: float) -> VerifyResult | None:
-            for received_at, result in state.verify:
-                if received_at >= sent_at:
-                    return result
-            return None
+            return _first_since(state.verify, sent_at)
 
         if acked is None:
             acked = self.disk_acked(vm)
@@ -309,10 +306,7 @@ class HeartbeatCollector:
         leave it: to show the check can fail."""
 
         def answer(state: _VmState, sent_at: float) -> MemoryCheck | None:
-            for received_at, result in state.memchecks:
-                if received_at >= sent_at:
-                    return result
-            return None
+            return _first_since(state.memchecks, sent_at)
 
         command = b"memcheck" if spoil_page is None else f"memcheck spoil={spoil_page}".encode()
         # A check reads the whole writer's memory: seconds under TCG; resend rarely.
@@ -412,6 +406,11 @@ class HeartbeatCollector:
                 state.pongs.append(received_monotonic)
                 del state.pongs[:-16]
             self._cond.notify_all()
+
+
+def _first_since(answers: list[tuple[float, T]], sent_at: float) -> T | None:
+    """The first answer received since a request was sent."""
+    return next((answer for received_at, answer in answers if received_at >= sent_at), None)
 
 
 def _ints(fields: dict[str, str], *names: str) -> tuple[int, ...]:

@@ -118,17 +118,15 @@ class Store(JobRecords, Coordination, Tallies):
                             _evc_from_json(r.evc), r.migration_policy) for r in rows]
 
     def set_cluster_evc(self, name: str, mode: EvcMode | None) -> None:
-        value = json.dumps(asdict(mode)) if mode is not None else None
-        with self._lock, self.engine.begin() as conn:
-            result = conn.execute(update(clusters_table).where(clusters_table.c.name == name)
-                                  .values(evc=value))
-            if result.rowcount == 0:
-                raise NotFound(f"no cluster named {name}")
+        self._update_cluster(name, evc=json.dumps(asdict(mode)) if mode is not None else None)
 
     def set_cluster_policy(self, name: str, policy: str | None) -> None:
+        self._update_cluster(name, migration_policy=policy)
+
+    def _update_cluster(self, name: str, **values: Any) -> None:
         with self._lock, self.engine.begin() as conn:
             result = conn.execute(update(clusters_table).where(clusters_table.c.name == name)
-                                  .values(migration_policy=policy))
+                                  .values(**values))
             if result.rowcount == 0:
                 raise NotFound(f"no cluster named {name}")
 
