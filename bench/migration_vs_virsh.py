@@ -16,7 +16,7 @@ QEMU measured on that link ("Memory bandwidth"), the mean of one move each way.
 
     .venv/bin/python bench/migration_vs_virsh.py [--links none,1gbit,10gbit]
         [--policies auto,default] [--rounds 1] [--memory 1024] [--workload-mib 256]
-        [--limit 180] [--json out.json]
+        [--limit 180] [--virsh-tls] [--json out.json]
 
 Needs root; brings the lab up (3 hosts) if it is not.
 """
@@ -176,9 +176,13 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=1024)
     parser.add_argument("--workload-mib", type=int, default=256)
     parser.add_argument("--limit", type=float, default=180.0)
+    parser.add_argument("--virsh-tls", action="store_true",
+                        help="also move with virsh --tls: libvirt's defaults, encrypted as "
+                        "ferry's streams are")
     parser.add_argument("--json")
     args = parser.parse_args()
     policies = args.policies.split(",")
+    virsh_runs = [("virsh", ())] + ([("virsh --tls", ("--tls",))] if args.virsh_tls else [])
 
     lab, server, client = ferry_on_lab()
     assert server.collector is not None
@@ -207,16 +211,18 @@ def main() -> int:
                     if where(lab) == "host2":
                         wait_job(client, client.migrate(VM, "host1", policy="auto").id)
                         client.refresh()
-                if where(lab) != "host1":
-                    raise SystemExit("the VM is not on host1 before virsh's move")
-                row = virsh_round(lab, collector, "host1", "host2", args.limit)
-                client.refresh()
-                row["memory"] = memory_check(client, collector) if row["ok"] else "-"
-                rows.append({"link": link, "round": n + 1, **row})
-                print(json.dumps(rows[-1]), flush=True)
-                if where(lab) == "host2":
-                    wait_job(client, client.migrate(VM, "host1", policy="auto").id)
+                for tool, extra in virsh_runs:
+                    if where(lab) != "host1":
+                        raise SystemExit("the VM is not on host1 before virsh's move")
+                    row = virsh_round(lab, collector, "host1", "host2", args.limit, extra)
+                    row["tool"] = tool
                     client.refresh()
+                    row["memory"] = memory_check(client, collector) if row["ok"] else "-"
+                    rows.append({"link": link, "round": n + 1, **row})
+                    print(json.dumps(rows[-1]), flush=True)
+                    if where(lab) == "host2":
+                        wait_job(client, client.migrate(VM, "host1", policy="auto").id)
+                        client.refresh()
     finally:
         for host in lab.hosts:
             set_link(host.name, None)
@@ -232,7 +238,7 @@ def main() -> int:
           f"{'downtime ms':>12} {'hb gap ms':>10} {'sent MiB':>9} {'iter':>5}  memory")
     for link in args.links.split(","):
         floor = floors.get(link, {}).get("floor_s")
-        for tool in [f"ferry {p}" for p in policies] + ["virsh"]:
+        for tool in [f"ferry {p}" for p in policies] + [t for t, _ in virsh_runs]:
             mine = [r for r in rows if r["link"] == link and r["tool"] == tool]
             ok = [r for r in mine if r["ok"]]
 
