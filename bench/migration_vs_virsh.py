@@ -57,8 +57,10 @@ def ferry_round(client: FerryClient, collector: HeartbeatCollector, dest: str,
     }
 
 
-def memory_check(client: FerryClient, collector: HeartbeatCollector) -> str:
+def memory_check(client: FerryClient, collector: HeartbeatCollector, writer_mib: int) -> str:
     """The guest's own check of its memory writer's pages, after a move."""
+    if writer_mib == 0:
+        return "no writer"
     client.refresh()
     address = client.get_vm(VM).lab_address
     if not address:
@@ -187,6 +189,10 @@ def main() -> int:
     lab, server, client = ferry_on_lab()
     assert server.collector is not None
     collector = server.collector
+
+    def check(row: dict[str, Any]) -> str:
+        return memory_check(client, collector, args.workload_mib) if row["ok"] else "-"
+
     rows: list[dict[str, Any]] = []
     floors: dict[str, dict[str, float]] = {}
     try:
@@ -204,7 +210,7 @@ def main() -> int:
                     if where(lab) != "host1":
                         raise SystemExit("the VM is not on host1 at the start of a move")
                     row = ferry_round(client, collector, "host2", policy)
-                    row["memory"] = memory_check(client, collector) if row["ok"] else "-"
+                    row["memory"] = check(row)
                     rows.append({"link": link, "round": n + 1, **row})
                     print(json.dumps(rows[-1]), flush=True)
                     client.refresh()
@@ -217,7 +223,7 @@ def main() -> int:
                     row = virsh_round(lab, collector, "host1", "host2", args.limit, extra)
                     row["tool"] = tool
                     client.refresh()
-                    row["memory"] = memory_check(client, collector) if row["ok"] else "-"
+                    row["memory"] = check(row)
                     rows.append({"link": link, "round": n + 1, **row})
                     print(json.dumps(rows[-1]), flush=True)
                     if where(lab) == "host2":
