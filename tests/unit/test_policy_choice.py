@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from api_world import AUTH, client, plane, world
+import pytest
+from api_world import AUTH, TOKEN, client, plane, world
 from fake_plane import finished
 from fastapi.testclient import TestClient
 
 from ferry.api.app import API_PREFIX
+from ferry.cli import main as cli
+from ferry.cli.client import FerryClient
 from ferry.engine.controlplane import ControlPlane
 from ferry.engine.policy import DEFAULT_POLICY, POLICIES
 from ferry.job import JobState
+from ferry.model import PolicyChoice
 
 __all__ = ["client", "plane", "world"]  # the fixtures, imported for this module's tests
 
@@ -101,3 +105,26 @@ def test_an_unknown_default_is_refused_naming_the_choices_and_nothing_changes(
     refused = client.put(f"{API_PREFIX}/clusters/prod/policy", headers=AUTH,
                          json={"policy": "fastest"})
     assert refused.status_code == 400 and plane.list_clusters()[0].migration_policy is None
+
+
+def test_defaults_set_shown_and_unset_from_the_cli(
+        client: TestClient, plane: ControlPlane, capsys: pytest.CaptureFixture[str]) -> None:
+    def ferry(*argv: str) -> tuple[int, str]:
+        code = cli.main(list(argv), client=FerryClient(http=client, token=TOKEN))
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    plane.create_cluster("prod")
+    plane.add_cluster_host("prod", "host1")
+    assert ferry("policy", "set", "throttle", "--cluster", "prod")[0] == 0
+    code, out = ferry("policy", "show", "web1")
+    assert code == 0 and "runs with throttle (cluster prod's default)" in out
+    assert ferry("policy", "set", "postcopy", "--vm", "web1")[0] == 0
+    assert "runs with postcopy (VM web1's default)" in ferry("policy", "show", "web1")[1]
+    assert ferry("policy", "unset", "--vm", "web1")[0] == 0
+    code, out = ferry("policy", "set", "auto")
+    assert code == 2 and "--cluster CLUSTER or --vm VM" in out
+    code, out = ferry("policy", "set", "fastest", "--vm", "web1")
+    assert code == 2 and "'fastest'" in out
+    assert plane.vm_policy("web1") == PolicyChoice("web1", None, "throttle",
+                                                   "cluster prod's default")
