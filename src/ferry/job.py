@@ -144,7 +144,9 @@ class MoveSpec:
     # A live move's streams over TLS; False only where the pre-flight found the pair
     # cannot do TLS and the admin allowed clear text.
     encrypted: bool = True
-    policy: str = "default"  # the convergence policy a live move runs with (engine.policy)
+    # The convergence policy a live move runs with (engine.policy); a record from before
+    # moves chose one ran with the throttling policy, once called "default".
+    policy: str = "default"
 
 
 @dataclass(frozen=True)
