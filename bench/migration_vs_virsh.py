@@ -16,7 +16,7 @@ QEMU measured on that link ("Memory bandwidth"), the mean of one move each way.
 
     .venv/bin/python bench/migration_vs_virsh.py [--links none,1gbit,10gbit]
         [--policies auto,default] [--rounds 1] [--memory 1024] [--workload-mib 256]
-        [--limit 180] [--virsh-tls] [--json out.json]
+        [--limit 180] [--virsh-tls] [--virsh-parallel N] [--virsh-xbzrle] [--json out.json]
 
 Needs root; brings the lab up (3 hosts) if it is not.
 """
@@ -181,10 +181,22 @@ def main() -> int:
     parser.add_argument("--virsh-tls", action="store_true",
                         help="also move with virsh --tls: libvirt's defaults, encrypted as "
                         "ferry's streams are")
+    parser.add_argument("--virsh-parallel", type=int, default=0, metavar="N",
+                        help="also move with virsh --tls over N parallel connections (multifd)")
+    parser.add_argument("--virsh-xbzrle", action="store_true",
+                        help="also move with virsh --tls and xbzrle compression")
     parser.add_argument("--json")
     args = parser.parse_args()
     policies = args.policies.split(",")
-    virsh_runs = [("virsh", ())] + ([("virsh --tls", ("--tls",))] if args.virsh_tls else [])
+    virsh_runs: list[tuple[str, tuple[str, ...]]] = [("virsh", ())]
+    if args.virsh_tls:
+        virsh_runs.append(("virsh --tls", ("--tls",)))
+    if args.virsh_parallel:
+        virsh_runs.append((f"virsh --tls multifd {args.virsh_parallel}", (
+            "--tls", "--parallel", "--parallel-connections", str(args.virsh_parallel))))
+    if args.virsh_xbzrle:
+        virsh_runs.append(("virsh --tls xbzrle", ("--tls", "--compressed", "--comp-methods",
+                                                  "xbzrle")))
 
     lab, server, client = ferry_on_lab()
     assert server.collector is not None
@@ -240,7 +252,7 @@ def main() -> int:
 
     print(f"\nVM {args.memory} MiB, {args.workload_mib} MiB rewritten continuously, "
           f"TCG guest, {args.rounds} round(s) per link; medians")
-    print(f"{'link':7} {'move':15} {'ok':>5} {'total s':>8} {'floor s':>8} {'x floor':>8} "
+    print(f"{'link':7} {'move':24} {'ok':>5} {'total s':>8} {'floor s':>8} {'x floor':>8} "
           f"{'downtime ms':>12} {'hb gap ms':>10} {'sent MiB':>9} {'iter':>5}  memory")
     for link in args.links.split(","):
         floor = floors.get(link, {}).get("floor_s")
@@ -254,7 +266,7 @@ def main() -> int:
             total = med("total_s")
             ratio = total / floor if total is not None and floor else None
             checks = ", ".join(sorted({str(r.get("memory")) for r in ok})) or "-"
-            print(f"{link:7} {tool:15} {len(ok)}/{len(mine):<3} {fmt(total, '8.1f')} "
+            print(f"{link:7} {tool:24} {len(ok)}/{len(mine):<3} {fmt(total, '8.1f')} "
                   f"{fmt(floor, '8.1f')} {fmt(ratio, '8.2f')} "
                   f"{fmt(med('downtime_ms'), '12.0f')} {fmt(med('hb_gap_ms'), '10.0f')} "
                   f"{fmt(med('data_mib'), '9.0f')} {fmt(med('iterations'), '5.0f')}  {checks}")
