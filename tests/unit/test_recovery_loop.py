@@ -11,9 +11,10 @@ from typing import cast
 
 import pytest
 
+from ferry import config
 from ferry.engine.jobs import JobHandle
 from ferry.engine.recovery import RETRY_EVERY_S, PostcopyRecovery
-from ferry.errors import MigrationError, VirtError
+from ferry.errors import ConfigError, MigrationError, VirtError
 from ferry.job import Job, JobKind, JobState, Phase
 from ferry.model import PostcopyState
 from ferry.store.db import Store
@@ -113,3 +114,15 @@ def test_a_link_that_never_returns_fails_saying_where_the_memory_is(job: JobHand
         in message
     # Nothing but resumes was asked: no abort, no destroy, on either host.
     assert all(o.postcopy_resume for o in source.asked) and 30 <= clock.now < 30 + RETRY_EVERY_S
+
+
+def test_the_wait_is_a_setting_refused_when_it_is_no_number_of_seconds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(config.POSTCOPY_RECOVERY_ENV, raising=False)
+    assert config.ServerSettings.from_env().postcopy_recovery_s == 300
+    monkeypatch.setenv(config.POSTCOPY_RECOVERY_ENV, "45")
+    assert config.ServerSettings.from_env().postcopy_recovery_s == 45
+    for bad in ("abc", "0", "-5", "inf", "nan"):
+        monkeypatch.setenv(config.POSTCOPY_RECOVERY_ENV, bad)
+        with pytest.raises(ConfigError, match=f"FERRY_POSTCOPY_RECOVERY_S='{bad}'"):
+            config.ServerSettings.from_env()
