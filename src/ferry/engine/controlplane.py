@@ -162,13 +162,12 @@ class ControlPlane(FerryService):
     # -- default convergence policies (ferry.engine.policy) --------------------
     def set_cluster_policy(self, cluster: str, policy: str | None) -> Cluster:
         """``policy`` None: the cluster's VMs fall back on ferry's default."""
-        self._store.set_cluster_policy(cluster, policy_named(policy).name if policy else None)
+        self._store.set_cluster_policy(cluster, _checked_policy(policy))
         return self._store.cluster(cluster)
 
     def set_vm_policy(self, vm: str, policy: str | None) -> PolicyChoice:
         """``policy`` None: the VM falls back on its cluster's default, else ferry's."""
-        name = policy_named(policy).name if policy else None
-        self._store.set_vm_policy(self._vms.get(vm).uuid, name)
+        self._store.set_vm_policy(self._vms.get(vm).uuid, _checked_policy(policy))
         return self.vm_policy(vm)
 
     def vm_policy(self, vm: str) -> PolicyChoice:
@@ -339,3 +338,9 @@ class ControlPlane(FerryService):
         self._inventory.close()
         self._hosts.close()
         self._store.close()
+
+
+def _checked_policy(name: str | None) -> str | None:
+    """A default as it is stored: a policy's own name (InputError naming the choices),
+    or None."""
+    return policy_named(name).name if name else None

@@ -29,7 +29,7 @@ from ferry.engine.preflight import FactGatherer, SourceFacts
 from ferry.engine.svmotion import StorageVMotion
 from ferry.engine.vmindex import VMIndex
 from ferry.engine.vmotion import HeartbeatSource, VMotion
-from ferry.errors import FerryError, InputError, NotFound, RefusedError
+from ferry.errors import InputError, NotFound, RefusedError
 from ferry.job import Job, JobKind, MoveSpec, Phase
 from ferry.model import VM, Cluster, Inventory, Pool, VMState
 from ferry.store.db import Store
@@ -289,8 +289,10 @@ class MoveStarter:
         policy = policy_named(spec.policy)
         blocked = None
         if policy.allow_postcopy:
-            blocked = postcopy_blocker({c.name: _libvirt_version(c) for c in (source, dest)},
-                                       files is not None, current.domain_type)
+            # The versions the inventory read when the move was judged: asking the hosts
+            # again would only repeat it.
+            versions = {h: self._libvirt_version(h) for h in (source.name, dest.name)}
+            blocked = postcopy_blocker(versions, files is not None, current.domain_type)
             if blocked is not None and not policy.postcopy_at_any_risk:
                 policy = replace(policy, allow_postcopy=False)
         options = MigrationOptions(
@@ -311,6 +313,10 @@ class MoveStarter:
             postcopy_blocked=blocked, recovery_wait_s=self._postcopy_recovery_s,
         ).run
 
+    def _libvirt_version(self, host: str) -> str | None:
+        known = self._inventory.known_host(host)
+        return known.libvirt_version if known is not None else None
+
     def _planned(self, source_pools: list[Pool], vm: VM, datastore: str,
                  request: MoveRequest) -> list[DiskMove]:
         """The files a move to ``datastore`` creates; InputError when no disk would move."""
@@ -329,9 +335,3 @@ class MoveStarter:
                 f"{what} refused: {len(blocking)} requirement(s) not met", blocking)
         return findings, [f for f in findings if f.status is Status.WARNING]
 
-
-def _libvirt_version(conn: HostConnection) -> str | None:
-    try:
-        return conn.facts().libvirt_version
-    except FerryError:
-        return None
