@@ -147,6 +147,9 @@ class MoveSpec:
     # The convergence policy a live move runs with (engine.policy); a record from before
     # moves chose one ran with the throttling policy, once called "default".
     policy: str = "default"
+    # MiB/s a live move between hosts was asked to stay under (None: no limit of its
+    # own); the hosts' limits, read when it starts, may lower it.
+    bandwidth_mibps: int | None = None
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,9 @@ MAX_MAX_MIGRATIONS = 64
 MIN_MEMORY_LIMIT_MIB = 0
 # The store keeps the limit in a 32-bit INTEGER column (PostgreSQL's INTEGER): 2 PiB.
 MAX_MEMORY_LIMIT_MIB = 2**31 - 1
+# A migration bandwidth limit, in MiB/s: from a trickle to more than any NIC carries.
+MIN_BANDWIDTH_MIBPS = 1
+MAX_BANDWIDTH_MIBPS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,9 @@ class HostSettings:
     # The seed: a host takes part in at most two migrations at once.
     max_migrations: int = 2
     memory_limit_mib: int | None = None  # admin's cap for VMs on this host; None = all of it
+    # MiB/s a live move to or from this host may use on the migration network; None: all
+    # it gets.
+    migration_bandwidth_mibps: int | None = None
     maintenance: bool = False
 
     @classmethod
@@ -220,6 +226,7 @@ class Host:
     maintenance: bool = DEFAULT_SETTINGS.maintenance
     max_migrations: int = DEFAULT_SETTINGS.max_migrations
     memory_limit_mib: int | None = DEFAULT_SETTINGS.memory_limit_mib
+    migration_bandwidth_mibps: int | None = DEFAULT_SETTINGS.migration_bandwidth_mibps
     migration_interface: str | None = DEFAULT_SETTINGS.migration_interface
     migration_network_isolated: bool = DEFAULT_SETTINGS.migration_network_isolated
     allow_cleartext_migration: bool = DEFAULT_SETTINGS.allow_cleartext_migration

@@ -61,6 +61,8 @@ class HostSettingsUpdate:
     max_migrations: int | None = None
     memory_limit_mib: int | None = None
     clear_memory_limit: bool = False
+    migration_bandwidth_mibps: int | None = None
+    clear_migration_bandwidth: bool = False
 
     def validated(self) -> dict[str, object]:
         values: dict[str, object] = {}
@@ -86,6 +88,11 @@ class HostSettingsUpdate:
                 raise InputError(f"memory limit {self.memory_limit_mib} MiB is out of range "
                                  f"{MIN_MEMORY_LIMIT_MIB}..{MAX_MEMORY_LIMIT_MIB}")
             values["memory_limit_mib"] = self.memory_limit_mib
+        if self.clear_migration_bandwidth:
+            values["migration_bandwidth_mibps"] = None
+        elif self.migration_bandwidth_mibps is not None:
+            values["migration_bandwidth_mibps"] = validate.bandwidth(
+                self.migration_bandwidth_mibps)
         return values
 
 
@@ -214,11 +221,13 @@ class FerryService:
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = (),
                         cold: bool = False, requested_by: str | None = None,
-                        policy: str | None = None) -> Job:
+                        policy: str | None = None, bandwidth_mibps: int | None = None) -> Job:
         """Validates, refuses (RefusedError listing every reason) or starts a job.
 
         ``policy``: the convergence policy of a live move between hosts (None: the
         default); an unknown name is an InputError naming the choices.
+        ``bandwidth_mibps``: what a live move between hosts may use of the migration
+        network (None: what the hosts' limits allow); another move is refused with it.
 
         ``requested_by``: the user who asked, recorded on the job.
 

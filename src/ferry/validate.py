@@ -1,4 +1,4 @@
-"""Validation of what users type: names and host URIs. Errors name what was wrong.
+"""Validation of what users type: names, host URIs and limits. Errors name what was wrong.
 
 The one definition of each rule: the API's schemas use these functions too,
 so a refusal reads the same sentence whether the API or the engine makes it.
@@ -12,6 +12,7 @@ import re
 from urllib.parse import urlsplit
 
 from ferry.errors import InputError
+from ferry.model import MAX_BANDWIDTH_MIBPS, MIN_BANDWIDTH_MIBPS
 
 # Names end up in libvirt domain names, file names and URLs: keep them boring.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -86,4 +87,12 @@ def address(value: str) -> str:
     if not _ADDRESS.fullmatch(value):
         raise InputError(f"invalid migration address {value!r}: give a host name or an IP "
                          "address")
+    return value
+
+
+def bandwidth(value: int, what: str = "migration bandwidth") -> int:
+    """A bandwidth limit in MiB/s, for a host or for one move."""
+    if not MIN_BANDWIDTH_MIBPS <= value <= MAX_BANDWIDTH_MIBPS:
+        raise InputError(f"{what} {value} MiB/s is out of range "
+                         f"{MIN_BANDWIDTH_MIBPS}..{MAX_BANDWIDTH_MIBPS}")
     return value

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import Console, console
-from conftest import LabEnv, disk_source
+from conftest import LabEnv, disk_source, wait_until
 from selenium.webdriver.common.keys import Keys
 from served import slow_link
 
@@ -107,6 +107,13 @@ def test_inventory_wizard_and_a_live_move(
         page.screenshot("wizard-error")
 
         page.choose("#target-host", "host2")
+        # The memory copy's policy, the VM's default named as the server chose it, and a
+        # bandwidth of the move's own.
+        page.wait_for('#move-policy option[value="throttle"]', 10)
+        assert "auto (ferry's default)" in page.text("#move-policy")
+        page.choose("#move-policy", "throttle")
+        page.wait_for("#move-policy-help", text="throttl")
+        page.find("#move-bandwidth").send_keys("40")
         page.wait_for("#verdict", 30, text="Compatible")
         page.wait(lambda: page.find("#migrate-submit").is_enabled(), 5, "Migrate enabled")
 
@@ -128,6 +135,10 @@ def test_inventory_wizard_and_a_live_move(
 
         page.wait_for('#tree a[data-vm="con1"][data-host="host2"]', 30)
         assert where_it_runs(lab, "con1") == {"host2": "running"}
+        client = FerryClient()  # a job's events are in the job, not in the list
+        said = [e.message for e in client.get_job(client.list_jobs(limit=1)[0].id).events]
+        assert "convergence policy throttle (asked for this move)" in said
+        assert "migration bandwidth limited to 40 MiB/s (asked for this move)" in said
     finally:
         lab.ferry("vm", "delete", "con1")  # before its network goes
 
@@ -181,6 +192,11 @@ def test_maintenance_mode_from_the_host_page(
             "--disk", "0", "--workload", "heartbeat")
     try:
         page.go("host/host3")
+        # A limit on the bandwidth of host3's moves, which its evacuation then keeps.
+        page.wait_for("#set-bandwidth").send_keys("30")
+        page.find("#host-settings button[type='submit']").click()
+        wait_until(lambda: {h.name: h for h in FerryClient().list_hosts()}[
+            "host3"].migration_bandwidth_mibps == 30, 10, "host3's limit saved")
         page.wait_for("#maintenance-toggle", text="Enter maintenance mode").click()
         report = page.wait_for("#evacuation-report", 240, text="con4")
         assert "Moved" in report.text
@@ -192,8 +208,13 @@ def test_maintenance_mode_from_the_host_page(
         assert "host3" not in runs and list(runs.values()) == ["running"], runs
         page.find("#maintenance-toggle").click()
         page.wait_for("#maintenance-toggle", 30, text="Enter maintenance mode")
+        client = FerryClient()
+        moved = client.get_job(next(j.id for j in client.list_jobs(limit=10)
+                                    if j.vm == "con4" and j.kind == "migrate"))
+        assert any("30 MiB/s (host host3's limit)" in e.message for e in moved.events)
     finally:
         lab.ferry("host", "maintenance", "exit", "host3")
+        lab.ferry("host", "set", "host3", "--migration-bandwidth", "none")
 
 
 def test_a_viewer_cannot_migrate_and_the_api_agrees(
@@ -292,6 +313,23 @@ def test_evc_from_the_cluster_page_refused_row_by_row_then_enabled(
         assert sorted(r.text.split()[0] for r in rows) == ["host2", "host3"]
         assert "Westmere" in lab.ferry("cluster", "evc", "show", "conevc").out
         assert_labelled(page)
+
+        # The cluster's default policy, then a VM's own, which comes first.
+        client = FerryClient()
+        page.wait_for('#cluster-policy option[value="throttle"]', 10)
+        page.choose("#cluster-policy", "throttle")
+        wait_until(lambda: {c.name: c for c in client.list_clusters()}[
+            "conevc"].migration_policy == "throttle", 10, "the cluster's default saved")
+        page.go("vm/con7")
+        page.wait_for("#vm-policy-now", 20, text="throttle (cluster conevc's default)")
+        assert_labelled(page)
+        page.choose("#vm-policy", "postcopy")
+        page.wait_for("#vm-policy-now", 10, text="postcopy (VM con7's default)")
+        page.screenshot("vm-policy")
+        assert client.vm_policy("con7").default == "postcopy"
+        page.choose("#vm-policy", "")
+        page.wait_for("#vm-policy-now", 10, text="throttle (cluster conevc's default)")
+        assert client.vm_policy("con7").default is None
     finally:
         lab.ferry("cluster", "evc", "disable", "conevc")
         for host in ("host2", "host3"):

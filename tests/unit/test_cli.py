@@ -88,7 +88,8 @@ class ScriptedService(FerryService):
     def start_migration(self, vm: str, dest_host: str | None,
                         dest_datastore: str | None = None, disk_format: str = "same",
                         disks: tuple[str, ...] = (), cold: bool = False,
-                        requested_by: str | None = None, policy: str | None = None) -> Job:
+                        requested_by: str | None = None, policy: str | None = None,
+                        bandwidth_mibps: int | None = None) -> Job:
         if vm == "web2":
             raise RefusedError(f"cannot migrate {vm} to {dest_host}", FINDINGS)
         self.get_vm(vm)

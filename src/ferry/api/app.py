@@ -354,7 +354,8 @@ def create_app(service: FerryService, accounts: Accounts) -> FastAPI:
         try:
             job = service.start_migration(body.vm, body.host, body.datastore, body.disk_format,
                                           tuple(body.disks), body.cold,
-                                          requested_by=caller.user, policy=body.policy)
+                                          requested_by=caller.user, policy=body.policy,
+                                          bandwidth_mibps=body.bandwidth_mibps)
         except RefusedError as err:
             metrics.refused("migration", err.findings)
             raise

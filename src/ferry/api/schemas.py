@@ -31,8 +31,10 @@ from ferry.errors import InputError
 from ferry.job import JobKind, JobState, Phase, ResourceKind, ResourceState
 from ferry.model import (
     DEFAULT_SETTINGS,
+    MAX_BANDWIDTH_MIBPS,
     MAX_MAX_MIGRATIONS,
     MAX_MEMORY_LIMIT_MIB,
+    MIN_BANDWIDTH_MIBPS,
     MIN_MAX_MIGRATIONS,
     MIN_MEMORY_LIMIT_MIB,
     VMState,
@@ -105,6 +107,7 @@ class HostOut(Out):
     maintenance: bool = DEFAULT_SETTINGS.maintenance
     max_migrations: int = DEFAULT_SETTINGS.max_migrations
     memory_limit_mib: int | None = DEFAULT_SETTINGS.memory_limit_mib
+    migration_bandwidth_mibps: int | None = DEFAULT_SETTINGS.migration_bandwidth_mibps
     allow_cleartext_migration: bool = DEFAULT_SETTINGS.allow_cleartext_migration
     cluster: str | None = None
     connected: bool = False
@@ -443,6 +446,10 @@ class MigrationCreate(In):
                                description="convergence policy of a live move between hosts "
                                "(GET /policies); none: the VM's default, else its cluster's, "
                                "else ferry's (auto)")
+    bandwidth_mibps: int | None = Field(
+        default=None, ge=MIN_BANDWIDTH_MIBPS, le=MAX_BANDWIDTH_MIBPS,
+        description="MiB/s a live move between hosts may use; the hosts' own limits "
+        "still apply (the lowest wins)")
 
 
 class PolicyDefault(In):
@@ -462,6 +469,9 @@ class HostUpdate(In):
     memory_limit_mib: int | None = Field(default=None, ge=MIN_MEMORY_LIMIT_MIB,
                                          le=MAX_MEMORY_LIMIT_MIB)
     clear_memory_limit: bool = False
+    migration_bandwidth_mibps: int | None = Field(default=None, ge=MIN_BANDWIDTH_MIBPS,
+                                                  le=MAX_BANDWIDTH_MIBPS)
+    clear_migration_bandwidth: bool = False
 
 
 class CheckCreate(In):

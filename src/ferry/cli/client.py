@@ -302,9 +302,11 @@ class FerryClient:
     # ------------------------------------------------------------ migration
     def migrate(self, vm: str, host: str | None, datastore: str | None = None,
                 disk_format: str = "same", disks: list[str] | None = None,
-                cold: bool = False, policy: str | None = None) -> JobOut:
+                cold: bool = False, policy: str | None = None,
+                bandwidth_mibps: int | None = None) -> JobOut:
         body = {"vm": vm, "host": host, "datastore": datastore, "disk_format": disk_format,
-                "disks": disks or [], "cold": cold, "policy": policy}
+                "disks": disks or [], "cold": cold, "policy": policy,
+                "bandwidth_mibps": bandwidth_mibps}
         return self._one(JobOut, self._request("POST", "/migrations", json=body))
 
     def list_policies(self) -> list[PolicyOut]:

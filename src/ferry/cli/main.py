@@ -270,7 +270,7 @@ def _finish(job: JobOut, as_json: bool) -> int:
 def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     job = ctx.client.migrate(args.vm, args.host, args.datastore, args.format,
                              args.disk.split(",") if args.disk else None, cold=args.cold,
-                             policy=args.policy)
+                             policy=args.policy, bandwidth_mibps=args.bandwidth)
     if args.no_wait:
         print(_dump_json(job) if args.json else f"queued job {job.id}: `ferry job show {job.id}`")
         return 0
@@ -369,6 +369,9 @@ def _register_builtin(c: Commands) -> None:
                    help="the VM is powered off: copy its files and move its registration")
     p.add_argument("--policy", metavar="NAME",
                    help="convergence policy of a live move between hosts ('ferry policy list')")
+    p.add_argument("--bandwidth", metavar="MIBPS", type=int,
+                   help="MiB/s a live move between hosts may use on the migration network "
+                        "(the hosts' own limits apply as well: the lowest wins)")
     p.add_argument("--no-wait", action="store_true", help="print the job and return")
     p.add_argument("--json", action="store_true", help="print the final job as JSON")
 

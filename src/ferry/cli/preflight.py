@@ -11,6 +11,7 @@ from ferry.cli.console import show
 from ferry.cli.main import VM_HELP, Commands, Context
 
 REFUSED_EXIT = 4  # the same status a refused migration exits with
+_UNSET = object()  # an option not given (None: given as 'none')
 
 
 def _on_off(value: str) -> bool:
@@ -19,6 +20,17 @@ def _on_off(value: str) -> bool:
     if value in ("off", "no", "false"):
         return False
     raise argparse.ArgumentTypeError(f"expected on or off, not {value!r}")
+
+
+def _number_or_none(value: str) -> int | None:
+    """A limit as typed: a whole number, or 'none' (None) to clear it."""
+    if value == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or none, not {value!r}")\
+            from None
 
 
 def _check(args: argparse.Namespace, ctx: Context) -> int:
@@ -42,13 +54,19 @@ def _host_set(args: argparse.Namespace, ctx: Context) -> int:
         value = getattr(args, key)
         if value is not None:
             changes[key] = value
-    if args.memory_limit is not None:
-        if args.memory_limit == "none":
-            changes["clear_memory_limit"] = True
+    for option, key, clear in (("memory_limit", "memory_limit_mib", "clear_memory_limit"),
+                               ("migration_bandwidth", "migration_bandwidth_mibps",
+                                "clear_migration_bandwidth")):
+        value = getattr(args, option)
+        if value is _UNSET:
+            continue
+        if value is None:
+            changes[clear] = True
         else:
-            changes["memory_limit_mib"] = int(args.memory_limit)
+            changes[key] = value
     host = ctx.client.update_host(args.name, **changes)
     show(render.hosts_table([host]))
+    show(render.host_settings(host))
     return 0
 
 
@@ -74,4 +92,9 @@ def register(commands: Commands) -> None:
                    help="on lets a move to or from this host go unencrypted when the pair "
                         "cannot do TLS (the pre-flight warns); off (default) refuses it")
     p.add_argument("--max-migrations", type=int, help="migrations at once (default 2)")
-    p.add_argument("--memory-limit", help="MiB VMs may use on this host, or 'none'")
+    p.add_argument("--memory-limit", type=_number_or_none, default=_UNSET,
+                   help="MiB VMs may use on this host, or 'none'")
+    p.add_argument("--migration-bandwidth", metavar="MIBPS", type=_number_or_none,
+                   default=_UNSET,
+                   help="MiB/s a live move to or from this host may use on the migration "
+                        "network, or 'none'")

@@ -123,6 +123,19 @@ def hosts_table(hosts: Sequence[HostOut]) -> Table:
                   "URI / ERROR"), rows)
 
 
+def host_settings(host: HostOut) -> Padding:
+    """What an admin set on ``host`` (``ferry host set``), a line each."""
+    return indent(fields((
+        ("migration", "on" if host.migration_enabled else "off"),
+        ("max migrations", host.max_migrations),
+        ("memory limit", human_mib(host.memory_limit_mib)
+         if host.memory_limit_mib is not None else "none"),
+        ("migration bandwidth", f"{host.migration_bandwidth_mibps} MiB/s"
+         if host.migration_bandwidth_mibps is not None else "no limit"),
+        ("clear-text migration", "allowed" if host.allow_cleartext_migration else "refused"),
+    )))
+
+
 def moving(vm: VMOut) -> str | None:
     """'moving to host3 (job 1a2b…)', or None for a VM that is not in a move."""
     hold = vm.moving

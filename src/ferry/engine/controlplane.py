@@ -208,9 +208,10 @@ class ControlPlane(FerryService):
     def start_migration(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
                         disk_format: str = "same", disks: tuple[str, ...] = (),
                         cold: bool = False, requested_by: str | None = None,
-                        policy: str | None = None) -> Job:
+                        policy: str | None = None, bandwidth_mibps: int | None = None) -> Job:
         return self._moves.start(vm, dest_host, dest_datastore, disk_format, disks, cold,
-                                 requested_by=requested_by, policy=policy)
+                                 requested_by=requested_by, policy=policy,
+                                 bandwidth_mibps=bandwidth_mibps)
 
     # -- clusters (ferry.engine.clusters) -----------------------------------
     def create_cluster(self, name: str) -> Cluster:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from ferry import validate
 from ferry.checks.facts import MoveRequest
 from ferry.checks.finding import Finding, Status, errors, finding_dict
 from ferry.checks.host import stream_encrypted
@@ -21,6 +22,7 @@ from ferry.engine.inventory import InventoryCache
 from ferry.engine.jobs import JobHandle
 from ferry.engine.policy import (
     DEFAULT_POLICY,
+    bandwidth_limit,
     choose_policy,
     policy_named,
     postcopy_blocker,
@@ -115,12 +117,15 @@ class MoveStarter:
     def start(self, vm: str, dest_host: str | None, dest_datastore: str | None = None,
               disk_format: str = "same", disks: tuple[str, ...] = (), cold: bool = False,
               parent: str | None = None, requested_by: str | None = None,
-              policy: str | None = None) -> Job:
+              policy: str | None = None, bandwidth_mibps: int | None = None) -> Job:
         """``requested_by``: the user who asked (an evacuation's moves: the evacuation's);
         ``policy``: the convergence policy of a live move between hosts (None: the VM's
-        default, else its cluster's, else ferry's)."""
+        default, else its cluster's, else ferry's); ``bandwidth_mibps``: its own limit
+        on the migration network (the hosts' limits apply as well)."""
         if policy is not None:
             policy = policy_named(policy).name  # refused before any reading
+        if bandwidth_mibps is not None:
+            validate.bandwidth(bandwidth_mibps, "the move's bandwidth")
         current = self._vms.get(vm)
         if disk_format not in SUPPORTED_FORMATS:
             raise InputError(f"unknown disk format {disk_format!r}: use "
@@ -128,6 +133,11 @@ class MoveStarter:
         # At once, before any pre-flight: a VM already moving is refused naming its move.
         # The store's constraint is the guarantee (JobHandle.create); this is the courtesy.
         self._vms.refuse_if_held(current, "migration")
+        live_between_hosts = not cold and dest_host not in (None, current.host)
+        if bandwidth_mibps is not None and not live_between_hosts:
+            raise InputError(f"a bandwidth limit applies to a live move between hosts; the "
+                             f"move of {current.name} asked is "
+                             f"{'cold' if cold else 'on its own host'}: leave it out")
         if cold:
             return self._start_cold_move(current, dest_host, dest_datastore, disk_format, disks,
                                          parent, requested_by)
@@ -144,7 +154,7 @@ class MoveStarter:
         findings, warnings = self._judge_or_refuse(
             inventory, current, request, f"migration of {current.name} to {dest_host}")
         return self._launch_live(inventory, current, request, findings, warnings, parent,
-                                 requested_by, policy)
+                                 requested_by, policy, bandwidth_mibps)
 
     def _reread(self, vm: VM, action: str, host: str | None = None) -> VM:
         """A full refresh (``host``'s only, if given), then the VM as the hosts show it now."""
@@ -177,13 +187,15 @@ class MoveStarter:
     def _record(self, kind: JobKind, vm: VM, dest_host: str, request: MoveRequest,
                 findings: list[Finding], warnings: list[Finding], against: str,
                 parent: str | None, state_check: str, requested_by: str | None,
-                policy: tuple[str, str] | None = None) -> Job:
+                policy: tuple[str, str] | None = None,
+                bandwidth_mibps: int | None = None) -> Job:
         """The judged move, recorded queued with what any server needs to run it."""
         spec = MoveSpec(vm.uuid, request.dest_host, request.dest_datastore,
                         request.disk_format, request.disks, request.cold,
                         tuple(finding_dict(f) for f in warnings),
                         encrypted=stream_encrypted(findings),
-                        policy=policy[0] if policy else DEFAULT_POLICY)
+                        policy=policy[0] if policy else DEFAULT_POLICY,
+                        bandwidth_mibps=bandwidth_mibps)
         handle = JobHandle.create(
             self._store, kind, vm.name, vm.host, dest_host, vm.uuid, spec=spec,
             slot_hosts=(vm.host, dest_host), parent_id=parent, requested_by=requested_by)
@@ -198,7 +210,7 @@ class MoveStarter:
     def _launch_live(self, inventory: Inventory, current: VM, request: MoveRequest,
                      findings: list[Finding], warnings: list[Finding],
                      parent: str | None = None, requested_by: str | None = None,
-                     policy: str | None = None) -> Job:
+                     policy: str | None = None, bandwidth_mibps: int | None = None) -> Job:
         """Queue a judged live move (host, or host and datastore) on the slots, with the
         policy asked, else the VM's or its cluster's default, else ferry's."""
         dest_host, dest_datastore = request.dest_host, request.dest_datastore
@@ -210,7 +222,7 @@ class MoveStarter:
                             dest_host + (f", datastore {dest_datastore}"
                                          if dest_datastore else ""),
                             parent, f"{current.name} is {current.state.value} on {current.host}",
-                            requested_by, self.policy_for(current, policy))
+                            requested_by, self.policy_for(current, policy), bandwidth_mibps)
 
     def policy_for(self, vm: VM, asked: str | None) -> tuple[str, str]:
         """The policy a live move of ``vm`` runs with, and why (see choose_policy)."""
@@ -286,6 +298,9 @@ class MoveStarter:
             uris = {self._store.host(h).uri for h in {job.source_host, target}}
             return ColdMigration(current, source, dest, files, transport_of(uris)).run
         dest_record = self._store.host(target)
+        # The hosts' limits as they are now: an admin's change applies to a queued move.
+        bandwidth = bandwidth_limit(spec.bandwidth_mibps, {
+            h: self._store.host(h).migration_bandwidth_mibps for h in (source.name, dest.name)})
         policy = policy_named(spec.policy)
         blocked = None
         if policy.allow_postcopy:
@@ -304,6 +319,7 @@ class MoveStarter:
             auto_converge_initial_pct=policy.throttle_initial_pct,
             auto_converge_increment_pct=policy.throttle_increment_pct,
             allow_postcopy=policy.allow_postcopy,
+            bandwidth_mibps=bandwidth[0],
         )
         return VMotion(
             vm=current.name, source=source, dest=dest,
@@ -311,6 +327,7 @@ class MoveStarter:
             heartbeat=self._heartbeat, warnings=list(spec.warnings),
             files=files, reach=self._conn, confirmer=self._confirmer,
             postcopy_blocked=blocked, recovery_wait_s=self._postcopy_recovery_s,
+            bandwidth_why=bandwidth[1],
         ).run
 
     def _libvirt_version(self, host: str) -> str | None:

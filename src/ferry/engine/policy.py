@@ -172,6 +172,19 @@ def postcopy_blocker(libvirt_versions: dict[str, str | None], copies_disks: bool
     return None
 
 
+def bandwidth_limit(asked: int | None,
+                    host_limits: dict[str, int | None]) -> tuple[int | None, str]:
+    """The MiB/s a live move may use on the migration network (None: no limit) and why:
+    the lowest of the move's own limit and its hosts'."""
+    limits = [(asked, "asked for this move")] if asked else []
+    limits += [(limit, f"host {host}'s limit") for host, limit in sorted(host_limits.items())
+               if limit]
+    if not limits:
+        return None, "no limit"
+    lowest = min(value for value, _ in limits)
+    return lowest, ", ".join(why for value, why in limits if value == lowest)
+
+
 def policy_named(name: str) -> ConvergencePolicy:
     """The policy called ``name``; InputError naming it and every choice otherwise."""
     name = FORMER_NAMES.get(name, name)

@@ -71,6 +71,7 @@ class VMotion:
     # for it to return.
     postcopy_blocked: str | None = None
     recovery_wait_s: float = 300.0
+    bandwidth_why: str = "no limit"  # whose limit options.bandwidth_mibps is
     _phases: dict[Phase, float] = field(default_factory=dict)
     _unregistered: threading.Event = field(default_factory=threading.Event)
     _ended_mono: float = 0.0
@@ -95,6 +96,12 @@ class VMotion:
             actions.append(f"post-copy not used: {self.postcopy_blocked}")
             job.event(Phase(job.job.phase), f"policy {self.policy.name}: post-copy is not "
                       f"used for this move ({self.postcopy_blocked}); it throttles instead")
+        if self.options.bandwidth_mibps:
+            actions.append(f"bandwidth limited to {self.options.bandwidth_mibps} MiB/s "
+                           f"({self.bandwidth_why})")
+            job.event(Phase(job.job.phase), f"migration bandwidth limited to "
+                      f"{self.options.bandwidth_mibps} MiB/s ({self.bandwidth_why})",
+                      bandwidth_mibps=self.options.bandwidth_mibps)
         try:
             try:
                 self.source.set_max_downtime(self.vm, self.policy.initial_downtime_ms)

@@ -36,6 +36,7 @@ hosts_table = Table(
     Column("maintenance", Boolean, nullable=False, default=False),
     Column("max_migrations", Integer, nullable=False, default=DEFAULT_SETTINGS.max_migrations),
     Column("memory_limit_mib", Integer),
+    Column("migration_bandwidth_mibps", Integer),  # NULL: no limit
     Column("migration_interface", String(64)),
     Column("migration_network_isolated", Boolean, nullable=False, default=False),
     Column("cluster", String(64)),

@@ -1,9 +1,10 @@
-// A cluster: its hosts and EVC, with what the mode hides on each host.
+// A cluster: its hosts and EVC, with what the mode hides on each host, and the default
+// convergence policy of its VMs' moves.
 
 import {call, get, may} from '../api.js';
 import {facts, h, replaceChildren, table} from '../dom.js';
 import {when} from '../format.js';
-import {alertBox, heading, needs} from './common.js';
+import {alertBox, heading, needs, policyDefault} from './common.js';
 
 export function mount(view, name) {
   const [alert, showError] = alertBox();
@@ -59,8 +60,28 @@ export function mount(view, name) {
     event.preventDefault();
     change('PUT', {mode: modeInput.value.trim() || 'auto'});
   });
+  const migration = h('section', {class: 'card', id: 'cluster-migration'},
+    h('h2', {}, 'Migration'), h('p', {class: 'hint'}, 'Loading…'));
+  async function drawPolicy(setTo) {
+    showError(null);
+    try {
+      const cluster = setTo === undefined
+        ? (await get('/clusters')).find((c) => c.name === name)
+        : await call('PUT', `/clusters/${encodeURIComponent(name)}/policy`, {policy: setTo});
+      const policies = await get('/policies');
+      replaceChildren(migration, h('h2', {}, 'Migration'),
+        policyDefault('cluster-policy', 'Default policy of its VMs\' moves', policies,
+          cluster?.migration_policy, 'None: ferry\'s default', !admin, drawPolicy),
+        h('p', {class: 'hint'}, 'A VM\'s own default, or a policy asked for a move, comes ' +
+          'first.'),
+        admin ? null : h('p', {class: 'hint'}, needs('admin', 'changing it')));
+    } catch (err) {
+      showError(err);
+    }
+  }
   replaceChildren(view, heading(name, 'Cluster'), alert,
-    h('section', {class: 'card'}, h('h2', {}, 'EVC'), form, refusal, evcBody));
+    h('section', {class: 'card'}, h('h2', {}, 'EVC'), form, refusal, evcBody), migration);
   load();
+  drawPolicy();
   return {update: null};
 }

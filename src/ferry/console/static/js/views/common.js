@@ -33,3 +33,15 @@ export function redrawnOn(part, draw) {
   draw();
   return {update: (pushed) => pushed === part && draw()};
 }
+
+/** A select of the convergence policies (GET /policies) for a default: ``current`` is
+ * the one set (null: none of its own, which ``unset`` names); ``pick`` gets the name
+ * chosen, or null. */
+export function policyDefault(id, label, policies, current, unset, disabled, pick) {
+  const select = h('select', {id, name: id, disabled},
+    h('option', {value: ''}, unset),
+    policies.map((p) => h('option', {value: p.name, title: p.description}, p.name)));
+  select.value = current || '';
+  select.addEventListener('change', () => pick(select.value || null));
+  return h('div', {class: 'field'}, h('label', {for: id}, label), select);
+}

@@ -21,6 +21,8 @@ function settingsForm(host, showError) {
     {type: 'number', min: 1, max: 64, value: host.max_migrations}),
   input('set-memory-limit', 'Memory for VMs at most (MiB; empty: no limit)',
     {type: 'number', min: 64, value: host.memory_limit_mib ?? ''}),
+  input('set-bandwidth', 'Migration bandwidth at most (MiB/s; empty: no limit)',
+    {type: 'number', min: 1, value: host.migration_bandwidth_mibps ?? ''}),
   input('set-cleartext', 'Allow clear-text migration streams',
     {type: 'checkbox', checked: host.allow_cleartext_migration}),
   admin ? h('button', {type: 'submit'}, 'Save settings')
@@ -28,6 +30,7 @@ function settingsForm(host, showError) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const limit = form.querySelector('#set-memory-limit').value;
+    const bandwidth = form.querySelector('#set-bandwidth').value;
     const body = {
       migration_enabled: form.querySelector('#set-migration-enabled').checked,
       max_migrations: Number(form.querySelector('#set-max-migrations').value),
@@ -35,6 +38,8 @@ function settingsForm(host, showError) {
     };
     if (limit === '') body.clear_memory_limit = true;
     else body.memory_limit_mib = Number(limit);
+    if (bandwidth === '') body.clear_migration_bandwidth = true;
+    else body.migration_bandwidth_mibps = Number(bandwidth);
     try {
       showError(null);
       await call('PATCH', `/hosts/${encodeURIComponent(host.name)}`, body);

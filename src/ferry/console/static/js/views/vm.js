@@ -1,10 +1,10 @@
 // A VM: what it is, where it runs, its disks and NICs, power, and Migrate.
 
-import {may, post, session} from '../api.js';
+import {call, get, may, post, session} from '../api.js';
 import {badge, facts, h, replaceChildren, table} from '../dom.js';
 import {mib} from '../format.js';
 import {findVm} from '../state.js';
-import {alertBox, heading, needs, redrawnOn} from './common.js';
+import {alertBox, heading, needs, policyDefault, redrawnOn} from './common.js';
 
 const POWER = [
   ['on', 'Power on', (vm) => vm.state !== 'running'],
@@ -14,6 +14,29 @@ const POWER = [
 
 export function mount(view, name) {
   const [alert, showError] = alertBox();
+  const path = `/vms/${encodeURIComponent(name)}/policy`;
+  let policies = null;  // GET /policies, once
+  let choice = null;  // GET /vms/{name}/policy: its default and what a move runs with
+
+  async function setPolicy(picked) {
+    showError(null);
+    try {
+      choice = await call('PUT', path, {policy: picked});
+    } catch (err) {
+      showError(err);
+    }
+    draw();
+  }
+  function migrationCard(operator) {
+    const body = policies && choice ? [
+      facts([['A move runs with', h('span', {id: 'vm-policy-now'},
+        `${choice.policy} (${choice.why})`)]], 'Migration policy'),
+      policyDefault('vm-policy', 'Its own default policy', policies, choice.default,
+        'None: its cluster\'s, else ferry\'s', !operator, setPolicy),
+      operator ? null : h('p', {class: 'hint'}, needs('operator', 'changing it')),
+    ] : h('p', {class: 'hint'}, 'Loading…');
+    return h('section', {class: 'card', id: 'vm-migration'}, h('h2', {}, 'Migration'), body);
+  }
 
   function draw() {
     const vm = findVm(name);
@@ -64,6 +87,7 @@ export function mount(view, name) {
           ['UUID', vm.uuid],
           ['Up to date', vm.current ? 'yes' : badge('host not answering', 'bad')],
         ], 'VM summary')),
+        migrationCard(operator),
         h('section', {class: 'card'}, h('h2', {}, 'Disks'),
           table(['Disk', 'Device', 'Format', 'Source', 'Notes'], vm.disks.map((disk) => [
             disk.target, disk.device, disk.driver_format, disk.source,
@@ -74,5 +98,13 @@ export function mount(view, name) {
           table(['MAC', 'Network', 'Port group', 'Model'], vm.interfaces.map((nic) => [
             nic.mac, nic.network || nic.kind, nic.portgroup, nic.model])))));
   }
+  (async () => {
+    try {
+      [policies, choice] = await Promise.all([get('/policies'), get(path)]);
+      draw();
+    } catch (err) {
+      showError(err);
+    }
+  })();
   return redrawnOn('inventory', draw);
 }

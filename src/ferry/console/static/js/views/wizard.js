@@ -2,7 +2,7 @@
 // the target, and the full pre-flight beside them, asked again at every change.
 // Migrate is enabled only by a report with no error for exactly the choice shown.
 
-import {ApiError, post} from '../api.js';
+import {ApiError, get, post} from '../api.js';
 import {h, replaceChildren} from '../dom.js';
 import {bytes} from '../format.js';
 import {findVm, state} from '../state.js';
@@ -95,6 +95,40 @@ export function mount(view, name) {
       h('label', {for: `disk-${disk.target}`}, `${disk.target} (${disk.driver_format || '?'})`))));
   const target = h('fieldset', {class: 'target'}, h('legend', {}, '2. Target'),
     hostField, dsField, formatField, diskField);
+  // How a live move between hosts copies the memory: its policy (the VM's default unless
+  // another is chosen) and a bandwidth of its own, below the hosts' limits.
+  const policyField = select('move-policy', 'Convergence policy',
+    [['', 'The VM\'s default']], 'Loading the policies…');
+  const policySelect = policyField.querySelector('select');
+  const bandwidthField = h('div', {class: 'field', id: 'move-bandwidth-field'},
+    h('label', {for: 'move-bandwidth'}, 'Bandwidth at most (MiB/s)'),
+    h('input', {id: 'move-bandwidth', name: 'move-bandwidth', type: 'number', min: 1,
+      placeholder: 'the hosts\' limits', 'aria-describedby': 'move-bandwidth-help'}),
+    h('p', {class: 'hint', id: 'move-bandwidth-help'},
+      'Empty: the hosts\' own limits, if any. The lowest limit wins.'));
+  const tuning = h('fieldset', {class: 'tuning', id: 'tuning'},
+    h('legend', {}, '3. Memory copy'), policyField, bandwidthField);
+  (async () => {  // the choices as the server names and describes them
+    try {
+      const [policies, chosen] = await Promise.all([get('/policies'),
+        get(`/vms/${encodeURIComponent(vm.name)}/policy`)]);
+      const kept = policySelect.value;
+      policySelect.replaceChildren(
+        h('option', {value: ''}, `The VM's default: ${chosen.policy} (${chosen.why})`),
+        ...policies.map((p) => h('option', {value: p.name}, p.name)));
+      policySelect.value = kept;
+      const help = policyField.querySelector('.hint');
+      const describe = () => {
+        const picked = policies.find((p) => p.name === (policySelect.value || chosen.policy));
+        help.textContent = picked ? picked.description : '';
+      };
+      policySelect.addEventListener('change', describe);
+      describe();
+    } catch (err) {
+      policyField.querySelector('.hint').textContent =
+        err instanceof ApiError ? err.message : String(err);
+    }
+  })();
 
   const submit = h('button', {type: 'submit', id: 'migrate-submit', class: 'primary',
     disabled: true}, 'Migrate');
@@ -102,7 +136,7 @@ export function mount(view, name) {
     'aria-labelledby': 'preflight-title'}, h('h2', {id: 'preflight-title'}, 'Pre-flight'),
   h('div', {id: 'preflight-body'}, h('p', {class: 'hint'}, 'Choose a target.')));
   const form = h('form', {class: 'wizard', id: 'wizard', 'aria-label': `Migrate ${vm.name}`},
-    choices, target, alert,
+    choices, target, tuning, alert,
     h('div', {class: 'actions'}, submit,
       h('a', {class: 'button', href: `#/vm/${encodeURIComponent(vm.name)}`}, 'Cancel')));
   replaceChildren(view, heading(`Migrate ${vm.name}`, 'VM'),
@@ -144,6 +178,7 @@ export function mount(view, name) {
     dsField.hidden = !need.datastore;
     formatField.hidden = !need.datastore;
     diskField.hidden = !need.datastore || !disks.length;
+    tuning.hidden = !(need.live && need.host);
   }
 
   let asked = 0;
@@ -179,12 +214,21 @@ export function mount(view, name) {
     }, CHECK_DELAY_MS);
   }
 
-  form.addEventListener('change', recheck);
+  // The memory copy's choices are not judged by the pre-flight: they keep its verdict.
+  form.addEventListener('change', (event) => {
+    if (!tuning.contains(event.target)) recheck();
+  });
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const [req] = request();
     if (!req || JSON.stringify(req) !== allowedFor) return;
     submit.disabled = true;
+    const need = choice()[3];
+    if (need.live && need.host) {
+      if (policySelect.value) req.policy = policySelect.value;
+      const bandwidth = value('move-bandwidth');
+      if (bandwidth !== '') req.bandwidth_mibps = Number(bandwidth);
+    }
     try {
       const job = await post('/migrations', req);
       location.hash = `#/job/${job.id}`;
