@@ -55,7 +55,9 @@ def test_a_hosts_bandwidth_limit_is_what_libvirt_copies_at(
     limit = 8  # MiB/s: the guest's written pages take seconds, not a fraction of one
     assert lab.ferry("host", "set", "host2", "--migration-bandwidth", str(limit)).code == 0
     try:
-        started = lab.ferry("migrate", "bw1", "--host", "host2", "--no-wait")
+        # A policy that may switch to post-copy: the limit must hold in that phase too.
+        started = lab.ferry("migrate", "bw1", "--host", "host2", "--policy", "postcopy",
+                            "--no-wait")
         assert started.code == 0, started.err
         job_id = started.out.split()[2].rstrip(":")
         # Asked of the source's QEMU (through libvirt) while the copy runs: the rate
@@ -67,7 +69,9 @@ def test_a_hosts_bandwidth_limit_is_what_libvirt_copies_at(
 
         wait_until(lambda: qemu("query-migrate").get("status") == "active", 60,
                    "the copy under way")
-        assert qemu("query-migrate-parameters")["max-bandwidth"] == limit * 2**20
+        handed = qemu("query-migrate-parameters")
+        assert handed["max-bandwidth"] == limit * 2**20
+        assert handed["max-postcopy-bandwidth"] == limit * 2**20
         client = FerryClient()
         wait_until(lambda: client.get_job(job_id).finished_at, 180, "the move's end")
         job = client.get_job(job_id)

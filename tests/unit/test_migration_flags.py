@@ -58,6 +58,13 @@ def test_the_stream_goes_to_the_migration_address_at_the_bandwidth_asked() -> No
                       libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 100}
 
 
+def test_a_bandwidth_limit_holds_in_post_copy_too() -> None:
+    params = migration_params(MigrationOptions(DEST, bandwidth_mibps=50, allow_postcopy=True),
+                              "web1")
+    assert params == {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 50,
+                      libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: 50}
+
+
 def test_copied_disks_are_named_and_both_definitions_point_at_the_new_files() -> None:
     options = MigrationOptions(DEST, copy_disks=(DiskCopy("vda", "/srv/local/web1.img", "raw"),))
     assert migration_flags(options) & libvirt.VIR_MIGRATE_NON_SHARED_DISK

@@ -66,6 +66,8 @@ def migration_params(options: MigrationOptions, vm: str,
             options.auto_converge_increment_pct)
     if options.bandwidth_mibps:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(options.bandwidth_mibps)
+        if options.allow_postcopy:  # QEMU's post-copy phase has a limit of its own
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = int(options.bandwidth_mibps)
     if options.copy_disks:
         if definitions is None:
             raise VirtError(f"VM {vm}: its definitions are needed to copy its disks")
