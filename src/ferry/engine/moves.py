@@ -300,7 +300,8 @@ class MoveStarter:
         dest_record = self._store.host(target)
         # The hosts' limits as they are now: an admin's change applies to a queued move.
         bandwidth = bandwidth_limit(spec.bandwidth_mibps, {
-            h: self._store.host(h).migration_bandwidth_mibps for h in (source.name, dest.name)})
+            r.name: r.migration_bandwidth_mibps
+            for r in (self._store.host(job.source_host), dest_record)})
         policy = policy_named(spec.policy)
         blocked = None
         if policy.allow_postcopy:

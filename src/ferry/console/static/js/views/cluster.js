@@ -62,13 +62,14 @@ export function mount(view, name) {
   });
   const migration = h('section', {class: 'card', id: 'cluster-migration'},
     h('h2', {}, 'Migration'), h('p', {class: 'hint'}, 'Loading…'));
+  let policies = null;  // GET /policies, once
   async function drawPolicy(setTo) {
     showError(null);
     try {
       const cluster = setTo === undefined
         ? (await get('/clusters')).find((c) => c.name === name)
         : await call('PUT', `/clusters/${encodeURIComponent(name)}/policy`, {policy: setTo});
-      const policies = await get('/policies');
+      policies ??= await get('/policies');
       replaceChildren(migration, h('h2', {}, 'Migration'),
         policyDefault('cluster-policy', 'Default policy of its VMs\' moves', policies,
           cluster?.migration_policy, 'None: ferry\'s default', !admin, drawPolicy),
